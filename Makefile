@@ -1,0 +1,34 @@
+# The two commands of README.md are `make demo` and `make test`; the rest are their parts.
+SHELL := /bin/bash
+GO ?= go
+
+.PHONY: demo test stack stack-down stack-status build unit lint bench
+
+## demo: bring the servers up and run cdcd's main job against them
+demo: build stack
+	scripts/demo.sh
+
+## test: bring the servers up, then run every test (race detector on) against them
+test:
+	scripts/test.sh
+
+## stack: install (when missing) and start PostgreSQL, MariaDB, Kafka and the schema registry
+stack:
+	scripts/stack.sh up
+
+stack-down:
+	scripts/stack.sh down
+
+stack-status:
+	scripts/stack.sh status
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/cdcd ./cmd/cdcd
+
+## unit: the tests that need no server (the others skip when the stack is down)
+unit:
+	$(GO) test -race -count=1 ./...
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...

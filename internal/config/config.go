@@ -1,0 +1,278 @@
+// Package config loads cdcd's configuration from a YAML file, CDCD_* environment variables and
+// command-line overrides, in rising precedence, and checks it before anything connects.
+//
+// Every key has one spelling: the YAML path, e.g. source.postgres.dsn. The environment variable for
+// it is CDCD_ followed by the path in upper case with dots as underscores (CDCD_SOURCE_POSTGRES_DSN),
+// and the override flag is --set source.postgres.dsn=... . A key cdcd does not know is an error, never
+// silently ignored: a misspelt key would otherwise leave a default in force without anyone noticing.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/viper"
+)
+
+// Config is the whole configuration of one cdcd process (one source database).
+type Config struct {
+	Source Source `mapstructure:"source"`
+	Kafka  Kafka  `mapstructure:"kafka"`
+	Log    Log    `mapstructure:"log"`
+}
+
+// Source names the database cdcd captures from; exactly the section for Kind is used.
+type Source struct {
+	// Kind is postgres, mysql or mariadb.
+	Kind     string   `mapstructure:"kind"`
+	Postgres Postgres `mapstructure:"postgres"`
+	MySQL    MySQL    `mapstructure:"mysql"`
+}
+
+// Postgres configures logical-replication capture.
+type Postgres struct {
+	// DSN is a libpq-style URL or key=value string for an ordinary connection; cdcd derives the
+	// replication connection from it.
+	DSN string `mapstructure:"dsn"`
+	// Slot is the logical replication slot (plugin pgoutput) cdcd reads from and advances.
+	Slot string `mapstructure:"slot"`
+	// Publication is the pgoutput publication that selects the captured tables.
+	Publication string `mapstructure:"publication"`
+	// Tables lists schema-qualified tables to capture; empty means every table in the publication,
+	// or all tables when cdcd creates the publication.
+	Tables []string `mapstructure:"tables"`
+	// Snapshot is initial (copy existing rows once, when the slot is created) or never.
+	Snapshot string `mapstructure:"snapshot"`
+	// Heartbeat is how often cdcd reports progress on a quiet stream so the slot does not pin WAL.
+	Heartbeat time.Duration `mapstructure:"heartbeat"`
+}
+
+// MySQL configures binlog capture from MySQL or MariaDB.
+type MySQL struct {
+	Addr     string `mapstructure:"addr"`
+	User     string `mapstructure:"user"`
+	Password string `mapstructure:"password"`
+	// ServerID identifies cdcd to the server as a replica; it must differ from every server's and
+	// replica's server_id in the topology.
+	ServerID uint32 `mapstructure:"server_id"`
+	// Tables lists database-qualified tables to capture; empty means all.
+	Tables []string `mapstructure:"tables"`
+}
+
+// Kafka configures the brokers and cdcd's Kafka identities.
+type Kafka struct {
+	Brokers  []string `mapstructure:"brokers"`
+	ClientID string   `mapstructure:"client_id"`
+	// TransactionalID is the producer's transactional.id; a second cdcd with the same id fences the first.
+	TransactionalID string `mapstructure:"transactional_id"`
+	// CommitTopic is the commit stream: one record per commit group, the last one being cdcd's bookmark.
+	CommitTopic string `mapstructure:"commit_topic"`
+	// Delivery is transactional (the only mode implemented so far) or parallel.
+	Delivery string `mapstructure:"delivery"`
+	// Timeout bounds each request to the brokers.
+	Timeout time.Duration `mapstructure:"timeout"`
+}
+
+// Log configures slog.
+type Log struct {
+	Level  string `mapstructure:"level"`
+	Format string `mapstructure:"format"`
+}
+
+// Default returns the configuration in force when nothing is set.
+func Default() Config {
+	return Config{
+		Source: Source{
+			Postgres: Postgres{Slot: "cdcd", Publication: "cdcd", Snapshot: "initial", Heartbeat: 10 * time.Second},
+			MySQL:    MySQL{ServerID: 4021},
+		},
+		Kafka: Kafka{
+			ClientID:        "cdcd",
+			TransactionalID: "cdcd",
+			CommitTopic:     "cdcd.commits",
+			Delivery:        "transactional",
+			Timeout:         10 * time.Second,
+		},
+		Log: Log{Level: "info", Format: "text"},
+	}
+}
+
+// Load reads the YAML file at path (none when path is empty), then CDCD_* environment variables,
+// then overrides given as key=value, and checks the result.
+func Load(path string, overrides []string) (Config, error) {
+	v := viper.New()
+	v.SetConfigType("yaml")
+	v.SetEnvPrefix("CDCD")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	def := Default()
+	keys := keysOf(reflect.TypeOf(def), "")
+	for _, k := range keys {
+		if err := v.BindEnv(k); err != nil {
+			return Config{}, fmt.Errorf("config: binding %s: %w", k, err)
+		}
+	}
+	if path != "" {
+		v.SetConfigFile(path)
+		if err := v.ReadInConfig(); err != nil {
+			return Config{}, fmt.Errorf("config file %s: %w", path, err)
+		}
+	}
+	for _, o := range overrides {
+		k, val, ok := strings.Cut(o, "=")
+		k = strings.TrimSpace(k)
+		if !ok || k == "" {
+			return Config{}, fmt.Errorf("override %q: want key=value, e.g. --set kafka.brokers=127.0.0.1:9092", o)
+		}
+		if !slices.Contains(keys, k) {
+			return Config{}, fmt.Errorf("override %q: unknown key %q; known keys: %s", o, k, strings.Join(keys, ", "))
+		}
+		v.Set(k, val)
+	}
+	cfg := def
+	err := v.UnmarshalExact(&cfg, func(dc *mapstructure.DecoderConfig) {
+		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(
+			mapstructure.StringToTimeDurationHookFunc(),
+			mapstructure.StringToSliceHookFunc(","),
+		)
+	})
+	if err != nil {
+		return Config{}, unknownKeyError(path, err)
+	}
+	if err := cfg.Check(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// keysOf lists the dotted key of every leaf field, so that environment variables can be bound to
+// keys that the file does not mention.
+func keysOf(t reflect.Type, prefix string) []string {
+	var keys []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name := f.Tag.Get("mapstructure")
+		if name == "" {
+			continue
+		}
+		if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(time.Duration(0)) {
+			keys = append(keys, keysOf(f.Type, prefix+name+".")...)
+			continue
+		}
+		keys = append(keys, prefix+name)
+	}
+	return keys
+}
+
+// Keys lists every configuration key cdcd knows, in declaration order.
+func Keys() []string { return keysOf(reflect.TypeOf(Config{}), "") }
+
+func unknownKeyError(path string, err error) error {
+	where := "configuration"
+	if path != "" {
+		where = "config file " + path
+	}
+	msg := err.Error()
+	if strings.Contains(msg, "has invalid keys") {
+		return fmt.Errorf("%s: %s (remove or correct them; `cdcd config keys` lists the known keys)", where, msg)
+	}
+	return fmt.Errorf("%s: %w", where, err)
+}
+
+// Check reports the first value that cannot work, naming the key and what it accepts.
+func (c Config) Check() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	switch c.Source.Kind {
+	case "postgres":
+		p := c.Source.Postgres
+		if p.DSN == "" {
+			bad("source.postgres.dsn", "is empty; set it to e.g. postgres://cdc:secret@127.0.0.1:5432/app")
+		}
+		if p.Slot == "" {
+			bad("source.postgres.slot", "is empty; name the replication slot, e.g. cdcd")
+		} else if !validSlotName(p.Slot) {
+			bad("source.postgres.slot", "%q is not a valid slot name (lower-case letters, digits and underscores, at most 63)", p.Slot)
+		}
+		if p.Publication == "" {
+			bad("source.postgres.publication", "is empty; name the publication, e.g. cdcd")
+		}
+		if p.Snapshot != "initial" && p.Snapshot != "never" {
+			bad("source.postgres.snapshot", "%q is not one of initial, never", p.Snapshot)
+		}
+		for _, t := range p.Tables {
+			if s, n, ok := strings.Cut(t, "."); !ok || s == "" || n == "" {
+				bad("source.postgres.tables", "%q is not schema-qualified; write it as schema.table, e.g. public.%s", t, t)
+			}
+		}
+		if p.Heartbeat <= 0 {
+			bad("source.postgres.heartbeat", "must be a positive duration such as 10s")
+		}
+	case "mysql", "mariadb":
+		m := c.Source.MySQL
+		if m.Addr == "" {
+			bad("source.mysql.addr", "is empty; set it to host:port, e.g. 127.0.0.1:3306")
+		}
+		if m.User == "" {
+			bad("source.mysql.user", "is empty; name a user with REPLICATION SLAVE and REPLICATION CLIENT")
+		}
+		if m.ServerID == 0 {
+			bad("source.mysql.server_id", "must be a non-zero id unique among the servers and replicas")
+		}
+		for _, t := range m.Tables {
+			if s, n, ok := strings.Cut(t, "."); !ok || s == "" || n == "" {
+				bad("source.mysql.tables", "%q is not database-qualified; write it as database.table", t)
+			}
+		}
+	case "":
+		bad("source.kind", "is not set; use postgres, mysql or mariadb")
+	default:
+		bad("source.kind", "%q is not one of postgres, mysql, mariadb", c.Source.Kind)
+	}
+	if len(c.Kafka.Brokers) == 0 {
+		bad("kafka.brokers", "is empty; list at least one host:port")
+	}
+	if c.Kafka.TransactionalID == "" {
+		bad("kafka.transactional_id", "is empty; give each cdcd process its own stable id")
+	}
+	if c.Kafka.CommitTopic == "" {
+		bad("kafka.commit_topic", "is empty; name the commit stream topic")
+	}
+	switch c.Kafka.Delivery {
+	case "transactional":
+	case "parallel":
+		bad("kafka.delivery", "parallel delivery is not implemented yet; use transactional")
+	default:
+		bad("kafka.delivery", "%q is not one of transactional, parallel", c.Kafka.Delivery)
+	}
+	if c.Kafka.Timeout <= 0 {
+		bad("kafka.timeout", "must be a positive duration such as 10s")
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		bad("log.format", "%q is not one of text, json", c.Log.Format)
+	}
+	return errors.Join(errs...)
+}
+
+func validSlotName(s string) bool {
+	if len(s) > 63 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_') {
+			return false
+		}
+	}
+	return true
+}

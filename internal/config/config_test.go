@@ -1,0 +1,137 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// hermetic clears every CDCD_* variable that names a key, so that the environment the tests run in
+// (scripts/stack.sh exports CDCD_KAFKA_BROKERS, for one) does not leak into them.
+func hermetic(t *testing.T) {
+	t.Helper()
+	for _, k := range Keys() {
+		t.Setenv("CDCD_"+strings.ToUpper(strings.ReplaceAll(k, ".", "_")), "")
+	}
+}
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	hermetic(t)
+	p := filepath.Join(t.TempDir(), "cdcd.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+const minimal = `
+source:
+  kind: postgres
+  postgres:
+    dsn: postgres://u:p@h/db
+kafka:
+  brokers: [a:9092, b:9092]
+`
+
+func TestLoadPrecedence(t *testing.T) {
+	path := writeFile(t, minimal+"  timeout: 3s\n")
+	t.Setenv("CDCD_KAFKA_TRANSACTIONAL_ID", "from-env")
+	t.Setenv("CDCD_SOURCE_POSTGRES_SLOT", "env_slot")
+	cfg, err := Load(path, []string{"source.postgres.slot=flag_slot", "source.postgres.tables=public.a,public.b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Source.Postgres.DSN != "postgres://u:p@h/db" || strings.Join(cfg.Kafka.Brokers, ",") != "a:9092,b:9092" {
+		t.Errorf("file values not read: %+v", cfg)
+	}
+	if cfg.Kafka.Timeout != 3*time.Second {
+		t.Errorf("timeout = %v", cfg.Kafka.Timeout)
+	}
+	if cfg.Kafka.TransactionalID != "from-env" {
+		t.Errorf("env did not override the default: %q", cfg.Kafka.TransactionalID)
+	}
+	if cfg.Source.Postgres.Slot != "flag_slot" {
+		t.Errorf("--set did not override env: %q", cfg.Source.Postgres.Slot)
+	}
+	if strings.Join(cfg.Source.Postgres.Tables, "|") != "public.a|public.b" {
+		t.Errorf("tables = %q", cfg.Source.Postgres.Tables)
+	}
+	if cfg.Source.Postgres.Publication != "cdcd" || cfg.Kafka.CommitTopic != "cdcd.commits" {
+		t.Errorf("defaults lost: %+v", cfg)
+	}
+}
+
+func TestLoadEnvOnly(t *testing.T) {
+	hermetic(t)
+	t.Setenv("CDCD_SOURCE_KIND", "mariadb")
+	t.Setenv("CDCD_SOURCE_MYSQL_ADDR", "127.0.0.1:3306")
+	t.Setenv("CDCD_SOURCE_MYSQL_USER", "cdc")
+	t.Setenv("CDCD_KAFKA_BROKERS", "k1:9092,k2:9092")
+	cfg, err := Load("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Source.MySQL.Addr != "127.0.0.1:3306" || len(cfg.Kafka.Brokers) != 2 {
+		t.Errorf("%+v", cfg)
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	tests := []struct {
+		name      string
+		file      string
+		overrides []string
+		want      []string
+	}{
+		{"unknown key", "source:\n  kind: postgres\n  postgres:\n    dsn: x\n    slots: x\nkafka:\n  brokers: [a:1]\n", nil, []string{"invalid keys", "slots", "cdcd config keys"}},
+		{"unknown section", minimal + "metrix:\n  listen: x\n", nil, []string{"invalid keys", "metrix"}},
+		{"unknown override", minimal, []string{"kafka.broker=x"}, []string{`unknown key "kafka.broker"`}},
+		{"override without value", minimal, []string{"kafka.brokers"}, []string{"want key=value"}},
+		{"no kind", "kafka:\n  brokers: [a:1]\n", nil, []string{"source.kind: is not set"}},
+		{"bad kind", minimal, []string{"source.kind=oracle"}, []string{`"oracle" is not one of postgres, mysql, mariadb`}},
+		{"unqualified table", minimal, []string{"source.postgres.tables=orders"}, []string{"public.orders"}},
+		{"bad slot", minimal, []string{"source.postgres.slot=My-Slot"}, []string{"not a valid slot name"}},
+		{"bad snapshot", minimal, []string{"source.postgres.snapshot=always"}, []string{"initial, never"}},
+		{"bad duration", minimal, []string{"kafka.timeout=soon"}, []string{"timeout"}},
+		{"parallel not yet", minimal, []string{"kafka.delivery=parallel"}, []string{"not implemented yet"}},
+		{"no brokers", "source:\n  kind: postgres\n  postgres:\n    dsn: x\n", nil, []string{"kafka.brokers: is empty"}},
+		{"bad yaml", "source: [\n", nil, []string{"config file"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Load(writeFile(t, tc.file), tc.overrides)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	hermetic(t)
+	_, err := Load(filepath.Join(t.TempDir(), "nope.yaml"), nil)
+	if err == nil || !strings.Contains(err.Error(), "nope.yaml") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestKeysCoverEveryLeaf(t *testing.T) {
+	keys := Keys()
+	for _, want := range []string{"source.kind", "source.postgres.dsn", "source.postgres.heartbeat", "source.mysql.server_id", "kafka.brokers", "log.format"} {
+		found := false
+		for _, k := range keys {
+			found = found || k == want
+		}
+		if !found {
+			t.Errorf("Keys() lacks %s: %v", want, keys)
+		}
+	}
+}

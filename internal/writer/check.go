@@ -1,0 +1,104 @@
+package writer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"github.com/cdcd-dev/cdcd/internal/preflight"
+)
+
+// KafkaVersion is the protocol level cdcd speaks: Kafka 3.6 and every 4.x broker understand it.
+var KafkaVersion = sarama.V3_6_0_0
+
+// CheckConfig is what Check needs to know of the Kafka configuration.
+type CheckConfig struct {
+	Brokers         []string
+	ClientID        string
+	TransactionalID string
+	Timeout         time.Duration
+}
+
+// Check adds to r whether the brokers answer and whether transactions work: it initialises a
+// transactional producer under a transactional id of its own (derived from TransactionalID, so a
+// running cdcd is never fenced by a validation), then begins and aborts a transaction. It writes
+// nothing. It returns an error only when ctx ends.
+func Check(ctx context.Context, cfg CheckConfig, r *preflight.Report) error {
+	const comp = "kafka"
+	sc := baseConfig(cfg.ClientID, cfg.Timeout)
+	client, err := sarama.NewClient(cfg.Brokers, sc)
+	if err != nil {
+		r.Problem(comp, "brokers", fmt.Sprintf("no broker answered at %s: %v", strings.Join(cfg.Brokers, ","), err),
+			"start Kafka or correct kafka.brokers (host:port of the PLAINTEXT listener, as advertised)")
+		return ctx.Err()
+	}
+	defer client.Close()
+	r.OK(comp, "brokers", fmt.Sprintf("%d broker(s) reachable via %s", len(client.Brokers()), strings.Join(cfg.Brokers, ",")))
+
+	type result struct{ err error }
+	done := make(chan result, 1)
+	go func() { done <- result{probeTransactions(cfg)} }()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case res := <-done:
+		if res.err != nil {
+			r.Problem(comp, "transactions", fmt.Sprintf("a transactional producer could not start: %v", res.err),
+				"on a cluster with fewer than 3 brokers set transaction.state.log.replication.factor and transaction.state.log.min.isr to at most the number of brokers; check that the user may use transactional ids (ACL WRITE on TransactionalId)")
+			return nil
+		}
+	}
+	r.OK(comp, "transactions", "a transactional producer initialised, began and aborted a transaction")
+	return nil
+}
+
+func probeTransactions(cfg CheckConfig) error {
+	pc := producerConfig(cfg.ClientID, cfg.TransactionalID+".validate", cfg.Timeout)
+	p, err := sarama.NewAsyncProducer(cfg.Brokers, pc)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	if err := p.BeginTxn(); err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := p.AbortTxn(); err != nil {
+		return fmt.Errorf("abort: %w", err)
+	}
+	if p.TxnStatus()&sarama.ProducerTxnFlagInError != 0 {
+		return errors.New("the producer is in error after aborting an empty transaction")
+	}
+	return nil
+}
+
+func baseConfig(clientID string, timeout time.Duration) *sarama.Config {
+	sc := sarama.NewConfig()
+	sc.Version = KafkaVersion
+	sc.ClientID = clientID
+	sc.Net.DialTimeout = timeout
+	sc.Net.ReadTimeout = timeout
+	sc.Net.WriteTimeout = timeout
+	sc.Metadata.Retry.Max = 2
+	sc.Metadata.Retry.Backoff = 250 * time.Millisecond
+	return sc
+}
+
+// producerConfig is an idempotent, transactional producer: acks from all in-sync replicas, one
+// request in flight per broker so retries cannot reorder.
+func producerConfig(clientID, transactionalID string, timeout time.Duration) *sarama.Config {
+	sc := baseConfig(clientID, timeout)
+	sc.Producer.Idempotent = true
+	sc.Producer.RequiredAcks = sarama.WaitForAll
+	sc.Producer.Return.Successes = true
+	sc.Producer.Return.Errors = true
+	sc.Producer.Transaction.ID = transactionalID
+	sc.Producer.Transaction.Timeout = time.Minute
+	sc.Producer.Transaction.Retry.Max = 20
+	sc.Producer.Transaction.Retry.Backoff = 250 * time.Millisecond
+	sc.Net.MaxOpenRequests = 1
+	return sc
+}

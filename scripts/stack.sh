@@ -1,0 +1,532 @@
+#!/usr/bin/env bash
+# The real servers cdcd runs and is tested against, on loopback, with their data under $CDCD_STACK_DIR
+# (default: .stack in the repository, git-ignored):
+#   postgres  PostgreSQL from Debian's packages, wal_level=logical, role `cdc` with REPLICATION
+#   mariadb   MariaDB from Debian's packages, ROW binlog with full image and metadata, GTID strict mode
+#   kafka     Apache Kafka, single-node KRaft, from its Maven Central jars (deploy/kafka/pom.xml)
+#   registry  Apicurio Registry (Confluent-compatible API under /apis/ccompat/v7), from Maven Central
+#
+# Usage: scripts/stack.sh up|down|status|env|install [service...]   (no service: all of them)
+# Every step is idempotent: `up` installs what is missing, initialises what is new, starts what is
+# stopped and waits until each server answers. Ports and credentials come from the environment.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STACK=${CDCD_STACK_DIR:-$ROOT/.stack}
+
+PG_PORT=${CDCD_PG_PORT:-15432}
+PG_USER=${CDCD_PG_USER:-cdc}
+PG_PASSWORD=${CDCD_PG_PASSWORD:-cdc}
+PG_DB=${CDCD_PG_DB:-cdcd}
+MY_PORT=${CDCD_MYSQL_PORT:-13306}
+MY_USER=${CDCD_MYSQL_USER:-cdc}
+MY_PASSWORD=${CDCD_MYSQL_PASSWORD:-cdc}
+MY_DB=${CDCD_MYSQL_DB:-cdcd}
+MY_SERVER_ID=${CDCD_MYSQL_SERVER_ID:-1}
+KAFKA_PORT=${CDCD_KAFKA_PORT:-19092}
+KAFKA_CONTROLLER_PORT=${CDCD_KAFKA_CONTROLLER_PORT:-19093}
+KAFKA_HEAP=${CDCD_KAFKA_HEAP:-1g}
+REGISTRY_PORT=${CDCD_REGISTRY_PORT:-18081}
+APICURIO_VERSION=${CDCD_APICURIO_VERSION:-3.3.3}
+
+ALL_SERVICES=(postgres mariadb kafka registry)
+
+log() { printf '[stack] %s\n' "$*" >&2; }
+die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
+
+# wait_for DESCRIPTION SECONDS COMMAND...: polls COMMAND once a second until it succeeds.
+wait_for() {
+	local what=$1 secs=$2
+	shift 2
+	local i
+	for ((i = 0; i < secs; i++)); do
+		if "$@" >/dev/null 2>&1; then return 0; fi
+		sleep 1
+	done
+	return 1
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+apt_install() {
+	local missing=()
+	local p
+	for p in "$@"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+	done
+	[ ${#missing[@]} -eq 0 ] && return 0
+	[ "$(id -u)" -eq 0 ] || die "need root to install ${missing[*]} (apt-get install ${missing[*]})"
+	log "installing ${missing[*]} from Debian's packages"
+	# The packages' maintainer scripts must not try to start the system-wide services.
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# run_as USER COMMAND...: the database servers refuse to run as root.
+run_as() {
+	local user=$1
+	shift
+	if [ "$(id -un)" = "$user" ]; then "$@"; else runuser -u "$user" -- "$@"; fi
+}
+
+# ---------------------------------------------------------------- postgres
+
+pg_bindir() {
+	local d
+	d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+	[ -n "$d" ] || return 1
+	echo "$d"
+}
+
+postgres_install() { apt_install postgresql postgresql-contrib; }
+
+postgres_up() {
+	postgres_install
+	local bin data=$STACK/postgres/data sock=$STACK/postgres
+	bin=$(pg_bindir) || die "PostgreSQL binaries not found under /usr/lib/postgresql"
+	mkdir -p "$sock"
+	chown postgres:postgres "$sock"
+	chmod 0700 "$sock"
+	# The data directory sits below the repository; the postgres user must be able to reach it.
+	chmod o+x "$STACK"
+	if [ ! -s "$data/PG_VERSION" ]; then
+		log "postgres: initdb in $data"
+		run_as postgres "$bin/initdb" -D "$data" -U postgres --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >/dev/null
+		cat >>"$data/postgresql.conf" <<-EOF
+			# cdcd stack
+			listen_addresses = '127.0.0.1'
+			port = $PG_PORT
+			unix_socket_directories = '$sock'
+			wal_level = logical
+			max_replication_slots = 32
+			max_wal_senders = 32
+			max_connections = 200
+			fsync = on
+			logging_collector = off
+		EOF
+		cat >"$data/pg_hba.conf" <<-EOF
+			local   all          all                      trust
+			local   replication  all                      trust
+			host    all          all        127.0.0.1/32  scram-sha-256
+			host    replication  all        127.0.0.1/32  scram-sha-256
+		EOF
+	fi
+	if ! run_as postgres "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+		log "postgres: starting on 127.0.0.1:$PG_PORT"
+		run_as postgres "$bin/pg_ctl" -D "$data" -l "$STACK/postgres/server.log" -w -t 60 \
+			-o "-p $PG_PORT -k $sock" start >/dev/null ||
+			die "postgres did not start; see $STACK/postgres/server.log"
+	fi
+	wait_for postgres 60 run_as postgres "$bin/pg_isready" -h "$sock" -p "$PG_PORT" ||
+		die "postgres is not ready; see $STACK/postgres/server.log"
+	local psql=("$bin/psql" -h "$sock" -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -qAt)
+	run_as postgres "${psql[@]}" -d postgres <<-EOF
+		SELECT format('CREATE ROLE %I LOGIN REPLICATION', '$PG_USER')
+		 WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$PG_USER') \gexec
+		ALTER ROLE "$PG_USER" LOGIN REPLICATION PASSWORD '$PG_PASSWORD';
+		SELECT format('CREATE DATABASE %I OWNER %I', '$PG_DB', '$PG_USER')
+		 WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = '$PG_DB') \gexec
+		SELECT format('CREATE DATABASE %I OWNER %I', '${PG_DB}_target', '$PG_USER')
+		 WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = '${PG_DB}_target') \gexec
+	EOF
+	log "postgres: ready at postgres://$PG_USER:***@127.0.0.1:$PG_PORT/$PG_DB"
+}
+
+postgres_down() {
+	local bin data=$STACK/postgres/data
+	bin=$(pg_bindir) || return 0
+	[ -s "$data/PG_VERSION" ] || return 0
+	if run_as postgres "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+		log "postgres: stopping"
+		run_as postgres "$bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null
+	fi
+}
+
+postgres_status() {
+	local bin
+	bin=$(pg_bindir) || { echo "postgres: not installed"; return 1; }
+	if run_as postgres "$bin/pg_isready" -h "$STACK/postgres" -p "$PG_PORT" >/dev/null 2>&1; then
+		echo "postgres: up on 127.0.0.1:$PG_PORT"
+	else
+		echo "postgres: down"
+		return 1
+	fi
+}
+
+# scratch_postgres up|down NAME PORT [setting=value...]: a throwaway cluster under $STACK/scratch/NAME
+# for tests that need a server configured wrongly on purpose (e.g. wal_level=replica).
+scratch_postgres() {
+	local action=${1:-} name=${2:-} port=${3:-}
+	[ -n "$action" ] && [ -n "$name" ] || die "usage: scratch-postgres up|down NAME PORT [setting=value...]"
+	shift 3 || shift $#
+	postgres_install
+	local bin dir=$STACK/scratch/$name
+	bin=$(pg_bindir) || die "PostgreSQL binaries not found under /usr/lib/postgresql"
+	case $action in
+	up)
+		[ -n "$port" ] || die "scratch-postgres up needs a port"
+		mkdir -p "$dir"
+		chmod o+x "$STACK" "$STACK/scratch"
+		chown postgres:postgres "$dir"
+		if [ ! -s "$dir/data/PG_VERSION" ]; then
+			run_as postgres "$bin/initdb" -D "$dir/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >/dev/null
+			{
+				echo "listen_addresses = '127.0.0.1'"
+				echo "port = $port"
+				echo "unix_socket_directories = '$dir'"
+				local kv
+				for kv in "$@"; do echo "${kv%%=*} = '${kv#*=}'"; done
+			} >>"$dir/data/postgresql.conf"
+			echo "host all all 127.0.0.1/32 scram-sha-256" >>"$dir/data/pg_hba.conf"
+		fi
+		if ! run_as postgres "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
+			run_as postgres "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null ||
+				die "scratch postgres $name did not start; see $dir/server.log"
+		fi
+		run_as postgres "$bin/psql" -h "$dir" -p "$port" -U postgres -qAt -v ON_ERROR_STOP=1 -d postgres <<-EOF
+			SELECT 'CREATE ROLE $PG_USER LOGIN REPLICATION' WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$PG_USER') \gexec
+			ALTER ROLE "$PG_USER" PASSWORD '$PG_PASSWORD';
+			SELECT 'CREATE DATABASE $PG_DB OWNER $PG_USER' WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = '$PG_DB') \gexec
+		EOF
+		echo "postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$port/$PG_DB?sslmode=disable"
+		;;
+	down)
+		if [ -s "$dir/data/PG_VERSION" ]; then
+			run_as postgres "$bin/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
+		fi
+		rm -rf "$dir"
+		;;
+	*) die "usage: scratch-postgres up|down NAME PORT [setting=value...]" ;;
+	esac
+}
+
+# ---------------------------------------------------------------- mariadb
+
+mariadb_install() { apt_install mariadb-server mariadb-client; }
+
+mariadb_client() { mariadb --no-defaults -S "$STACK/mariadb/mysqld.sock" -uroot "$@"; }
+
+mariadb_up() {
+	mariadb_install
+	local dir=$STACK/mariadb data=$STACK/mariadb/data
+	mkdir -p "$dir"
+	chmod o+x "$STACK"
+	cat >"$dir/my.cnf" <<-EOF
+		[mariadbd]
+		datadir = $data
+		socket = $dir/mysqld.sock
+		pid-file = $dir/mysqld.pid
+		log-error = $dir/error.log
+		bind-address = 127.0.0.1
+		port = $MY_PORT
+		server_id = $MY_SERVER_ID
+		log_bin = $dir/binlog/mariadb-bin
+		binlog_format = ROW
+		binlog_row_image = FULL
+		binlog_row_metadata = FULL
+		gtid_strict_mode = ON
+		gtid_domain_id = 0
+		log_slave_updates = ON
+		expire_logs_days = 7
+		character-set-server = utf8mb4
+		collation-server = utf8mb4_unicode_ci
+		default_time_zone = '+00:00'
+		innodb_buffer_pool_size = 256M
+		innodb_flush_log_at_trx_commit = 1
+		sync_binlog = 1
+		skip-name-resolve
+	EOF
+	mkdir -p "$dir/binlog"
+	chown -R mysql:mysql "$dir"
+	if [ ! -d "$data/mysql" ]; then
+		log "mariadb: initialising $data"
+		mariadb-install-db --defaults-file="$dir/my.cnf" --user=mysql --auth-root-authentication-method=socket \
+			--skip-test-db >"$dir/install.log" 2>&1 || die "mariadb-install-db failed; see $dir/install.log"
+	fi
+	if ! mariadb_client -e 'SELECT 1' >/dev/null 2>&1; then
+		log "mariadb: starting on 127.0.0.1:$MY_PORT"
+		start-stop-daemon --start --background --chuid mysql --pidfile "$dir/mysqld.pid" \
+			--exec /usr/sbin/mariadbd -- --defaults-file="$dir/my.cnf"
+	fi
+	wait_for mariadb 60 mariadb_client -e 'SELECT 1' || die "mariadb is not ready; see $dir/error.log"
+	mariadb_client <<-EOF
+		CREATE DATABASE IF NOT EXISTS \`$MY_DB\`;
+		CREATE DATABASE IF NOT EXISTS \`${MY_DB}_target\`;
+		CREATE USER IF NOT EXISTS '$MY_USER'@'127.0.0.1' IDENTIFIED BY '$MY_PASSWORD';
+		CREATE USER IF NOT EXISTS '$MY_USER'@'localhost' IDENTIFIED BY '$MY_PASSWORD';
+		ALTER USER '$MY_USER'@'127.0.0.1' IDENTIFIED BY '$MY_PASSWORD';
+		ALTER USER '$MY_USER'@'localhost' IDENTIFIED BY '$MY_PASSWORD';
+		GRANT SELECT, RELOAD, LOCK TABLES, REPLICATION SLAVE, BINLOG MONITOR, REPLICATION SLAVE ADMIN ON *.* TO '$MY_USER'@'127.0.0.1', '$MY_USER'@'localhost';
+		GRANT ALL PRIVILEGES ON \`$MY_DB\`.* TO '$MY_USER'@'127.0.0.1', '$MY_USER'@'localhost';
+		GRANT ALL PRIVILEGES ON \`${MY_DB}_target\`.* TO '$MY_USER'@'127.0.0.1', '$MY_USER'@'localhost';
+	EOF
+	log "mariadb: ready at $MY_USER:***@tcp(127.0.0.1:$MY_PORT)/$MY_DB"
+}
+
+mariadb_down() {
+	local dir=$STACK/mariadb
+	[ -f "$dir/mysqld.pid" ] || return 0
+	log "mariadb: stopping"
+	start-stop-daemon --stop --quiet --pidfile "$dir/mysqld.pid" --retry TERM/60/KILL/5 >/dev/null || true
+	rm -f "$dir/mysqld.pid"
+}
+
+mariadb_status() {
+	if mariadb_client -e 'SELECT 1' >/dev/null 2>&1; then
+		echo "mariadb: up on 127.0.0.1:$MY_PORT"
+	else
+		echo "mariadb: down"
+		return 1
+	fi
+}
+
+# ---------------------------------------------------------------- kafka
+
+java_check() {
+	command -v java >/dev/null || apt_install openjdk-17-jre-headless
+	command -v mvn >/dev/null || apt_install maven
+}
+
+kafka_install() {
+	java_check
+	apt_install kcat
+	local lib=$STACK/kafka/lib stamp
+	stamp=$(sha256sum "$ROOT/deploy/kafka/pom.xml" | cut -c1-16)
+	if [ "$(cat "$lib/.pom" 2>/dev/null)" != "$stamp" ]; then
+		log "kafka: resolving the broker's jars from Maven Central"
+		rm -rf "$lib"
+		mkdir -p "$lib"
+		mvn -q -B -f "$ROOT/deploy/kafka/pom.xml" dependency:copy-dependencies \
+			-DincludeScope=runtime -DoutputDirectory="$lib" >"$STACK/kafka/mvn.log" 2>&1 ||
+			die "maven could not resolve the Kafka jars; see $STACK/kafka/mvn.log"
+		echo "$stamp" >"$lib/.pom"
+	fi
+}
+
+kafka_pid() { cat "$STACK/kafka/kafka.pid" 2>/dev/null; }
+
+kafka_running() {
+	local pid
+	pid=$(kafka_pid) && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+}
+
+# kafka_ready: the broker answers metadata requests and lists itself.
+kafka_ready() {
+	kcat -b "127.0.0.1:$KAFKA_PORT" -L -m 5 2>/dev/null | grep -q "broker 1 at"
+}
+
+kafka_up() {
+	mkdir -p "$STACK/kafka"
+	kafka_install
+	local dir=$STACK/kafka cp="$STACK/kafka/lib/*"
+	cat >"$dir/server.properties" <<-EOF
+		process.roles=broker,controller
+		node.id=1
+		controller.quorum.bootstrap.servers=127.0.0.1:$KAFKA_CONTROLLER_PORT
+		listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+		advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+		inter.broker.listener.name=PLAINTEXT
+		controller.listener.names=CONTROLLER
+		listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+		log.dirs=$dir/data
+		num.partitions=1
+		offsets.topic.replication.factor=1
+		offsets.topic.num.partitions=10
+		transaction.state.log.replication.factor=1
+		transaction.state.log.min.isr=1
+		transaction.state.log.num.partitions=10
+		share.coordinator.state.topic.replication.factor=1
+		share.coordinator.state.topic.min.isr=1
+		group.initial.rebalance.delay.ms=0
+		auto.create.topics.enable=true
+		transaction.max.timeout.ms=900000
+		log.retention.hours=168
+	EOF
+	cat >"$dir/log4j2.properties" <<-'EOF'
+		status = warn
+		appender.f.type = File
+		appender.f.name = F
+		appender.f.fileName = ${sys:kafka.logs.dir}/server.log
+		appender.f.layout.type = PatternLayout
+		appender.f.layout.pattern = [%d] %p %m (%c)%n
+		rootLogger.level = INFO
+		rootLogger.appenderRef.f.ref = F
+		logger.req.name = kafka.request.logger
+		logger.req.level = WARN
+	EOF
+	local logopts=(-Dkafka.logs.dir="$dir/logs" -Dlog4j2.configurationFile="$dir/log4j2.properties")
+	if [ ! -f "$dir/data/meta.properties" ]; then
+		log "kafka: formatting storage in $dir/data"
+		local id
+		id=$(java "${logopts[@]}" -cp "$cp" kafka.tools.StorageTool random-uuid)
+		java "${logopts[@]}" -cp "$cp" kafka.tools.StorageTool format --standalone --ignore-formatted \
+			-t "$id" -c "$dir/server.properties" >"$dir/format.log" 2>&1 ||
+			die "kafka storage format failed; see $dir/format.log"
+	fi
+	if ! kafka_running; then
+		log "kafka: starting on 127.0.0.1:$KAFKA_PORT"
+		mkdir -p "$dir/logs"
+		# setsid: the broker outlives the shell that started it and ignores its terminal's signals.
+		setsid nohup java -Xms"$KAFKA_HEAP" -Xmx"$KAFKA_HEAP" -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+			-XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent -XX:MaxInlineLevel=15 \
+			-Djava.awt.headless=true "${logopts[@]}" -cp "$cp" kafka.Kafka "$dir/server.properties" \
+			>"$dir/logs/stdout.log" 2>&1 </dev/null &
+		echo $! >"$dir/kafka.pid"
+	fi
+	wait_for kafka 120 kafka_ready || die "kafka is not ready; see $dir/logs/server.log"
+	log "kafka: ready at 127.0.0.1:$KAFKA_PORT"
+}
+
+kafka_down() {
+	kafka_running || { rm -f "$STACK/kafka/kafka.pid"; return 0; }
+	local pid
+	pid=$(kafka_pid)
+	log "kafka: stopping (controlled shutdown)"
+	kill -TERM "$pid"
+	local i
+	for ((i = 0; i < 60; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 1
+	done
+	kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+	rm -f "$STACK/kafka/kafka.pid"
+}
+
+kafka_status() {
+	if kafka_ready; then echo "kafka: up on 127.0.0.1:$KAFKA_PORT"; else
+		echo "kafka: down"
+		return 1
+	fi
+}
+
+# ---------------------------------------------------------------- registry
+
+# registry_java: Apicurio Registry 3.3 is compiled for Java 21; the broker is happy with 17.
+registry_java() {
+	local j v
+	for j in ${CDCD_REGISTRY_JAVA:-} /usr/lib/jvm/*/bin/java $(command -v java); do
+		[ -x "$j" ] || continue
+		v=$("$j" -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = //p')
+		if [ "${v%%.*}" -ge 21 ] 2>/dev/null; then
+			echo "$j"
+			return 0
+		fi
+	done
+	return 1
+}
+
+registry_install() {
+	java_check
+	registry_java >/dev/null || die "the schema registry needs Java 21 or newer and none was found under /usr/lib/jvm (set CDCD_REGISTRY_JAVA to its java binary)"
+	local dir=$STACK/registry
+	if [ ! -f "$dir/app/quarkus-run.jar" ] || [ "$(cat "$dir/app/.version" 2>/dev/null)" != "$APICURIO_VERSION" ]; then
+		log "registry: resolving Apicurio Registry $APICURIO_VERSION from Maven Central"
+		rm -rf "$dir/app"
+		mkdir -p "$dir/app"
+		mvn -q -B org.apache.maven.plugins:maven-dependency-plugin:3.8.1:unpack \
+			-Dartifact="io.apicurio:apicurio-registry-app:$APICURIO_VERSION:tar.gz:all" \
+			-DoutputDirectory="$dir/unpack" -DmarkersDirectory="$dir/markers" >"$dir/mvn.log" 2>&1 ||
+			die "maven could not resolve Apicurio Registry; see $dir/mvn.log"
+		local run
+		run=$(find "$dir/unpack" -name quarkus-run.jar | head -n 1)
+		[ -n "$run" ] || die "quarkus-run.jar not found in the Apicurio archive ($dir/unpack)"
+		rm -rf "$dir/app"
+		mv "$(dirname "$run")" "$dir/app"
+		rm -rf "$dir/unpack"
+		echo "$APICURIO_VERSION" >"$dir/app/.version"
+	fi
+}
+
+registry_ready() { curl -fsS "http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7/subjects" >/dev/null; }
+
+registry_running() {
+	local pid
+	pid=$(cat "$STACK/registry/registry.pid" 2>/dev/null) && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+}
+
+registry_up() {
+	mkdir -p "$STACK/registry"
+	registry_install
+	local dir=$STACK/registry
+	if ! registry_running; then
+		log "registry: starting on 127.0.0.1:$REGISTRY_PORT"
+		# In-memory storage: schemas live as long as the process, which is what tests and the demo need.
+		local java
+		java=$(registry_java)
+		setsid nohup "$java" -Xms128m -Xmx384m -Dquarkus.http.host=127.0.0.1 -Dquarkus.http.port="$REGISTRY_PORT" \
+			-Dquarkus.log.console.enable=true -jar "$dir/app/quarkus-run.jar" \
+			>"$dir/registry.log" 2>&1 </dev/null &
+		echo $! >"$dir/registry.pid"
+	fi
+	wait_for registry 120 registry_ready || die "the schema registry is not ready; see $dir/registry.log"
+	log "registry: ready at http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7"
+}
+
+registry_down() {
+	registry_running || { rm -f "$STACK/registry/registry.pid"; return 0; }
+	local pid
+	pid=$(cat "$STACK/registry/registry.pid")
+	log "registry: stopping"
+	kill -TERM "$pid"
+	local i
+	for ((i = 0; i < 30; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 1
+	done
+	kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+	rm -f "$STACK/registry/registry.pid"
+}
+
+registry_status() {
+	if registry_ready; then echo "registry: up on 127.0.0.1:$REGISTRY_PORT"; else
+		echo "registry: down"
+		return 1
+	fi
+}
+
+# ---------------------------------------------------------------- main
+
+print_env() {
+	cat <<-EOF
+		export CDCD_PG_DSN='postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB?sslmode=disable'
+		export CDCD_PG_TARGET_DSN='postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/${PG_DB}_target?sslmode=disable'
+		export CDCD_PG_ADMIN_DSN='postgres://postgres@127.0.0.1:$PG_PORT/$PG_DB?host=$STACK/postgres&sslmode=disable'
+		export CDCD_MYSQL_ADDR='127.0.0.1:$MY_PORT'
+		export CDCD_MYSQL_USER='$MY_USER'
+		export CDCD_MYSQL_PASSWORD='$MY_PASSWORD'
+		export CDCD_MYSQL_DB='$MY_DB'
+		export CDCD_KAFKA_BROKERS='127.0.0.1:$KAFKA_PORT'
+		export CDCD_REGISTRY_URL='http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7'
+		export CDCD_STACK_DIR='$STACK'
+	EOF
+}
+
+cmd=${1:-status}
+shift || true
+if [ "$cmd" = scratch-postgres ]; then
+	mkdir -p "$STACK/scratch"
+	scratch_postgres "$@"
+	exit 0
+fi
+services=("$@")
+[ ${#services[@]} -gt 0 ] || services=("${ALL_SERVICES[@]}")
+for s in "${services[@]}"; do
+	case " ${ALL_SERVICES[*]} " in *" $s "*) ;; *) die "unknown service '$s' (known: ${ALL_SERVICES[*]})" ;; esac
+done
+
+mkdir -p "$STACK"
+case $cmd in
+up | install)
+	for s in "${services[@]}"; do "${s}_$cmd"; done
+	;;
+down)
+	for ((i = ${#services[@]} - 1; i >= 0; i--)); do "${services[$i]}_down"; done
+	;;
+status)
+	rc=0
+	for s in "${services[@]}"; do "${s}_status" || rc=1; done
+	exit $rc
+	;;
+env) print_env ;;
+*) die "unknown command '$cmd' (use: up, down, status, env, install)" ;;
+esac
