@@ -48,6 +48,24 @@ wait_for() {
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# port_free SERVICE PORT VAR: before starting a server, make sure nothing else holds its port.
+port_free() {
+	if port_open "$2"; then
+		die "$1: port $2 is taken by another process (another checkout's stack?); stop it, or choose another port with $3"
+	fi
+}
+
+# stop_pid PID SECONDS: SIGTERM, then SIGKILL if it is still there after SECONDS.
+stop_pid() {
+	local pid=$1 secs=$2 i
+	kill -TERM "$pid" 2>/dev/null || return 0
+	for ((i = 0; i < secs; i++)); do
+		kill -0 "$pid" 2>/dev/null || return 0
+		sleep 1
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+}
+
 apt_install() {
 	local missing=()
 	local p
@@ -112,6 +130,7 @@ postgres_up() {
 		EOF
 	fi
 	if ! run_as postgres "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+		port_free postgres "$PG_PORT" CDCD_PG_PORT
 		log "postgres: starting on 127.0.0.1:$PG_PORT"
 		run_as postgres "$bin/pg_ctl" -D "$data" -l "$STACK/postgres/server.log" -w -t 60 \
 			-o "-p $PG_PORT -k $sock" start >/dev/null ||
@@ -244,6 +263,7 @@ mariadb_up() {
 			--skip-test-db >"$dir/install.log" 2>&1 || die "mariadb-install-db failed; see $dir/install.log"
 	fi
 	if ! mariadb_client -e 'SELECT 1' >/dev/null 2>&1; then
+		port_free mariadb "$MY_PORT" CDCD_MYSQL_PORT
 		log "mariadb: starting on 127.0.0.1:$MY_PORT"
 		start-stop-daemon --start --background --chuid mysql --pidfile "$dir/mysqld.pid" \
 			--exec /usr/sbin/mariadbd -- --defaults-file="$dir/my.cnf"
@@ -264,10 +284,12 @@ mariadb_up() {
 }
 
 mariadb_down() {
-	local dir=$STACK/mariadb
-	[ -f "$dir/mysqld.pid" ] || return 0
-	log "mariadb: stopping"
-	start-stop-daemon --stop --quiet --pidfile "$dir/mysqld.pid" --retry TERM/60/KILL/5 >/dev/null || true
+	local dir=$STACK/mariadb pid
+	pid=$(cat "$dir/mysqld.pid" 2>/dev/null) || return 0
+	if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+		log "mariadb: stopping"
+		stop_pid "$pid" 60
+	fi
 	rm -f "$dir/mysqld.pid"
 }
 
@@ -364,6 +386,8 @@ kafka_up() {
 			die "kafka storage format failed; see $dir/format.log"
 	fi
 	if ! kafka_running; then
+		port_free kafka "$KAFKA_PORT" CDCD_KAFKA_PORT
+		port_free kafka "$KAFKA_CONTROLLER_PORT" CDCD_KAFKA_CONTROLLER_PORT
 		log "kafka: starting on 127.0.0.1:$KAFKA_PORT"
 		mkdir -p "$dir/logs"
 		# setsid: the broker outlives the shell that started it and ignores its terminal's signals.
@@ -382,13 +406,7 @@ kafka_down() {
 	local pid
 	pid=$(kafka_pid)
 	log "kafka: stopping (controlled shutdown)"
-	kill -TERM "$pid"
-	local i
-	for ((i = 0; i < 60; i++)); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 1
-	done
-	kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+	stop_pid "$pid" 60
 	rm -f "$STACK/kafka/kafka.pid"
 }
 
@@ -449,6 +467,7 @@ registry_up() {
 	registry_install
 	local dir=$STACK/registry
 	if ! registry_running; then
+		port_free registry "$REGISTRY_PORT" CDCD_REGISTRY_PORT
 		log "registry: starting on 127.0.0.1:$REGISTRY_PORT"
 		# In-memory storage: schemas live as long as the process, which is what tests and the demo need.
 		local java
@@ -467,13 +486,7 @@ registry_down() {
 	local pid
 	pid=$(cat "$STACK/registry/registry.pid")
 	log "registry: stopping"
-	kill -TERM "$pid"
-	local i
-	for ((i = 0; i < 30; i++)); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 1
-	done
-	kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+	stop_pid "$pid" 30
 	rm -f "$STACK/registry/registry.pid"
 }
 
