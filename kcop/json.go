@@ -1,0 +1,417 @@
+package kcop
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/cdcd-dev/cdcd/change"
+)
+
+func init() { Register("json", NewJSON) }
+
+// JSON writes a Debezium-like envelope without a schema registry:
+//
+//	key:   {"<key column>": value, ...}   (null when the table has no key)
+//	value: {"before": {...}|null, "after": {...}|null, "op": "c|u|d|r|t", "ts_ms": ...,
+//	        "source": {"db", "schema", "table", "txId", "pos", "op_index", "ts_ms", "snapshot"},
+//	        "unchanged": ["col", ...]}   (only when the source did not send some values)
+//
+// A column the source did not send (an unchanged TOAST value) is left out of "after" and named in
+// "unchanged"; a column absent from a key-only before image is left out of "before". Neither is ever
+// written as null. Exact types stay exact: numeric is a string ("12.5000"), int8 a JSON integer,
+// bytea base64, timestamptz RFC 3339 in UTC, interval ISO 8601, json/jsonb embedded as JSON.
+//
+// A delete is followed by a tombstone (the key with a null value) unless tombstones is false. An update
+// that changes the key is written as a delete of the old key (and its tombstone), then the update
+// under the new key.
+//
+// Options: topic (template with {database}, {schema}, {table}; default "cdcd.{schema}.{table}"),
+// tombstones (default true).
+type JSON struct {
+	topic      topicTemplate
+	tombstones bool
+	now        func() time.Time
+}
+
+// NewJSON is the Factory of the json KCOP.
+func NewJSON(opts Options) (KCOP, error) {
+	tmpl, err := opts.String("topic", "cdcd.{schema}.{table}")
+	if err != nil {
+		return nil, err
+	}
+	topic, err := parseTopicTemplate(tmpl)
+	if err != nil {
+		return nil, err
+	}
+	tomb, err := opts.Bool("tombstones", true)
+	if err != nil {
+		return nil, err
+	}
+	if err := opts.Unused(); err != nil {
+		return nil, err
+	}
+	return &JSON{topic: topic, tombstones: tomb, now: time.Now}, nil
+}
+
+// Process implements KCOP.
+func (j *JSON) Process(_ context.Context, c *change.Change, dst []Record) ([]Record, error) {
+	topic := j.topic.expand(c.Table)
+	switch c.Op {
+	case change.Delete:
+		key := appendKey(nil, c.Table, c.Before)
+		dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: key, Value: j.envelope(c, change.Delete, c.Before, nil)})
+		if j.tombstones && key != nil {
+			dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: key})
+		}
+	case change.Update:
+		if c.KeyChanged {
+			oldKey := appendKey(nil, c.Table, c.Before)
+			dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: oldKey, Value: j.envelope(c, change.Delete, c.Before, nil)})
+			if j.tombstones && oldKey != nil {
+				dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: oldKey})
+			}
+		}
+		dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: appendKey(nil, c.Table, c.After), Value: j.envelope(c, change.Update, c.Before, c.After)})
+	case change.Insert, change.Read:
+		dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: appendKey(nil, c.Table, c.After), Value: j.envelope(c, c.Op, nil, c.After)})
+	case change.Truncate:
+		dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Value: j.envelope(c, change.Truncate, nil, nil)})
+	default:
+		return dst, fmt.Errorf("json: unknown operation %v on %s", c.Op, c.Table.QualifiedName())
+	}
+	return dst, nil
+}
+
+func (j *JSON) envelope(c *change.Change, op change.Op, before, after change.Row) []byte {
+	b := make([]byte, 0, 256)
+	b = append(b, `{"before":`...)
+	b = appendRow(b, c.Table, before)
+	b = append(b, `,"after":`...)
+	b = appendRow(b, c.Table, after)
+	b = append(b, `,"op":"`...)
+	b = append(b, byte(op))
+	b = append(b, `","ts_ms":`...)
+	b = strconv.AppendInt(b, j.now().UnixMilli(), 10)
+	b = append(b, `,"source":{"db":`...)
+	b = appendString(b, c.Table.Database)
+	b = append(b, `,"schema":`...)
+	b = appendString(b, c.Table.Schema)
+	b = append(b, `,"table":`...)
+	b = appendString(b, c.Table.Name)
+	b = append(b, `,"txId":`...)
+	b = appendString(b, c.Txn.ID)
+	b = append(b, `,"pos":`...)
+	b = appendString(b, c.Txn.Position)
+	b = append(b, `,"op_index":`...)
+	b = strconv.AppendInt(b, c.Index, 10)
+	b = append(b, `,"ts_ms":`...)
+	if c.Txn.CommitTime.IsZero() {
+		b = append(b, "null"...)
+	} else {
+		b = strconv.AppendInt(b, c.Txn.CommitTime.UnixMilli(), 10)
+	}
+	b = append(b, `,"snapshot":`...)
+	b = strconv.AppendBool(b, c.Txn.Snapshot)
+	b = append(b, '}')
+	if after != nil {
+		first := true
+		for i, v := range after {
+			if v.Kind != change.Unchanged {
+				continue
+			}
+			if first {
+				b = append(b, `,"unchanged":[`...)
+				first = false
+			} else {
+				b = append(b, ',')
+			}
+			b = appendString(b, c.Table.Columns[i].Name)
+		}
+		if !first {
+			b = append(b, ']')
+		}
+	}
+	return append(b, '}')
+}
+
+// appendKey renders the key columns of row, or returns nil when the table has no key or the row
+// lacks a key value.
+func appendKey(b []byte, t *change.Table, row change.Row) []byte {
+	if len(t.KeyIndexes) == 0 || row == nil {
+		return nil
+	}
+	b = append(b, '{')
+	for n, i := range t.KeyIndexes {
+		if i >= len(row) || row[i].Kind == change.Absent || row[i].Kind == change.Unchanged {
+			return nil
+		}
+		if n > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, t.Columns[i].Name)
+		b = append(b, ':')
+		b = appendValue(b, row[i])
+	}
+	return append(b, '}')
+}
+
+func appendRow(b []byte, t *change.Table, row change.Row) []byte {
+	if row == nil {
+		return append(b, "null"...)
+	}
+	b = append(b, '{')
+	first := true
+	for i, v := range row {
+		if v.Kind == change.Absent || v.Kind == change.Unchanged {
+			continue
+		}
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = appendString(b, t.Columns[i].Name)
+		b = append(b, ':')
+		b = appendValue(b, v)
+	}
+	return append(b, '}')
+}
+
+func appendValue(b []byte, v change.Value) []byte {
+	if v.Kind == change.Null {
+		return append(b, "null"...)
+	}
+	return appendAny(b, v.V)
+}
+
+func appendAny(b []byte, v any) []byte {
+	switch x := v.(type) {
+	case nil:
+		return append(b, "null"...)
+	case int64:
+		return strconv.AppendInt(b, x, 10)
+	case float64:
+		return appendFloat(b, x, 64)
+	case float32:
+		return appendFloat(b, float64(x), 32)
+	case bool:
+		return strconv.AppendBool(b, x)
+	case string:
+		return appendString(b, x)
+	case []byte:
+		b = append(b, '"')
+		b = base64.StdEncoding.AppendEncode(b, x)
+		return append(b, '"')
+	case change.Decimal:
+		return appendString(b, string(x))
+	case change.JSON:
+		return append(b, x...)
+	case change.Date:
+		return appendString(b, string(x))
+	case change.Time:
+		return appendString(b, string(x))
+	case change.TimeTZ:
+		return appendString(b, string(x))
+	case change.Timestamp:
+		return appendString(b, string(x))
+	case time.Time:
+		b = append(b, '"')
+		b = x.UTC().AppendFormat(b, time.RFC3339Nano)
+		return append(b, '"')
+	case change.Interval:
+		return appendString(b, isoInterval(x))
+	case change.Text:
+		return appendString(b, string(x))
+	case []any:
+		b = append(b, '[')
+		for i, e := range x {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendAny(b, e)
+		}
+		return append(b, ']')
+	}
+	return appendString(b, fmt.Sprint(v))
+}
+
+// appendFloat writes the shortest text that reads back as the same float of that size; NaN and
+// the infinities, which JSON numbers cannot express, become the strings "NaN", "Infinity", "-Infinity".
+func appendFloat(b []byte, f float64, bits int) []byte {
+	switch {
+	case math.IsNaN(f):
+		return append(b, `"NaN"`...)
+	case math.IsInf(f, 1):
+		return append(b, `"Infinity"`...)
+	case math.IsInf(f, -1):
+		return append(b, `"-Infinity"`...)
+	}
+	return strconv.AppendFloat(b, f, 'g', -1, bits)
+}
+
+// isoInterval renders an interval as ISO 8601, e.g. P1Y2M3DT4H5M6.5S; each part keeps its sign.
+func isoInterval(iv change.Interval) string {
+	var sb strings.Builder
+	sb.WriteByte('P')
+	if y := iv.Months / 12; y != 0 {
+		fmt.Fprintf(&sb, "%dY", y)
+	}
+	if m := iv.Months % 12; m != 0 {
+		fmt.Fprintf(&sb, "%dM", m)
+	}
+	if iv.Days != 0 {
+		fmt.Fprintf(&sb, "%dD", iv.Days)
+	}
+	if us := iv.Microseconds; us != 0 {
+		sb.WriteByte('T')
+		neg := us < 0
+		if neg {
+			us = -us
+		}
+		sign := ""
+		if neg {
+			sign = "-"
+		}
+		h, m := us/3_600_000_000, us/60_000_000%60
+		s, frac := us/1_000_000%60, us%1_000_000
+		if h != 0 {
+			fmt.Fprintf(&sb, "%s%dH", sign, h)
+		}
+		if m != 0 {
+			fmt.Fprintf(&sb, "%s%dM", sign, m)
+		}
+		if s != 0 || frac != 0 {
+			if frac != 0 {
+				fmt.Fprintf(&sb, "%s%d.%sS", sign, s, strings.TrimRight(fmt.Sprintf("%06d", frac), "0"))
+			} else {
+				fmt.Fprintf(&sb, "%s%dS", sign, s)
+			}
+		}
+	}
+	if sb.Len() == 1 {
+		return "PT0S"
+	}
+	return sb.String()
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString writes s as a JSON string; invalid UTF-8 becomes U+FFFD, as encoding/json does.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+// topicTemplate is a topic name with {database}, {schema} and {table} placeholders.
+type topicTemplate struct{ parts []string }
+
+func parseTopicTemplate(s string) (topicTemplate, error) {
+	if s == "" {
+		return topicTemplate{}, fmt.Errorf("option topic: is empty; use a template such as cdcd.{schema}.{table}")
+	}
+	var parts []string
+	rest := s
+	for rest != "" {
+		i := strings.IndexByte(rest, '{')
+		if i < 0 {
+			parts = append(parts, rest)
+			break
+		}
+		if i > 0 {
+			parts = append(parts, rest[:i])
+		}
+		j := strings.IndexByte(rest[i:], '}')
+		if j < 0 {
+			return topicTemplate{}, fmt.Errorf("option topic: %q has an unclosed {", s)
+		}
+		ph := rest[i : i+j+1]
+		switch ph {
+		case "{database}", "{schema}", "{table}":
+		default:
+			return topicTemplate{}, fmt.Errorf("option topic: %q uses %s; known placeholders are {database}, {schema}, {table}", s, ph)
+		}
+		parts = append(parts, ph)
+		rest = rest[i+j+1:]
+	}
+	return topicTemplate{parts: parts}, nil
+}
+
+func (t topicTemplate) expand(tbl *change.Table) string {
+	if len(t.parts) == 1 {
+		return t.parts[0]
+	}
+	var sb strings.Builder
+	for _, p := range t.parts {
+		switch p {
+		case "{database}":
+			writeTopicPart(&sb, tbl.Database)
+		case "{schema}":
+			writeTopicPart(&sb, tbl.Schema)
+		case "{table}":
+			writeTopicPart(&sb, tbl.Name)
+		default:
+			sb.WriteString(p)
+		}
+	}
+	return sb.String()
+}
+
+// writeTopicPart writes a name into a topic, replacing each character Kafka does not allow in topic
+// names (anything but ASCII letters, digits, '.', '_' and '-') with '_'.
+func writeTopicPart(sb *strings.Builder, name string) {
+	for _, r := range name {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-' {
+			sb.WriteRune(r)
+		} else {
+			sb.WriteByte('_')
+		}
+	}
+}

@@ -1,0 +1,180 @@
+package kcop
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cdcd-dev/cdcd/change"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+var orders = &change.Table{
+	Database: "shop", Schema: "public", Name: "orders",
+	Columns: []change.Column{
+		{Name: "id", Type: "int8", Key: true}, {Name: "amount", Type: "numeric"}, {Name: "note", Type: "text"},
+		{Name: "doc", Type: "jsonb"}, {Name: "tags", Type: "_text"}, {Name: "paid", Type: "timestamptz"},
+		{Name: "wait", Type: "interval"}, {Name: "raw", Type: "bytea"}, {Name: "ratio", Type: "float4"},
+		{Name: "score", Type: "float8"}, {Name: "day", Type: "date"}, {Name: "ok", Type: "bool"},
+	},
+	KeyIndexes: []int{0},
+}
+
+func present(v any) change.Value { return change.Value{V: v} }
+
+var (
+	null      = change.Value{Kind: change.Null}
+	unchanged = change.Value{Kind: change.Unchanged}
+	absent    = change.Value{Kind: change.Absent}
+	txn       = &change.Txn{ID: "731", Position: "0/16B3748", CommitTime: time.Date(2026, 11, 22, 6, 0, 0, 123e6, time.UTC)}
+)
+
+func fullRow(id int64, note change.Value) change.Row {
+	return change.Row{
+		present(id), present(change.Decimal("12.5000")), note,
+		present(change.JSON(`{"a": [1, 2.50, "x"]}`)), present([]any{"red", nil, "quo\"te"}),
+		present(time.Date(2026, 1, 2, 3, 4, 5, 678900000, time.FixedZone("x", 3600))),
+		present(change.Interval{Months: 14, Days: 3, Microseconds: 4*3_600_000_000 + 5*60_000_000 + 6_500_000}),
+		present([]byte{0, 1, 0xFE, 0xFF}), present(float32(0.1)), present(math.Inf(-1)),
+		present(change.Date("2026-02-28")), present(true),
+	}
+}
+
+func keyOnly(id int64) change.Row {
+	r := change.Row{present(id)}
+	for range len(orders.Columns) - 1 {
+		r = append(r, absent)
+	}
+	return r
+}
+
+func TestJSONGolden(t *testing.T) {
+	tests := []struct {
+		name string
+		opts map[string]any
+		c    change.Change
+	}{
+		{"insert", nil, change.Change{Op: change.Insert, After: fullRow(1, present("line1\nline2\ttab \u2028 é"))}},
+		{"insert_nulls", nil, change.Change{Op: change.Insert, After: change.Row{present(int64(2)), null, null, null, null, null, null, null, null, null, null, null}}},
+		{"snapshot_read", nil, change.Change{Op: change.Read, After: fullRow(3, present("snap")), Txn: &change.Txn{ID: "snapshot", Position: "0/1000", Snapshot: true}}},
+		{"update_unchanged_toast", nil, change.Change{Op: change.Update, After: fullRow(1, unchanged)}},
+		{"update_full_before", nil, change.Change{Op: change.Update, Before: fullRow(1, present("old")), After: fullRow(1, present("new"))}},
+		{"update_key_change", nil, change.Change{Op: change.Update, KeyChanged: true, Before: keyOnly(1), After: fullRow(9, present("moved"))}},
+		{"delete_key_only", nil, change.Change{Op: change.Delete, Before: keyOnly(1)}},
+		{"delete_no_tombstone", map[string]any{"tombstones": false, "topic": "{database}-{table}"}, change.Change{Op: change.Delete, Before: keyOnly(1)}},
+		{"truncate", nil, change.Change{Op: change.Truncate}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			k, err := NewJSON(NewOptions(tc.opts))
+			if err != nil {
+				t.Fatal(err)
+			}
+			k.(*JSON).now = func() time.Time { return time.Date(2026, 11, 22, 7, 0, 0, 0, time.UTC) }
+			c := tc.c
+			c.Table = orders
+			if c.Txn == nil {
+				c.Txn = txn
+			}
+			c.Index = 4
+			recs, err := k.Process(context.Background(), &c, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out bytes.Buffer
+			for _, r := range recs {
+				fmt.Fprintf(&out, "topic=%s partition=%d\nkey=%s\nvalue=%s\n\n", r.Topic, r.Partition, r.Key, r.Value)
+				for _, js := range [][]byte{r.Key, r.Value} {
+					if js != nil && !json.Valid(js) {
+						t.Errorf("not valid JSON: %s", js)
+					}
+				}
+			}
+			golden := filepath.Join("testdata", "json_"+tc.name+".golden")
+			if *update {
+				if err := os.WriteFile(golden, out.Bytes(), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test ./kcop -update to create it)", err)
+			}
+			if !bytes.Equal(out.Bytes(), want) {
+				t.Errorf("output differs from %s:\n%s\nwant:\n%s", golden, out.Bytes(), want)
+			}
+		})
+	}
+}
+
+func TestJSONOptions(t *testing.T) {
+	for _, tc := range []struct {
+		opts map[string]any
+		want string
+	}{
+		{map[string]any{"topik": "x"}, "unknown option(s) topik"},
+		{map[string]any{"topic": "cdcd.{tabel}"}, "{tabel}"},
+		{map[string]any{"topic": "cdcd.{table"}, "unclosed"},
+		{map[string]any{"topic": ""}, "is empty"},
+		{map[string]any{"tombstones": "maybe"}, "true or false"},
+	} {
+		_, err := New("json", NewOptions(tc.opts))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("New(json, %v) = %v, want an error mentioning %q", tc.opts, err, tc.want)
+		}
+	}
+	if _, err := New("jsn", NewOptions(nil)); err == nil || !strings.Contains(err.Error(), "known: ") {
+		t.Errorf("unknown KCOP: %v", err)
+	}
+}
+
+func TestTopicSanitised(t *testing.T) {
+	tp, err := parseTopicTemplate("cdcd.{schema}.{table}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := tp.expand(&change.Table{Schema: "My Schema", Name: "ordres/été"})
+	if got != "cdcd.My_Schema.ordres__t_" {
+		t.Errorf("topic = %q", got)
+	}
+}
+
+func TestAppendStringMatchesEncodingJSON(t *testing.T) {
+	for _, s := range []string{"", "plain", "q\"b\\s", "\x00\x1f\x7f", "é日本", "bad\xffutf8", "\u2028\u2029", "<&>"} {
+		var got any
+		if err := json.Unmarshal(appendString(nil, s), &got); err != nil {
+			t.Fatalf("%q: %v", s, err)
+		}
+		want, _ := json.Marshal(s)
+		var w any
+		_ = json.Unmarshal(want, &w)
+		if got != w {
+			t.Errorf("%q: got %q, want %q", s, got, w)
+		}
+	}
+}
+
+func FuzzAppendString(f *testing.F) {
+	f.Add("a\"b\\c\n\xff")
+	f.Fuzz(func(t *testing.T, s string) {
+		var got string
+		if err := json.Unmarshal(appendString(nil, s), &got); err != nil {
+			t.Fatalf("%q -> invalid JSON: %v", s, err)
+		}
+		want, _ := json.Marshal(s)
+		var w string
+		_ = json.Unmarshal(want, &w)
+		if got != w {
+			t.Fatalf("%q: got %q, want %q", s, got, w)
+		}
+	})
+}

@@ -1,0 +1,171 @@
+// Package kcop holds the Kafka custom operation processors: formatters that turn one row change
+// with its context into zero or more Kafka records. KCOPs compose into chains; the writer stamps every
+// record they return with ordering headers and keeps each partition in source order.
+//
+// A KCOP is registered under a name (built-ins register themselves; custom ones call Register from an
+// init function, compiled in or loaded as a Go plugin) and built from the options of its entry in the
+// configuration. A KCOP must be safe for use by several goroutines at once, and must not keep c or
+// its rows after Process returns.
+package kcop
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/cdcd-dev/cdcd/change"
+)
+
+// PartitionByKey asks the writer to choose the partition by hashing the key (Kafka's default
+// partitioner, compatible with the Java client's).
+const PartitionByKey int32 = -1
+
+// Header is a Kafka record header.
+type Header struct {
+	Key   string
+	Value []byte
+}
+
+// Record is one Kafka record a KCOP wants written. A nil Value is a tombstone.
+type Record struct {
+	Topic     string
+	Partition int32
+	Key       []byte
+	Value     []byte
+	Headers   []Header
+}
+
+// KCOP turns a change into records.
+type KCOP interface {
+	// Process appends the records for c to dst and returns the extended slice.
+	Process(ctx context.Context, c *change.Change, dst []Record) ([]Record, error)
+}
+
+// Factory builds a KCOP from its options. It must reject options it does not know, naming them.
+type Factory func(opts Options) (KCOP, error)
+
+var (
+	registryMu sync.RWMutex
+	registry   = map[string]Factory{}
+)
+
+// Register makes a KCOP available under name. It is meant for init functions; registering a name
+// twice is an error returned by New for that name, not a panic.
+func Register(name string, f Factory) {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	if _, dup := registry[name]; dup {
+		registry[name] = func(Options) (KCOP, error) {
+			return nil, fmt.Errorf("kcop %q is registered twice", name)
+		}
+		return
+	}
+	registry[name] = f
+}
+
+// Names lists the registered KCOPs.
+func Names() []string {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	names := make([]string, 0, len(registry))
+	for n := range registry {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// New builds the KCOP registered as name.
+func New(name string, opts Options) (KCOP, error) {
+	registryMu.RLock()
+	f, ok := registry[name]
+	registryMu.RUnlock()
+	if !ok {
+		return nil, fmt.Errorf("kcop %q is not known (known: %s)", name, strings.Join(Names(), ", "))
+	}
+	k, err := f(opts)
+	if err != nil {
+		return nil, fmt.Errorf("kcop %s: %w", name, err)
+	}
+	return k, nil
+}
+
+// Chain runs KCOPs one after another on the same change and concatenates their records.
+type Chain []KCOP
+
+// Process implements KCOP.
+func (ch Chain) Process(ctx context.Context, c *change.Change, dst []Record) ([]Record, error) {
+	var err error
+	for _, k := range ch {
+		if dst, err = k.Process(ctx, c, dst); err != nil {
+			return dst, err
+		}
+	}
+	return dst, nil
+}
+
+// Options are a KCOP's settings from the configuration. The getters record which keys were read,
+// so that Unused can name the ones nobody asked for.
+type Options struct {
+	m    map[string]any
+	used map[string]bool
+}
+
+// NewOptions wraps a configuration map.
+func NewOptions(m map[string]any) Options {
+	return Options{m: m, used: map[string]bool{}}
+}
+
+// String returns the string option key, or def when it is not set.
+func (o Options) String(key, def string) (string, error) {
+	o.used[key] = true
+	v, ok := o.m[key]
+	if !ok {
+		return def, nil
+	}
+	s, ok := v.(string)
+	if !ok {
+		return "", fmt.Errorf("option %s: want a string, got %v", key, v)
+	}
+	return s, nil
+}
+
+// Bool returns the boolean option key, or def when it is not set.
+func (o Options) Bool(key string, def bool) (bool, error) {
+	o.used[key] = true
+	v, ok := o.m[key]
+	if !ok {
+		return def, nil
+	}
+	switch b := v.(type) {
+	case bool:
+		return b, nil
+	case string:
+		switch strings.ToLower(b) {
+		case "true":
+			return true, nil
+		case "false":
+			return false, nil
+		}
+	}
+	return false, fmt.Errorf("option %s: want true or false, got %v", key, v)
+}
+
+// Unused is an error naming the options that no getter read, or nil.
+func (o Options) Unused() error {
+	var unknown []string
+	for k := range o.m {
+		if !o.used[k] {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) == 0 {
+		return nil
+	}
+	slices.Sort(unknown)
+	return errors.New("unknown option(s) " + strings.Join(unknown, ", "))
+}
