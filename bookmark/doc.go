@@ -1,7 +1,5 @@
-// Package bookmark will hold cdcd's typed, versioned, comparable positions: source positions
-// (PostgreSQL LSNs, MySQL and MariaDB GTID sets, binlog file:pos), cdcd's commit-stream bookmark and
-// the consumer bookmarks the tcc hands out, each with a text and a binary form, plus helpers that
-// store a consumer bookmark durably. It imports nothing else of cdcd.
-//
-// Nothing is implemented yet.
+// Package bookmark holds cdcd's positions: source positions such as PostgreSQL LSNs, the commit
+// stream record (cdcd's own bookmark, and the map a consumer follows to rebuild source order), and
+// the record headers that tie data records to it. It imports nothing else of cdcd, so consumers
+// can depend on it alone.
 package bookmark

@@ -35,3 +35,25 @@ func FuzzParseLSN(f *testing.F) {
 		}
 	})
 }
+
+func TestCommitRecordRoundTrip(t *testing.T) {
+	in := &CommitRecord{Version: CommitVersion, Source: "postgres/db/slot", Group: 7, Resume: "0/10",
+		Txns:   []TxnEntry{{ID: "1", Position: "0/8", End: "0/10", CommitMillis: 5, Changes: 2, Records: 3}},
+		Ranges: []Range{{Topic: "t", Partition: 0, First: 4, Last: 6, Count: 3}}}
+	b, err := in.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := ParseCommitRecord(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Group != 7 || out.Txns[0].Records != 3 || out.Ranges[0].Last != 6 {
+		t.Errorf("%+v", out)
+	}
+	for _, bad := range []string{`{`, `{"v":2,"source":"s","group":1}`, `{"v":1,"group":1}`} {
+		if _, err := ParseCommitRecord([]byte(bad)); err == nil {
+			t.Errorf("ParseCommitRecord(%s) succeeded", bad)
+		}
+	}
+}

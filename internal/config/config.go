@@ -23,7 +23,17 @@ import (
 type Config struct {
 	Source Source `mapstructure:"source"`
 	Kafka  Kafka  `mapstructure:"kafka"`
-	Log    Log    `mapstructure:"log"`
+	// KCOPs is the chain every change goes through; each entry names its KCOP with "type" and
+	// carries that KCOP's options, e.g. {type: json, topic: "shop.{table}", tombstones: false}.
+	KCOPs   []map[string]any `mapstructure:"kcops"`
+	Metrics Metrics          `mapstructure:"metrics"`
+	Log     Log              `mapstructure:"log"`
+}
+
+// Metrics configures the HTTP endpoint that serves /metrics (Prometheus) and /healthz.
+type Metrics struct {
+	// Listen is host:port; empty turns the endpoint off.
+	Listen string `mapstructure:"listen"`
 }
 
 // Source names the database cdcd captures from; exactly the section for Kind is used.
@@ -76,6 +86,21 @@ type Kafka struct {
 	Delivery string `mapstructure:"delivery"`
 	// Timeout bounds each request to the brokers.
 	Timeout time.Duration `mapstructure:"timeout"`
+	// TransactionTimeout is the Kafka transaction timeout: the longest a source transaction may
+	// take to write (the broker caps it at transaction.max.timeout.ms, 15 minutes by default).
+	TransactionTimeout time.Duration `mapstructure:"transaction_timeout"`
+	// MaxMessageBytes is the largest record cdcd writes; keep it at or below the broker's
+	// message.max.bytes and the topics' max.message.bytes.
+	MaxMessageBytes int `mapstructure:"max_message_bytes"`
+	// A commit group (one Kafka transaction of whole source transactions) closes once it holds
+	// GroupMaxRecords records or GroupMaxBytes bytes, or GroupMaxDelay after it began.
+	GroupMaxRecords int           `mapstructure:"group_max_records"`
+	GroupMaxBytes   int64         `mapstructure:"group_max_bytes"`
+	GroupMaxDelay   time.Duration `mapstructure:"group_max_delay"`
+	// TopicPartitions and ReplicationFactor are used for data topics cdcd creates
+	// (ReplicationFactor -1: the broker's default).
+	TopicPartitions   int32 `mapstructure:"topic_partitions"`
+	ReplicationFactor int16 `mapstructure:"replication_factor"`
 }
 
 // Log configures slog.
@@ -92,13 +117,22 @@ func Default() Config {
 			MySQL:    MySQL{ServerID: 4021},
 		},
 		Kafka: Kafka{
-			ClientID:        "cdcd",
-			TransactionalID: "cdcd",
-			CommitTopic:     "cdcd.commits",
-			Delivery:        "transactional",
-			Timeout:         10 * time.Second,
+			ClientID:           "cdcd",
+			TransactionalID:    "cdcd",
+			CommitTopic:        "cdcd.commits",
+			Delivery:           "transactional",
+			Timeout:            10 * time.Second,
+			TransactionTimeout: 10 * time.Minute,
+			MaxMessageBytes:    1000000,
+			GroupMaxRecords:    50000,
+			GroupMaxBytes:      64 << 20,
+			GroupMaxDelay:      100 * time.Millisecond,
+			TopicPartitions:    1,
+			ReplicationFactor:  -1,
 		},
-		Log: Log{Level: "info", Format: "text"},
+		KCOPs:   []map[string]any{{"type": "json"}},
+		Metrics: Metrics{Listen: "127.0.0.1:9187"},
+		Log:     Log{Level: "info", Format: "text"},
 	}
 }
 
@@ -134,6 +168,9 @@ func Load(path string, overrides []string) (Config, error) {
 		v.Set(k, val)
 	}
 	cfg := def
+	// mapstructure merges into existing slice elements; the default chain applies only when the
+	// configuration names none.
+	cfg.KCOPs = nil
 	err := v.UnmarshalExact(&cfg, func(dc *mapstructure.DecoderConfig) {
 		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(
 			mapstructure.StringToTimeDurationHookFunc(),
@@ -142,6 +179,9 @@ func Load(path string, overrides []string) (Config, error) {
 	})
 	if err != nil {
 		return Config{}, unknownKeyError(path, err)
+	}
+	if !v.IsSet("kcops") {
+		cfg.KCOPs = def.KCOPs
 	}
 	if err := cfg.Check(); err != nil {
 		return Config{}, err
@@ -253,6 +293,29 @@ func (c Config) Check() error {
 	}
 	if c.Kafka.Timeout <= 0 {
 		bad("kafka.timeout", "must be a positive duration such as 10s")
+	}
+	if c.Kafka.TransactionTimeout < time.Second {
+		bad("kafka.transaction_timeout", "must be at least 1s (e.g. 10m)")
+	}
+	if c.Kafka.MaxMessageBytes < 1024 {
+		bad("kafka.max_message_bytes", "must be at least 1024")
+	}
+	if c.Kafka.GroupMaxRecords <= 0 || c.Kafka.GroupMaxBytes <= 0 || c.Kafka.GroupMaxDelay <= 0 {
+		bad("kafka.group_max_records/group_max_bytes/group_max_delay", "must all be positive")
+	}
+	if c.Kafka.TopicPartitions <= 0 {
+		bad("kafka.topic_partitions", "must be at least 1")
+	}
+	if c.Kafka.ReplicationFactor == 0 || c.Kafka.ReplicationFactor < -1 {
+		bad("kafka.replication_factor", "must be -1 (broker default) or at least 1")
+	}
+	if len(c.KCOPs) == 0 {
+		bad("kcops", "is empty; list at least one KCOP, e.g. [{type: json}]")
+	}
+	for i, k := range c.KCOPs {
+		if t, _ := k["type"].(string); t == "" {
+			bad(fmt.Sprintf("kcops[%d]", i), "has no type; name the KCOP, e.g. type: json")
+		}
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -1,0 +1,251 @@
+package postgres
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/cdcd-dev/cdcd/change"
+)
+
+// sessionSettings pin how the server renders values as text, on the replication connection and on
+// the snapshot connection alike, so that a value decodes the same whichever path it takes and does
+// not depend on the server's or role's defaults.
+var sessionSettings = map[string]string{
+	"DateStyle":          "ISO, YMD",
+	"IntervalStyle":      "postgres",
+	"TimeZone":           "UTC",
+	"extra_float_digits": "3",
+	"bytea_output":       "hex",
+	"client_encoding":    "UTF8",
+}
+
+// relation is what the stream knows of a table as of its latest Relation message.
+type relation struct {
+	table *change.Table
+	// oids are the type OIDs to decode each column with (a domain's base type).
+	oids []uint32
+	// identity is pgoutput's replica identity: 'd' default, 'f' full, 'i' index, 'n' nothing.
+	identity byte
+}
+
+// columnInfo is what the catalog adds to a Relation message.
+type columnInfo struct {
+	typeName string
+	baseOID  uint32
+	key      bool
+}
+
+// newRelation combines a Relation message (the shape of the rows at this WAL position) with what
+// the catalog says of the columns' types and the primary key. A column the catalog no longer knows
+// (dropped or renamed since) keeps the message's type and is not a key column.
+func newRelation(database string, m *pglogrepl.RelationMessage, catalog map[string]columnInfo, tm *pgtype.Map) *relation {
+	t := &change.Table{Database: database, Schema: m.Namespace, Name: m.RelationName, FullBeforeImage: m.ReplicaIdentity == 'f'}
+	rel := &relation{table: t, identity: m.ReplicaIdentity, oids: make([]uint32, len(m.Columns))}
+	hasPK := false
+	for _, c := range m.Columns {
+		if catalog[c.Name].key {
+			hasPK = true
+		}
+	}
+	for i, c := range m.Columns {
+		info, known := catalog[c.Name]
+		col := change.Column{Name: c.Name}
+		oid := c.DataType
+		if known && info.baseOID != 0 {
+			oid = info.baseOID
+		}
+		rel.oids[i] = oid
+		switch {
+		case known:
+			col.Type = info.typeName
+		default:
+			if typ, ok := tm.TypeForOID(c.DataType); ok {
+				col.Type = typ.Name
+			} else {
+				col.Type = strconv.FormatUint(uint64(c.DataType), 10)
+			}
+		}
+		// Under REPLICA IDENTITY FULL pgoutput flags every column; only a primary key or an
+		// identity index makes a key.
+		if hasPK {
+			col.Key = info.key
+		} else if m.ReplicaIdentity == 'i' {
+			col.Key = c.Flags&1 == 1
+		}
+		if col.Key {
+			t.KeyIndexes = append(t.KeyIndexes, i)
+		}
+		t.Columns = append(t.Columns, col)
+	}
+	return rel
+}
+
+// decodeTuple turns a pgoutput tuple into a Row. Values arrive in text form ('t'); 'n' is NULL and
+// 'u' an unchanged TOAST value, which is filled from fill (a complete old row) when there is one.
+func decodeTuple(tm *pgtype.Map, rel *relation, tuple *pglogrepl.TupleData, fill change.Row) (change.Row, error) {
+	if tuple == nil {
+		return nil, nil
+	}
+	if len(tuple.Columns) != len(rel.oids) {
+		return nil, fmt.Errorf("%s: tuple has %d columns, relation has %d", rel.table.QualifiedName(), len(tuple.Columns), len(rel.oids))
+	}
+	row := make(change.Row, len(tuple.Columns))
+	for i, col := range tuple.Columns {
+		switch col.DataType {
+		case pglogrepl.TupleDataTypeNull:
+			row[i] = change.Value{Kind: change.Null}
+		case pglogrepl.TupleDataTypeToast:
+			if fill != nil && i < len(fill) && (fill[i].Kind == change.Present || fill[i].Kind == change.Null) {
+				row[i] = fill[i]
+			} else {
+				row[i] = change.Value{Kind: change.Unchanged}
+			}
+		case pglogrepl.TupleDataTypeText:
+			v, err := decodeText(tm, rel.oids[i], col.Data)
+			if err != nil {
+				return nil, fmt.Errorf("%s.%s (%s): %w", rel.table.QualifiedName(), rel.table.Columns[i].Name, rel.table.Columns[i].Type, err)
+			}
+			row[i] = change.Value{V: v}
+		default:
+			return nil, fmt.Errorf("%s.%s: tuple data kind %q is not supported (binary mode is off)", rel.table.QualifiedName(), rel.table.Columns[i].Name, col.DataType)
+		}
+	}
+	return row, nil
+}
+
+// keyOnly marks every non-key column of an old tuple sent under REPLICA IDENTITY DEFAULT or INDEX as
+// absent: pgoutput sends them as NULL, but they are not part of the image.
+func keyOnly(rel *relation, row change.Row) {
+	isKey := make([]bool, len(row))
+	for _, i := range rel.table.KeyIndexes {
+		if i < len(isKey) {
+			isKey[i] = true
+		}
+	}
+	for i := range row {
+		if !isKey[i] {
+			row[i] = change.Value{Kind: change.Absent}
+		}
+	}
+}
+
+// decodeText decodes one value in PostgreSQL's text form (with sessionSettings in force) into the
+// Go type the change package documents for it. Data is copied: the caller's buffer is reused.
+func decodeText(tm *pgtype.Map, oid uint32, data []byte) (any, error) {
+	s := string(data)
+	switch oid {
+	case pgtype.Int2OID, pgtype.Int4OID, pgtype.Int8OID, pgtype.OIDOID, pgtype.XIDOID, pgtype.CIDOID:
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("integer %q: %w", s, err)
+		}
+		return n, nil
+	case pgtype.NumericOID:
+		return change.Decimal(s), nil
+	case pgtype.Float4OID:
+		f, err := strconv.ParseFloat(s, 32)
+		if err != nil {
+			return nil, fmt.Errorf("real %q: %w", s, err)
+		}
+		return float32(f), nil
+	case pgtype.Float8OID:
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return nil, fmt.Errorf("double precision %q: %w", s, err)
+		}
+		return f, nil
+	case pgtype.BoolOID:
+		switch s {
+		case "t":
+			return true, nil
+		case "f":
+			return false, nil
+		}
+		return nil, fmt.Errorf("boolean %q", s)
+	case pgtype.TextOID, pgtype.VarcharOID, pgtype.BPCharOID, pgtype.NameOID, pgtype.QCharOID, pgtype.UUIDOID:
+		return s, nil
+	case pgtype.ByteaOID:
+		var b []byte
+		if err := tm.Scan(oid, pgtype.TextFormatCode, data, &b); err != nil {
+			return nil, fmt.Errorf("bytea: %w", err)
+		}
+		return b, nil
+	case pgtype.JSONOID, pgtype.JSONBOID:
+		return change.JSON(s), nil
+	case pgtype.DateOID:
+		return change.Date(s), nil
+	case pgtype.TimeOID:
+		return change.Time(s), nil
+	case pgtype.TimetzOID:
+		return change.TimeTZ(s), nil
+	case pgtype.TimestampOID:
+		if s == "infinity" || s == "-infinity" {
+			return change.Timestamp(s), nil
+		}
+		return change.Timestamp(strings.Replace(s, " ", "T", 1)), nil
+	case pgtype.TimestamptzOID:
+		if s == "infinity" || s == "-infinity" || strings.HasSuffix(s, " BC") {
+			return change.Text(s), nil
+		}
+		var ts time.Time
+		if err := tm.Scan(oid, pgtype.TextFormatCode, data, &ts); err != nil {
+			return nil, fmt.Errorf("timestamptz %q: %w", s, err)
+		}
+		return ts.UTC(), nil
+	case pgtype.IntervalOID:
+		var iv pgtype.Interval
+		if err := tm.Scan(oid, pgtype.TextFormatCode, data, &iv); err != nil {
+			return nil, fmt.Errorf("interval %q: %w", s, err)
+		}
+		return change.Interval{Months: iv.Months, Days: iv.Days, Microseconds: iv.Microseconds}, nil
+	}
+	if typ, ok := tm.TypeForOID(oid); ok {
+		if ac, ok := typ.Codec.(*pgtype.ArrayCodec); ok {
+			return decodeArray(tm, oid, ac.ElementType.OID, data)
+		}
+	}
+	// Enums, domains over unknown types, geometric, network, range and user-defined types: the
+	// server's text form, unchanged.
+	return change.Text(s), nil
+}
+
+func decodeArray(tm *pgtype.Map, oid, elemOID uint32, data []byte) (any, error) {
+	var arr pgtype.Array[*string]
+	if err := tm.Scan(oid, pgtype.TextFormatCode, data, &arr); err != nil {
+		return nil, fmt.Errorf("array %q: %w", data, err)
+	}
+	flat := make([]any, len(arr.Elements))
+	for i, e := range arr.Elements {
+		if e == nil {
+			continue
+		}
+		v, err := decodeText(tm, elemOID, []byte(*e))
+		if err != nil {
+			return nil, fmt.Errorf("array element %d: %w", i, err)
+		}
+		flat[i] = v
+	}
+	if len(arr.Dims) <= 1 {
+		return flat, nil
+	}
+	return nest(flat, arr.Dims), nil
+}
+
+// nest shapes a flat, row-major element list into nested slices by dims.
+func nest(flat []any, dims []pgtype.ArrayDimension) []any {
+	if len(dims) == 1 {
+		return flat
+	}
+	n := int(dims[0].Length)
+	out := make([]any, n)
+	size := len(flat) / max(n, 1)
+	for i := range n {
+		out[i] = nest(flat[i*size:(i+1)*size], dims[1:])
+	}
+	return out
+}

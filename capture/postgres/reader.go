@@ -1,0 +1,741 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/cdcd-dev/cdcd/bookmark"
+	"github.com/cdcd-dev/cdcd/capture"
+	"github.com/cdcd-dev/cdcd/change"
+	"github.com/cdcd-dev/cdcd/internal/fault"
+	"github.com/cdcd-dev/cdcd/internal/preflight"
+)
+
+// Config configures a Reader.
+type Config struct {
+	DSN         string
+	Slot        string
+	Publication string
+	// Tables are schema-qualified; empty means every table (FOR ALL TABLES when cdcd creates the
+	// publication, or whatever an existing publication holds).
+	Tables []string
+	// Snapshot is "initial" (copy the tables once, when the slot is created) or "never".
+	Snapshot string
+	// Heartbeat is how often a quiet stream asks the server for its WAL position, so that the slot
+	// can be confirmed past WAL that holds nothing for the publication.
+	Heartbeat time.Duration
+	Logger    *slog.Logger
+}
+
+// Reader streams one database's committed transactions from a pgoutput slot. It implements
+// capture.Source.
+type Reader struct {
+	cfg      Config
+	log      *slog.Logger
+	meta     *pgx.Conn // catalog look-ups; never used by two goroutines at once
+	database string
+	tm       *pgtype.Map
+
+	acked        atomic.Uint64 // bookmark.LSN confirmed durable downstream
+	serverWALEnd atomic.Uint64
+	received     atomic.Uint64 // end LSN of the last transaction handed to the handler
+	commitTime   atomic.Int64  // unix nanoseconds of the last transaction's commit
+}
+
+var _ capture.Source = (*Reader)(nil)
+
+// Stats are the reader's positions, for metrics.
+type Stats struct {
+	Acked, ServerWALEnd, Received bookmark.LSN
+	LastCommit                    time.Time
+}
+
+// Stats returns the reader's current positions; safe from any goroutine.
+func (r *Reader) Stats() Stats {
+	s := Stats{
+		Acked:        bookmark.LSN(r.acked.Load()),
+		ServerWALEnd: bookmark.LSN(r.serverWALEnd.Load()),
+		Received:     bookmark.LSN(r.received.Load()),
+	}
+	if n := r.commitTime.Load(); n != 0 {
+		s.LastCommit = time.Unix(0, n)
+	}
+	return s
+}
+
+func connConfig(dsn string) (*pgx.ConnConfig, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("source.postgres.dsn: %w", err)
+	}
+	for k, v := range sessionSettings {
+		cfg.RuntimeParams[k] = v
+	}
+	return cfg, nil
+}
+
+// Open connects to the database and makes sure the publication exists and covers the configured
+// tables, creating it when it is missing.
+func Open(ctx context.Context, cfg Config) (*Reader, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = 10 * time.Second
+	}
+	cc, err := connConfig(cfg.DSN)
+	if err != nil {
+		return nil, fault.Mark(err)
+	}
+	if err := preflightProblems(ctx, cfg); err != nil {
+		return nil, err
+	}
+	meta, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to PostgreSQL (%s): %w; check source.postgres.dsn and that the server runs (cdcd validate tells more)", redactDSN(cfg.DSN), err)
+	}
+	r := &Reader{cfg: cfg, log: cfg.Logger.With("source", "postgres", "slot", cfg.Slot), meta: meta, tm: pgtype.NewMap()}
+	if err := meta.QueryRow(ctx, "SELECT current_database()").Scan(&r.database); err != nil {
+		meta.Close(ctx)
+		return nil, fmt.Errorf("reading current_database(): %w", err)
+	}
+	if err := r.ensurePublication(ctx); err != nil {
+		meta.Close(ctx)
+		return nil, err
+	}
+	return r, nil
+}
+
+// Close implements capture.Source.
+func (r *Reader) Close(ctx context.Context) error { return r.meta.Close(ctx) }
+
+// Ack implements capture.Source: end is a Commit.End.
+func (r *Reader) Ack(end string) error {
+	lsn, err := bookmark.ParseLSN(end)
+	if err != nil {
+		return err
+	}
+	r.advanceAck(lsn)
+	return nil
+}
+
+func (r *Reader) advanceAck(lsn bookmark.LSN) {
+	for {
+		cur := r.acked.Load()
+		if uint64(lsn) <= cur || r.acked.CompareAndSwap(cur, uint64(lsn)) {
+			return
+		}
+	}
+}
+
+// preflightProblems runs the checks of `cdcd validate` and turns their problems into one terminal
+// error, so that cdcd run refuses to start with the same words. Slot states are left to Run, which
+// waits for a slot that a dying predecessor still holds. An unreachable server is not terminal.
+func preflightProblems(ctx context.Context, cfg Config) error {
+	var rep preflight.Report
+	if err := Check(ctx, CheckConfig{DSN: cfg.DSN, Slot: cfg.Slot, Publication: cfg.Publication, Tables: cfg.Tables}, &rep); err != nil {
+		return err
+	}
+	var problems []string
+	for _, f := range rep.Findings {
+		if f.Severity != preflight.Problem || strings.HasPrefix(f.What, "slot ") {
+			continue
+		}
+		if f.What == "connection" {
+			return fmt.Errorf("%s (fix: %s)", f.Detail, f.Fix)
+		}
+		problems = append(problems, fmt.Sprintf("%s: %s (fix: %s)", f.What, f.Detail, f.Fix))
+	}
+	if len(problems) > 0 {
+		return fault.Terminal("PostgreSQL is not ready for capture:\n  %s", strings.Join(problems, "\n  "))
+	}
+	return nil
+}
+
+// Flush confirms the acknowledged position to the server after Run has returned, when no stream is
+// open to carry it (pg_replication_slot_advance). It never moves the slot backwards.
+func (r *Reader) Flush(ctx context.Context) error {
+	acked := bookmark.LSN(r.acked.Load())
+	if acked == 0 {
+		return nil
+	}
+	var err error
+	for range 20 {
+		var confirmed *string
+		var active bool
+		err = r.meta.QueryRow(ctx, "SELECT confirmed_flush_lsn::text, active FROM pg_replication_slots WHERE slot_name = $1", r.cfg.Slot).Scan(&confirmed, &active)
+		if err != nil {
+			return fmt.Errorf("reading slot %s: %w", r.cfg.Slot, err)
+		}
+		if confirmed != nil {
+			if c, perr := bookmark.ParseLSN(*confirmed); perr == nil && c >= acked {
+				return nil
+			}
+		}
+		if !active {
+			if _, err = r.meta.Exec(ctx, "SELECT pg_replication_slot_advance($1, $2::pg_lsn)", r.cfg.Slot, acked.String()); err == nil {
+				r.log.Info("confirmed the durable position to the slot", "lsn", acked.String())
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("advancing slot %s to %s: %w", r.cfg.Slot, acked, err)
+}
+
+// SlotRetained returns how many bytes of WAL the slot keeps the server from recycling, queried on a
+// connection of its own (conn), so it may run beside the stream.
+func SlotRetained(ctx context.Context, conn *pgx.Conn, slot string) (int64, error) {
+	var n *int64
+	err := conn.QueryRow(ctx, "SELECT (pg_current_wal_lsn() - restart_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1", slot).Scan(&n)
+	if errors.Is(err, pgx.ErrNoRows) || n == nil {
+		return 0, nil
+	}
+	return *n, err
+}
+
+func (r *Reader) ensurePublication(ctx context.Context) error {
+	pub := pgx.Identifier{r.cfg.Publication}.Sanitize()
+	var exists bool
+	if err := r.meta.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", r.cfg.Publication).Scan(&exists); err != nil {
+		return fmt.Errorf("looking up publication %s: %w", r.cfg.Publication, err)
+	}
+	if !exists {
+		var sql string
+		if len(r.cfg.Tables) == 0 {
+			sql = "CREATE PUBLICATION " + pub + " FOR ALL TABLES"
+		} else {
+			quoted := make([]string, len(r.cfg.Tables))
+			for i, t := range r.cfg.Tables {
+				quoted[i] = quoteQualified(t)
+			}
+			sql = "CREATE PUBLICATION " + pub + " FOR TABLE " + strings.Join(quoted, ", ")
+		}
+		if _, err := r.meta.Exec(ctx, sql); err != nil {
+			return fmt.Errorf("creating publication %s (%s): %w; create it as the tables' owner or a superuser, or run cdcd validate for the missing right", r.cfg.Publication, sql, err)
+		}
+		r.log.Info("created publication", "publication", r.cfg.Publication, "sql", sql)
+	}
+	var missing []string
+	for _, t := range r.cfg.Tables {
+		schema, table, _ := strings.Cut(t, ".")
+		var in bool
+		if err := r.meta.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication_tables
+			WHERE pubname = $1 AND schemaname = $2 AND tablename = $3)`, r.cfg.Publication, schema, table).Scan(&in); err != nil {
+			return fmt.Errorf("reading the tables of publication %s: %w", r.cfg.Publication, err)
+		}
+		if !in {
+			missing = append(missing, t)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("publication %s does not include %s: run ALTER PUBLICATION %s ADD TABLE %s; as the tables' owner, or correct source.postgres.tables",
+			r.cfg.Publication, strings.Join(missing, ", "), pub, strings.Join(missing, ", "))
+	}
+	rows, err := r.meta.Query(ctx, `SELECT pt.schemaname || '.' || pt.tablename FROM pg_publication_tables pt
+		JOIN pg_namespace n ON n.nspname = pt.schemaname
+		JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename
+		WHERE pt.pubname = $1 AND c.relreplident = 'd'
+		  AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)`, r.cfg.Publication)
+	if err != nil {
+		return fmt.Errorf("checking replica identities: %w", err)
+	}
+	keyless, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("checking replica identities: %w", err)
+	}
+	for _, t := range keyless {
+		r.log.Warn("table has no primary key and REPLICA IDENTITY DEFAULT: its updates and deletes cannot be keyed, and the source rejects them while it is published",
+			"table", t, "fix", "add a primary key or ALTER TABLE "+quoteQualified(t)+" REPLICA IDENTITY FULL")
+	}
+	return nil
+}
+
+// slotState reads whether the slot exists and whether another connection holds it.
+func (r *Reader) slotState(ctx context.Context) (exists bool, activePID int32, err error) {
+	var pid *int32
+	err = r.meta.QueryRow(ctx, "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1", r.cfg.Slot).Scan(&pid)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, 0, nil
+	}
+	if err != nil {
+		return false, 0, fmt.Errorf("reading slot %s: %w", r.cfg.Slot, err)
+	}
+	if pid != nil {
+		activePID = *pid
+	}
+	return true, activePID, nil
+}
+
+// ErrSlotInUse is returned (wrapped) when another connection streams from the slot.
+var ErrSlotInUse = errors.New("replication slot is in use")
+
+// Run implements capture.Source. With resume empty it starts from scratch: it creates the slot (and,
+// with snapshot "initial", copies the tables from the slot's exported snapshot as one snapshot
+// transaction) or, when the slot exists without a resume position and a snapshot is configured,
+// drops it and starts over, since an earlier start never made its snapshot durable.
+func (r *Reader) Run(ctx context.Context, resume string, h capture.Handler) error {
+	exists, pid, err := r.slotState(ctx)
+	if err != nil {
+		return err
+	}
+	if pid != 0 {
+		return fmt.Errorf("slot %s: %w by the process with pid %d (another cdcd with the same source.postgres.slot?); stop it or choose another slot", r.cfg.Slot, ErrSlotInUse, pid)
+	}
+	rc, err := r.connectReplication(ctx)
+	if err != nil {
+		return err
+	}
+	defer rc.Close(context.WithoutCancel(ctx))
+
+	var start bookmark.LSN
+	switch {
+	case resume != "":
+		if start, err = bookmark.ParseLSN(resume); err != nil {
+			return fmt.Errorf("resume position: %w", err)
+		}
+		if !exists {
+			return fmt.Errorf("slot %s does not exist, but the commit stream says cdcd wrote everything up to %s: the WAL since then may be gone; to start over with a fresh snapshot, point kafka.commit_topic at a new topic (or delete the old one)", r.cfg.Slot, resume)
+		}
+	case exists && r.cfg.Snapshot == "initial":
+		r.log.Warn("slot exists but nothing was ever written durably from it: an earlier start did not finish its snapshot; dropping the slot to start over")
+		if err := pglogrepl.DropReplicationSlot(ctx, rc, r.cfg.Slot, pglogrepl.DropReplicationSlotOptions{Wait: true}); err != nil {
+			return fmt.Errorf("dropping slot %s: %w", r.cfg.Slot, err)
+		}
+		exists = false
+	}
+	if !exists {
+		if start, err = r.createSlot(ctx, rc, h); err != nil {
+			return err
+		}
+	}
+	r.advanceAck(start)
+	return r.stream(ctx, rc, start, h)
+}
+
+func (r *Reader) connectReplication(ctx context.Context) (*pgconn.PgConn, error) {
+	cfg, err := pgconn.ParseConfig(r.cfg.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("source.postgres.dsn: %w", err)
+	}
+	for k, v := range sessionSettings {
+		cfg.RuntimeParams[k] = v
+	}
+	cfg.RuntimeParams["replication"] = "database"
+	rc, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("opening the replication connection: %w; the role needs REPLICATION and pg_hba.conf must allow it (cdcd validate tells which)", err)
+	}
+	return rc, nil
+}
+
+// createSlot creates the slot and, for an initial snapshot, copies the published tables as of the
+// slot's consistent point; it returns the position the stream starts from.
+func (r *Reader) createSlot(ctx context.Context, rc *pgconn.PgConn, h capture.Handler) (bookmark.LSN, error) {
+	action := "NOEXPORT_SNAPSHOT"
+	if r.cfg.Snapshot == "initial" {
+		action = "EXPORT_SNAPSHOT"
+	}
+	res, err := pglogrepl.CreateReplicationSlot(ctx, rc, r.cfg.Slot, "pgoutput", pglogrepl.CreateReplicationSlotOptions{SnapshotAction: action})
+	if err != nil {
+		return 0, fmt.Errorf("creating replication slot %s: %w", r.cfg.Slot, err)
+	}
+	point, err := bookmark.ParseLSN(res.ConsistentPoint)
+	if err != nil {
+		return 0, fmt.Errorf("slot consistent point: %w", err)
+	}
+	r.log.Info("created replication slot", "consistent_point", point.String())
+	if r.cfg.Snapshot != "initial" {
+		return point, nil
+	}
+	if err := r.snapshot(ctx, res.SnapshotName, point, h); err != nil {
+		return 0, fmt.Errorf("initial snapshot: %w", err)
+	}
+	return point, nil
+}
+
+// snapshot copies every published table, as of the exported snapshot, as one transaction of Read
+// changes that ends at the slot's consistent point: the stream continues exactly after it.
+func (r *Reader) snapshot(ctx context.Context, name string, point bookmark.LSN, h capture.Handler) error {
+	cc, err := connConfig(r.cfg.DSN)
+	if err != nil {
+		return err
+	}
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		return fmt.Errorf("connecting for the snapshot: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	// The exported snapshot must be imported before anything else runs in this transaction.
+	if _, err := conn.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); err != nil {
+		return err
+	}
+	if _, err := conn.Exec(ctx, "SET TRANSACTION SNAPSHOT '"+name+"'"); err != nil {
+		return fmt.Errorf("importing snapshot %s: %w", name, err)
+	}
+	rows, err := conn.Query(ctx, `SELECT c.oid FROM pg_publication_tables pt
+		JOIN pg_namespace n ON n.nspname = pt.schemaname
+		JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename
+		WHERE pt.pubname = $1 ORDER BY pt.schemaname, pt.tablename`, r.cfg.Publication)
+	if err != nil {
+		return fmt.Errorf("listing the published tables: %w", err)
+	}
+	oids, err := pgx.CollectRows(rows, pgx.RowTo[uint32])
+	if err != nil {
+		return fmt.Errorf("listing the published tables: %w", err)
+	}
+	txn := &change.Txn{ID: "snapshot", Position: point.String(), Snapshot: true}
+	if err := h.Begin(ctx, txn); err != nil {
+		return err
+	}
+	var index int64
+	for _, oid := range oids {
+		rel, err := r.describe(ctx, conn, oid, nil)
+		if err != nil {
+			return err
+		}
+		start := time.Now()
+		n, err := r.copyTable(ctx, conn, rel, txn, &index, h)
+		if err != nil {
+			return fmt.Errorf("copying %s: %w", rel.table.QualifiedName(), err)
+		}
+		r.log.Info("snapshot copied table", "table", rel.table.QualifiedName(), "rows", n, "took", time.Since(start).Round(time.Millisecond))
+	}
+	if _, err := conn.Exec(ctx, "COMMIT"); err != nil {
+		return err
+	}
+	return h.Commit(ctx, &change.Commit{Txn: txn, End: point.String(), Changes: index})
+}
+
+func (r *Reader) copyTable(ctx context.Context, conn *pgx.Conn, rel *relation, txn *change.Txn, index *int64, h capture.Handler) (int64, error) {
+	cols := make([]string, len(rel.table.Columns))
+	for i, c := range rel.table.Columns {
+		cols[i] = pgx.Identifier{c.Name}.Sanitize()
+	}
+	sql := "SELECT " + strings.Join(cols, ", ") + " FROM " + pgx.Identifier{rel.table.Schema, rel.table.Name}.Sanitize()
+	// Text results, read row by row: the same decoding as the stream, in bounded memory.
+	rr := conn.PgConn().ExecParams(ctx, sql, nil, nil, nil, []int16{pgtype.TextFormatCode})
+	var n int64
+	for rr.NextRow() {
+		vals := rr.Values()
+		row := make(change.Row, len(vals))
+		for i, v := range vals {
+			if v == nil {
+				row[i] = change.Value{Kind: change.Null}
+				continue
+			}
+			d, err := decodeText(r.tm, rel.oids[i], v)
+			if err != nil {
+				rr.Close()
+				return n, fmt.Errorf("column %s: %w", rel.table.Columns[i].Name, err)
+			}
+			row[i] = change.Value{V: d}
+		}
+		if err := h.Change(ctx, &change.Change{Op: change.Read, Table: rel.table, After: row, Txn: txn, Index: *index}); err != nil {
+			rr.Close()
+			return n, err
+		}
+		*index++
+		n++
+	}
+	_, err := rr.Close()
+	return n, err
+}
+
+// describe reads a table's shape from the catalog; with m nil it builds the Relation message the
+// stream would have sent.
+func (r *Reader) describe(ctx context.Context, conn *pgx.Conn, oid uint32, m *pglogrepl.RelationMessage) (*relation, error) {
+	rows, err := conn.Query(ctx, `SELECT a.attname, a.atttypid, t.typname,
+			CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE 0 END,
+			coalesce(a.attnum = ANY(i.indkey::int2[]), false)
+		FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+		LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
+		WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`, oid)
+	if err != nil {
+		return nil, fmt.Errorf("reading the columns of relation %d: %w", oid, err)
+	}
+	catalog := map[string]columnInfo{}
+	var synth []*pglogrepl.RelationMessageColumn
+	for rows.Next() {
+		var name, typ string
+		var typOID, base uint32
+		var key bool
+		if err := rows.Scan(&name, &typOID, &typ, &base, &key); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		catalog[name] = columnInfo{typeName: typ, baseOID: base, key: key}
+		synth = append(synth, &pglogrepl.RelationMessageColumn{Name: name, DataType: typOID})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading the columns of relation %d: %w", oid, err)
+	}
+	if m == nil {
+		m = &pglogrepl.RelationMessage{RelationID: oid, Columns: synth}
+		var ident string
+		if err := conn.QueryRow(ctx, `SELECT n.nspname, c.relname, c.relreplident::text FROM pg_class c
+			JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1`, oid).Scan(&m.Namespace, &m.RelationName, &ident); err != nil {
+			return nil, fmt.Errorf("reading relation %d: %w", oid, err)
+		}
+		if ident != "" {
+			m.ReplicaIdentity = ident[0]
+		}
+	}
+	return newRelation(r.database, m, catalog, r.tm), nil
+}
+
+// stream runs the replication protocol from start until ctx ends or an error occurs.
+func (r *Reader) stream(ctx context.Context, rc *pgconn.PgConn, start bookmark.LSN, h capture.Handler) error {
+	err := pglogrepl.StartReplication(ctx, rc, r.cfg.Slot, pglogrepl.LSN(start), pglogrepl.StartReplicationOptions{
+		PluginArgs: []string{"proto_version '1'", "publication_names '" + strings.ReplaceAll(r.cfg.Publication, "'", "''") + "'"},
+	})
+	if err != nil {
+		return fmt.Errorf("starting replication from slot %s at %s: %w", r.cfg.Slot, start, err)
+	}
+	r.log.Info("streaming", "from", start.String())
+
+	s := streamState{r: r, h: h, resume: start, relations: map[uint32]*relation{}}
+	const statusInterval = time.Second
+	nextStatus := time.Now().Add(statusInterval)
+	nextHeartbeat := time.Now().Add(r.cfg.Heartbeat)
+	var sentAck uint64
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		now := time.Now()
+		if now.After(nextStatus) || s.replyRequested {
+			acked := r.acked.Load()
+			// Every second while the position moves; at least every ten seconds regardless, well
+			// within the server's wal_sender_timeout.
+			if acked != sentAck || s.replyRequested || now.After(nextStatus.Add(9*time.Second)) {
+				ask := !s.inTxn && now.After(nextHeartbeat)
+				if err := pglogrepl.SendStandbyStatusUpdate(ctx, rc, pglogrepl.StandbyStatusUpdate{
+					WALWritePosition: pglogrepl.LSN(acked), WALFlushPosition: pglogrepl.LSN(acked),
+					WALApplyPosition: pglogrepl.LSN(acked), ReplyRequested: ask,
+				}); err != nil {
+					return fmt.Errorf("sending status to the server: %w", err)
+				}
+				if ask {
+					nextHeartbeat = now.Add(r.cfg.Heartbeat)
+				}
+				sentAck = acked
+			}
+			s.replyRequested = false
+			nextStatus = now.Add(statusInterval)
+		}
+		rctx, cancel := context.WithDeadline(ctx, nextStatus)
+		msg, err := rc.ReceiveMessage(rctx)
+		cancel()
+		if err != nil {
+			if pgconn.Timeout(err) && ctx.Err() == nil {
+				continue
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("receiving from the replication connection: %w", err)
+		}
+		switch m := msg.(type) {
+		case *pgproto3.CopyData:
+			if err := s.copyData(ctx, m.Data); err != nil {
+				return err
+			}
+		case *pgproto3.ErrorResponse:
+			return fmt.Errorf("the server ended replication: %w", pgconn.ErrorResponseToPgError(m))
+		case *pgproto3.CopyDone:
+			return errors.New("the server ended replication (CopyDone)")
+		}
+	}
+}
+
+type streamState struct {
+	r              *Reader
+	h              capture.Handler
+	resume         bookmark.LSN
+	relations      map[uint32]*relation
+	inTxn, skip    bool
+	txn            *change.Txn
+	index          int64
+	replyRequested bool
+}
+
+func (s *streamState) copyData(ctx context.Context, data []byte) error {
+	if len(data) == 0 {
+		return nil
+	}
+	switch data[0] {
+	case pglogrepl.PrimaryKeepaliveMessageByteID:
+		ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
+		if err != nil {
+			return fmt.Errorf("parsing keepalive: %w", err)
+		}
+		s.r.serverWALEnd.Store(uint64(ka.ServerWALEnd))
+		// Between transactions, with everything handed over already durable, nothing before the
+		// server's position is owed downstream: confirming it lets the server recycle WAL that held
+		// nothing for the publication.
+		if !s.inTxn && s.r.acked.Load() >= s.r.received.Load() {
+			s.r.advanceAck(bookmark.LSN(ka.ServerWALEnd))
+		}
+		s.replyRequested = s.replyRequested || ka.ReplyRequested
+		return nil
+	case pglogrepl.XLogDataByteID:
+	default:
+		return nil
+	}
+	xld, err := pglogrepl.ParseXLogData(data[1:])
+	if err != nil {
+		return fmt.Errorf("parsing XLogData: %w", err)
+	}
+	if uint64(xld.ServerWALEnd) > s.r.serverWALEnd.Load() {
+		s.r.serverWALEnd.Store(uint64(xld.ServerWALEnd))
+	}
+	msg, err := pglogrepl.Parse(xld.WALData)
+	if err != nil {
+		return fmt.Errorf("parsing pgoutput message at %s: %w", xld.WALStart, err)
+	}
+	return s.message(ctx, msg)
+}
+
+func (s *streamState) message(ctx context.Context, msg pglogrepl.Message) error {
+	switch m := msg.(type) {
+	case *pglogrepl.BeginMessage:
+		s.inTxn, s.index = true, 0
+		// A transaction whose commit record starts before the resume position ended at or before
+		// it: it is durable already.
+		s.skip = bookmark.LSN(m.FinalLSN) < s.resume
+		if s.skip {
+			return nil
+		}
+		s.txn = &change.Txn{ID: fmt.Sprint(m.Xid), Position: bookmark.LSN(m.FinalLSN).String(), CommitTime: m.CommitTime}
+		return s.h.Begin(ctx, s.txn)
+	case *pglogrepl.CommitMessage:
+		s.inTxn = false
+		if s.skip {
+			s.skip = false
+			return nil
+		}
+		end := bookmark.LSN(m.TransactionEndLSN)
+		err := s.h.Commit(ctx, &change.Commit{Txn: s.txn, End: end.String(), Changes: s.index})
+		s.r.received.Store(uint64(end))
+		s.r.commitTime.Store(m.CommitTime.UnixNano())
+		return err
+	case *pglogrepl.RelationMessage:
+		rel, err := s.r.describe(ctx, s.r.meta, m.RelationID, m)
+		if err != nil {
+			return err
+		}
+		s.relations[m.RelationID] = rel
+		return nil
+	}
+	if s.skip {
+		return nil
+	}
+	switch m := msg.(type) {
+	case *pglogrepl.InsertMessage:
+		rel, err := s.relation(m.RelationID)
+		if err != nil {
+			return err
+		}
+		after, err := decodeTuple(s.r.tm, rel, m.Tuple, nil)
+		if err != nil {
+			return err
+		}
+		return s.emit(ctx, &change.Change{Op: change.Insert, Table: rel.table, After: after})
+	case *pglogrepl.UpdateMessage:
+		rel, err := s.relation(m.RelationID)
+		if err != nil {
+			return err
+		}
+		before, err := decodeTuple(s.r.tm, rel, m.OldTuple, nil)
+		if err != nil {
+			return err
+		}
+		var fill change.Row
+		switch m.OldTupleType {
+		case pglogrepl.UpdateMessageTupleTypeKey:
+			keyOnly(rel, before)
+		case pglogrepl.UpdateMessageTupleTypeOld:
+			fill = before
+		}
+		after, err := decodeTuple(s.r.tm, rel, m.NewTuple, fill)
+		if err != nil {
+			return err
+		}
+		c := &change.Change{Op: change.Update, Table: rel.table, Before: before, After: after}
+		c.KeyChanged = before != nil && keyDiffers(rel.table, before, after)
+		return s.emit(ctx, c)
+	case *pglogrepl.DeleteMessage:
+		rel, err := s.relation(m.RelationID)
+		if err != nil {
+			return err
+		}
+		before, err := decodeTuple(s.r.tm, rel, m.OldTuple, nil)
+		if err != nil {
+			return err
+		}
+		if m.OldTupleType == pglogrepl.DeleteMessageTupleTypeKey {
+			keyOnly(rel, before)
+		}
+		return s.emit(ctx, &change.Change{Op: change.Delete, Table: rel.table, Before: before})
+	case *pglogrepl.TruncateMessage:
+		for _, id := range m.RelationIDs {
+			rel, err := s.relation(id)
+			if err != nil {
+				return err
+			}
+			if err := s.emit(ctx, &change.Change{Op: change.Truncate, Table: rel.table}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (s *streamState) relation(id uint32) (*relation, error) {
+	rel, ok := s.relations[id]
+	if !ok {
+		return nil, fmt.Errorf("change for relation %d arrived before its Relation message", id)
+	}
+	return rel, nil
+}
+
+func (s *streamState) emit(ctx context.Context, c *change.Change) error {
+	if !s.inTxn {
+		return fmt.Errorf("%v change on %s outside a transaction", c.Op, c.Table.QualifiedName())
+	}
+	c.Txn, c.Index = s.txn, s.index
+	s.index++
+	return s.h.Change(ctx, c)
+}
+
+// keyDiffers reports whether an update moved the row to another key. Under REPLICA IDENTITY DEFAULT
+// the server sends the old key only when it changed (or is stored out of line), so compare anyway.
+func keyDiffers(t *change.Table, before, after change.Row) bool {
+	for _, i := range t.KeyIndexes {
+		b, a := before[i], after[i]
+		if b.Kind == change.Absent || a.Kind == change.Unchanged || b.Kind == change.Unchanged {
+			continue
+		}
+		if b.Kind != a.Kind || !reflect.DeepEqual(b.V, a.V) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,292 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/spf13/cobra"
+
+	pgcapture "github.com/cdcd-dev/cdcd/capture/postgres"
+	"github.com/cdcd-dev/cdcd/internal/config"
+	"github.com/cdcd-dev/cdcd/internal/fault"
+	"github.com/cdcd-dev/cdcd/internal/metrics"
+	"github.com/cdcd-dev/cdcd/internal/writer"
+	"github.com/cdcd-dev/cdcd/kcop"
+)
+
+func newRunCommand(g *globalFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "run",
+		Short: "Replicate the configured source into Kafka until stopped (SIGTERM or SIGINT)",
+		Long: `run captures the source's committed transactions and writes them to Kafka, exactly once for
+read_committed consumers, resuming after the last commit stream record on every start.
+
+On SIGTERM or SIGINT it finishes the open commit group when no source transaction is half written
+(aborting it otherwise), confirms what is durable to the source, and exits 0. Retryable failures
+(a server restarting, a lost connection) restart the pipeline from the last durable position; errors a
+restart cannot cure (configuration, privileges, a fenced producer, an oversize record) exit 1.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := g.load()
+			if err != nil {
+				return err
+			}
+			log := newLogger(cfg.Log)
+			if err := runDaemon(cmd.Context(), cfg, log); err != nil {
+				log.Error("cdcd stopped", "err", err)
+				return exitError{code: 1, msg: err.Error()}
+			}
+			return nil
+		},
+	}
+}
+
+func newLogger(c config.Log) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+func buildKCOP(entries []map[string]any) (kcop.KCOP, error) {
+	var chain kcop.Chain
+	for i, e := range entries {
+		opts := make(map[string]any, len(e))
+		var name string
+		for k, v := range e {
+			if k == "type" {
+				name, _ = v.(string)
+				continue
+			}
+			opts[k] = v
+		}
+		k, err := kcop.New(name, kcop.NewOptions(opts))
+		if err != nil {
+			return nil, fmt.Errorf("kcops[%d]: %w", i, err)
+		}
+		chain = append(chain, k)
+	}
+	if len(chain) == 1 {
+		return chain[0], nil
+	}
+	return chain, nil
+}
+
+// sourceID names what a commit stream holds; it is checked on every start.
+func sourceID(cfg config.Config) (string, error) {
+	cc, err := pgx.ParseConfig(cfg.Source.Postgres.DSN)
+	if err != nil {
+		return "", fault.Terminal("source.postgres.dsn: %w", err)
+	}
+	return fmt.Sprintf("postgres/%s/%s", cc.Database, cfg.Source.Postgres.Slot), nil
+}
+
+func runDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	if cfg.Source.Kind != "postgres" {
+		return fmt.Errorf("source.kind %q: only postgres can be captured so far (MySQL/MariaDB capture is not implemented yet)", cfg.Source.Kind)
+	}
+	k, err := buildKCOP(cfg.KCOPs)
+	if err != nil {
+		return err
+	}
+	id, err := sourceID(cfg)
+	if err != nil {
+		return err
+	}
+	var (
+		mu     sync.Mutex
+		reader *pgcapture.Reader
+	)
+	retained := newRetainedProbe(cfg.Source.Postgres.DSN, cfg.Source.Postgres.Slot, log)
+	m := metrics.New(func() (float64, float64, float64) {
+		mu.Lock()
+		r := reader
+		mu.Unlock()
+		if r == nil {
+			return 0, 0, retained.value()
+		}
+		st := r.Stats()
+		var lagBytes, lagSeconds float64
+		if st.ServerWALEnd > st.Acked {
+			lagBytes = float64(st.ServerWALEnd - st.Acked)
+		}
+		if st.Received > st.Acked && !st.LastCommit.IsZero() {
+			lagSeconds = time.Since(st.LastCommit).Seconds()
+		}
+		return lagBytes, lagSeconds, retained.value()
+	})
+	if cfg.Metrics.Listen != "" {
+		if err := m.Serve(ctx, cfg.Metrics.Listen, log); err != nil {
+			return fault.Terminal("metrics.listen %s: %w", cfg.Metrics.Listen, err)
+		}
+	}
+	go retained.run(ctx)
+
+	backoff := time.Second
+	slotWait := time.Time{}
+	for {
+		started := time.Now()
+		err := runPipeline(ctx, cfg, id, k, m, log, func(r *pgcapture.Reader) {
+			mu.Lock()
+			reader = r
+			mu.Unlock()
+		})
+		m.SetHealthy(false)
+		if ctx.Err() != nil {
+			log.Info("stopped")
+			return nil
+		}
+		if fault.IsTerminal(err) {
+			return err
+		}
+		if errors.Is(err, pgcapture.ErrSlotInUse) {
+			// A killed predecessor's walsender lets go of the slot within moments; anything else
+			// holding it for long is a second cdcd.
+			if slotWait.IsZero() {
+				slotWait = time.Now()
+			}
+			if time.Since(slotWait) > 30*time.Second {
+				return err
+			}
+		} else {
+			slotWait = time.Time{}
+		}
+		if time.Since(started) > time.Minute {
+			backoff = time.Second
+		}
+		log.Warn("pipeline failed; restarting from the last durable position", "err", err, "in", backoff)
+		m.Restart()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}
+
+// runPipeline runs writer and reader once, until ctx ends or either fails.
+func runPipeline(ctx context.Context, cfg config.Config, id string, k kcop.KCOP, m *metrics.Metrics, log *slog.Logger, publish func(*pgcapture.Reader)) error {
+	kc := cfg.Kafka
+	w, err := writer.Open(ctx, writer.Config{
+		Brokers: kc.Brokers, ClientID: kc.ClientID, TransactionalID: kc.TransactionalID, CommitTopic: kc.CommitTopic,
+		Source: id, KCOP: k, MaxGroupRecords: kc.GroupMaxRecords, MaxGroupBytes: kc.GroupMaxBytes, MaxGroupDelay: kc.GroupMaxDelay,
+		TransactionTimeout: kc.TransactionTimeout, MaxMessageBytes: kc.MaxMessageBytes,
+		TopicPartitions: kc.TopicPartitions, ReplicationFactor: kc.ReplicationFactor, Timeout: kc.Timeout,
+		Logger: log, Observer: m,
+	})
+	if err != nil {
+		return err
+	}
+	pc := cfg.Source.Postgres
+	r, err := pgcapture.Open(ctx, pgcapture.Config{DSN: pc.DSN, Slot: pc.Slot, Publication: pc.Publication,
+		Tables: pc.Tables, Snapshot: pc.Snapshot, Heartbeat: pc.Heartbeat, Logger: log})
+	if err != nil {
+		_ = w.Close(context.WithoutCancel(ctx), false)
+		return err
+	}
+	publish(r)
+	defer publish(nil)
+	w.OnDurable = func(resume string) {
+		if err := r.Ack(resume); err != nil {
+			log.Error("acknowledging a durable position", "resume", resume, "err", err)
+		}
+	}
+	if last := w.Last(); last != nil {
+		log.Info("resuming after the commit stream's last record", "group", last.Group, "resume", last.Resume)
+	}
+	m.SetHealthy(true)
+	runErr := r.Run(ctx, w.Resume(), w)
+
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), kc.Timeout+5*time.Second)
+	defer cancel()
+	graceful := ctx.Err() != nil
+	if cerr := w.Close(sctx, graceful); cerr != nil {
+		log.Warn("closing the writer", "err", cerr)
+		if runErr == nil || graceful {
+			runErr = cerr
+		}
+	}
+	if graceful {
+		if ferr := r.Flush(sctx); ferr != nil {
+			log.Warn("confirming the durable position to the slot", "err", ferr)
+		}
+	}
+	_ = r.Close(sctx)
+	if graceful {
+		return nil
+	}
+	return runErr
+}
+
+// retainedProbe reads the slot's retained WAL every 15 seconds on a connection of its own.
+type retainedProbe struct {
+	dsn, slot string
+	log       *slog.Logger
+	bytes     atomicFloat
+}
+
+func newRetainedProbe(dsn, slot string, log *slog.Logger) *retainedProbe {
+	return &retainedProbe{dsn: dsn, slot: slot, log: log}
+}
+
+func (p *retainedProbe) value() float64 { return p.bytes.load() }
+
+func (p *retainedProbe) run(ctx context.Context) {
+	var conn *pgx.Conn
+	defer func() {
+		if conn != nil {
+			conn.Close(context.Background())
+		}
+	}()
+	t := time.NewTicker(15 * time.Second)
+	defer t.Stop()
+	for {
+		if conn == nil {
+			c, err := pgx.Connect(ctx, p.dsn)
+			if err == nil {
+				conn = c
+			}
+		}
+		if conn != nil {
+			n, err := pgcapture.SlotRetained(ctx, conn, p.slot)
+			if err != nil {
+				conn.Close(ctx)
+				conn = nil
+			} else {
+				p.bytes.store(float64(n))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+type atomicFloat struct {
+	mu sync.Mutex
+	v  float64
+}
+
+func (a *atomicFloat) load() float64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.v
+}
+
+func (a *atomicFloat) store(v float64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.v = v
+}

@@ -1,0 +1,130 @@
+// Package metrics is cdcd's Prometheus instrumentation and its HTTP endpoint (/metrics, /healthz).
+package metrics
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/cdcd-dev/cdcd/change"
+)
+
+// Metrics holds cdcd's collectors. It implements writer.Observer.
+type Metrics struct {
+	Registry     *prometheus.Registry
+	changes      *prometheus.CounterVec
+	records      *prometheus.CounterVec
+	bytes        prometheus.Counter
+	transactions prometheus.Counter
+	commits      prometheus.Counter
+	aborts       prometheus.Counter
+	commitTime   prometheus.Histogram
+	restarts     prometheus.Counter
+	healthy      atomic.Bool
+}
+
+// New registers the collectors; lag reports the source lag in bytes and seconds and the WAL the slot
+// retains, read at scrape time.
+func New(lag func() (bytes, seconds, retained float64)) *Metrics {
+	reg := prometheus.NewRegistry()
+	m := &Metrics{
+		Registry: reg,
+		changes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cdcd_changes_total",
+			Help: "Row changes read from the source, by table and operation (c, u, d, r, t)."}, []string{"table", "op"}),
+		records: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cdcd_records_total",
+			Help: "Kafka data records the KCOPs made, by table and operation."}, []string{"table", "op"}),
+		bytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "cdcd_record_bytes_total",
+			Help: "Bytes of keys, values and headers of the data records."}),
+		transactions: prometheus.NewCounter(prometheus.CounterOpts{Name: "cdcd_transactions_total",
+			Help: "Source transactions written."}),
+		commits: prometheus.NewCounter(prometheus.CounterOpts{Name: "cdcd_kafka_commits_total",
+			Help: "Kafka transactions committed (commit groups)."}),
+		aborts: prometheus.NewCounter(prometheus.CounterOpts{Name: "cdcd_kafka_aborts_total",
+			Help: "Kafka transactions aborted."}),
+		commitTime: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "cdcd_kafka_commit_seconds",
+			Help: "Time to close a commit group: acknowledgements, commit record and commit.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
+		restarts: prometheus.NewCounter(prometheus.CounterOpts{Name: "cdcd_pipeline_restarts_total",
+			Help: "Restarts of the pipeline after a retryable error."}),
+	}
+	reg.MustRegister(m.changes, m.records, m.bytes, m.transactions, m.commits, m.aborts, m.commitTime, m.restarts,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if lag != nil {
+		reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cdcd_source_lag_bytes",
+				Help: "Source log written but not yet durable in Kafka (PostgreSQL: server WAL end minus confirmed LSN)."},
+				func() float64 { b, _, _ := lag(); return b }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cdcd_source_lag_seconds",
+				Help: "Seconds between the source's commit of the last transaction read and now, while behind."},
+				func() float64 { _, s, _ := lag(); return s }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cdcd_slot_wal_retained_bytes",
+				Help: "WAL the replication slot keeps the server from recycling."},
+				func() float64 { _, _, r := lag(); return r }),
+		)
+	}
+	return m
+}
+
+// Change implements writer.Observer.
+func (m *Metrics) Change(table string, op change.Op, records, bytes int) {
+	o := op.String()
+	m.changes.WithLabelValues(table, o).Inc()
+	m.records.WithLabelValues(table, o).Add(float64(records))
+	m.bytes.Add(float64(bytes))
+}
+
+// Transaction implements writer.Observer.
+func (m *Metrics) Transaction() { m.transactions.Inc() }
+
+// KafkaCommit implements writer.Observer.
+func (m *Metrics) KafkaCommit(_ int, took time.Duration) {
+	m.commits.Inc()
+	m.commitTime.Observe(took.Seconds())
+}
+
+// KafkaAbort implements writer.Observer.
+func (m *Metrics) KafkaAbort() { m.aborts.Inc() }
+
+// Restart counts a pipeline restart.
+func (m *Metrics) Restart() { m.restarts.Inc() }
+
+// SetHealthy sets what /healthz answers: 200 while the pipeline streams, 503 otherwise.
+func (m *Metrics) SetHealthy(ok bool) { m.healthy.Store(ok) }
+
+// Serve answers /metrics and /healthz on addr until ctx ends.
+func (m *Metrics) Serve(ctx context.Context, addr string, log *slog.Logger) error {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if m.healthy.Load() {
+			_, _ = w.Write([]byte("ok\n"))
+			return
+		}
+		http.Error(w, "not streaming", http.StatusServiceUnavailable)
+	})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics endpoint stopped", "err", err)
+		}
+	}()
+	log.Info("serving /metrics and /healthz", "addr", ln.Addr().String())
+	return nil
+}

@@ -1,0 +1,116 @@
+package writer
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/cdcd-dev/cdcd/bookmark"
+)
+
+// readLastCommit returns the last committed record of the commit stream, or nil when it holds none.
+// It must run after the transactional producer started: that aborts any transaction a crashed
+// writer left open, so the partition's last stable offset reaches its end.
+func readLastCommit(ctx context.Context, brokers []string, client sarama.Client, topic string, timeout time.Duration) (*bookmark.CommitRecord, error) {
+	if err := client.RefreshMetadata(topic); err != nil {
+		return nil, fmt.Errorf("reading metadata of the commit topic %s: %w", topic, err)
+	}
+	end, err := client.GetOffset(topic, 0, sarama.OffsetNewest)
+	if err != nil {
+		return nil, fmt.Errorf("reading the end of the commit topic %s: %w", topic, err)
+	}
+	begin, err := client.GetOffset(topic, 0, sarama.OffsetOldest)
+	if err != nil {
+		return nil, fmt.Errorf("reading the start of the commit topic %s: %w", topic, err)
+	}
+	const window = 512
+	for to := end; to > begin; to -= window {
+		from := max(begin, to-window)
+		rec, err := lastCommittedIn(ctx, brokers, topic, from, to, timeout)
+		if err != nil {
+			return nil, err
+		}
+		if rec != nil {
+			return rec, nil
+		}
+	}
+	return nil, nil
+}
+
+// lastCommittedIn reads offsets [from, to) of partition 0 with read_committed and returns the last
+// commit record among them. Control records are kept so that the read knows when it reached to.
+func lastCommittedIn(ctx context.Context, brokers []string, topic string, from, to int64, timeout time.Duration) (*bookmark.CommitRecord, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().At(from)}}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
+	if err != nil {
+		return nil, fmt.Errorf("reading the commit topic %s: %w", topic, err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(ctx, 3*timeout)
+	defer cancel()
+	var last *bookmark.CommitRecord
+	next := from
+	for next < to {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("reading the commit topic %s: got to offset %d of %d within %v; a transaction of another producer may be open on it: %w", topic, next, to, 3*timeout, ctx.Err())
+		}
+		var ferr error
+		fs.EachError(func(_ string, _ int32, err error) { ferr = errors.Join(ferr, err) })
+		if ferr != nil {
+			return nil, fmt.Errorf("reading the commit topic %s: %w", topic, ferr)
+		}
+		var perr error
+		fs.EachRecord(func(r *kgo.Record) {
+			next = max(next, r.Offset+1)
+			if r.Attrs.IsControl() || r.Offset >= to || perr != nil {
+				return
+			}
+			rec, err := bookmark.ParseCommitRecord(r.Value)
+			if err != nil {
+				perr = fmt.Errorf("commit topic %s, offset %d: %w; it is not a cdcd commit stream, or was written by another version", topic, r.Offset, err)
+				return
+			}
+			last = rec
+		})
+		if perr != nil {
+			return nil, terminal("%w", perr)
+		}
+	}
+	return last, nil
+}
+
+func sortRanges(rs []bookmark.Range) {
+	slices.SortFunc(rs, func(a, b bookmark.Range) int {
+		return cmp.Or(cmp.Compare(a.Topic, b.Topic), cmp.Compare(a.Partition, b.Partition))
+	})
+}
+
+// partitioner writes records that name a partition there and hashes the others' keys as the Java
+// client does (murmur2), so that cdcd and Java producers agree on where a key lives.
+type partitioner struct {
+	hash sarama.Partitioner
+}
+
+func newPartitioner(topic string) sarama.Partitioner {
+	return partitioner{hash: sarama.NewMurmur2Partitioner(topic)}
+}
+
+func (p partitioner) Partition(m *sarama.ProducerMessage, n int32) (int32, error) {
+	if m.Partition >= 0 {
+		if m.Partition >= n {
+			return 0, fmt.Errorf("record names partition %d of %s, which has %d", m.Partition, m.Topic, n)
+		}
+		return m.Partition, nil
+	}
+	return p.hash.Partition(m, n)
+}
+
+func (p partitioner) RequiresConsistency() bool { return true }

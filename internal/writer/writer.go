@@ -1,0 +1,587 @@
+package writer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"github.com/cdcd-dev/cdcd/bookmark"
+	"github.com/cdcd-dev/cdcd/capture"
+	"github.com/cdcd-dev/cdcd/change"
+	"github.com/cdcd-dev/cdcd/internal/fault"
+	"github.com/cdcd-dev/cdcd/kcop"
+)
+
+var terminal = fault.Terminal
+
+// Config configures a Writer.
+type Config struct {
+	Brokers         []string
+	ClientID        string
+	TransactionalID string
+	CommitTopic     string
+	// Source identifies the captured source in commit records; a commit stream belongs to one.
+	Source string
+	KCOP   kcop.KCOP
+	// A commit group (one Kafka transaction) closes, between source transactions, once it holds
+	// MaxGroupRecords records or MaxGroupBytes bytes, or MaxGroupDelay after it began.
+	MaxGroupRecords int
+	MaxGroupBytes   int64
+	MaxGroupDelay   time.Duration
+	// TransactionTimeout is the Kafka transaction timeout; a single source transaction must be
+	// written within it (the broker caps it at transaction.max.timeout.ms).
+	TransactionTimeout time.Duration
+	// MaxMessageBytes is the largest record the writer sends; a larger one stops it with an error.
+	MaxMessageBytes int
+	// TopicPartitions and ReplicationFactor apply to data topics cdcd creates.
+	TopicPartitions   int32
+	ReplicationFactor int16
+	Timeout           time.Duration
+	Logger            *slog.Logger
+	Observer          Observer
+}
+
+// Observer receives the writer's counts, for metrics. Calls come from the writer's goroutines.
+type Observer interface {
+	Change(table string, op change.Op, records int, bytes int)
+	Transaction()
+	KafkaCommit(records int, took time.Duration)
+	KafkaAbort()
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Change(string, change.Op, int, int) {}
+func (nopObserver) Transaction()                       {}
+func (nopObserver) KafkaCommit(int, time.Duration)     {}
+func (nopObserver) KafkaAbort()                        {}
+
+// Writer is the transactional Kafka writer. It implements capture.Handler: each source transaction's
+// changes go through the KCOP into data records, stamped with ordering headers, inside a Kafka
+// transaction that holds one or more whole source transactions and ends with a commit stream record
+// naming them. Only after Kafka has committed that transaction does OnDurable hear of the group's
+// last position, so the source is never confirmed past data Kafka could still lose.
+//
+// A source transaction is never split across Kafka transactions: a large one keeps its Kafka
+// transaction open, with its records already sent, until its commit. Memory stays bounded by the
+// producer's buffers whatever the transaction's size; its duration is bounded by TransactionTimeout.
+// After a crash, the open Kafka transaction is aborted by the next writer with the same transactional
+// id (fencing the old one), so read_committed consumers never see a partial or repeated transaction.
+type Writer struct {
+	cfg      Config
+	log      *slog.Logger
+	obs      Observer
+	client   sarama.Client
+	admin    sarama.ClusterAdmin
+	producer sarama.AsyncProducer
+	last     *bookmark.CommitRecord
+
+	// OnDurable is called, on the goroutine that closed the group, with the Resume position of each
+	// commit group once Kafka has committed it.
+	OnDurable func(resume string)
+
+	mu sync.Mutex // guards everything below; taken by the handler calls and the group timer
+	// the open commit group
+	open         bool
+	group        uint64
+	groupTxns    []bookmark.TxnEntry
+	groupRecords int
+	groupBytes   int64
+	groupStart   time.Time
+	ranges       map[topicPartition]*bookmark.Range // guarded by rangesMu (the ack drainer writes it)
+	rangesMu     sync.Mutex
+	// the source transaction in progress
+	inTxn       bool
+	txn         *change.Txn
+	txnRecords  int64
+	pending     []kcop.Record // the last change's records, held back until the next change or the commit
+	pendingOp   int64
+	pendingSize int
+	buf         []kcop.Record
+	topics      map[string]bool
+
+	inflight atomic.Int64
+	zero     chan struct{}
+	asyncMu  sync.Mutex
+	asyncErr error
+	drained  chan struct{}
+	stopTick chan struct{}
+	tickDone chan struct{}
+}
+
+type topicPartition struct {
+	topic     string
+	partition int32
+}
+
+var _ capture.Handler = (*Writer)(nil)
+
+func (c *Config) defaults() {
+	if c.MaxGroupRecords <= 0 {
+		c.MaxGroupRecords = 50_000
+	}
+	if c.MaxGroupBytes <= 0 {
+		c.MaxGroupBytes = 64 << 20
+	}
+	if c.MaxGroupDelay <= 0 {
+		c.MaxGroupDelay = 100 * time.Millisecond
+	}
+	if c.TransactionTimeout <= 0 {
+		c.TransactionTimeout = 10 * time.Minute
+	}
+	if c.MaxMessageBytes <= 0 {
+		c.MaxMessageBytes = 1 << 20
+	}
+	if c.TopicPartitions <= 0 {
+		c.TopicPartitions = 1
+	}
+	if c.ReplicationFactor == 0 {
+		c.ReplicationFactor = -1
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Open connects to Kafka, makes sure the commit topic exists with one partition, starts the
+// transactional producer (which fences any earlier writer with the same transactional id and aborts
+// its open transaction) and reads the last commit stream record.
+func Open(ctx context.Context, cfg Config) (*Writer, error) {
+	cfg.defaults()
+	if cfg.KCOP == nil {
+		return nil, terminal("writer: no KCOP configured")
+	}
+	w := &Writer{cfg: cfg, log: cfg.Logger.With("component", "writer"), obs: cfg.Observer,
+		ranges: map[topicPartition]*bookmark.Range{}, topics: map[string]bool{},
+		zero: make(chan struct{}, 1), drained: make(chan struct{}), stopTick: make(chan struct{}), tickDone: make(chan struct{})}
+	if w.obs == nil {
+		w.obs = nopObserver{}
+	}
+	var err error
+	if w.client, err = sarama.NewClient(cfg.Brokers, baseConfig(cfg.ClientID, cfg.Timeout)); err != nil {
+		return nil, fmt.Errorf("connecting to Kafka at %v: %w (check kafka.brokers)", cfg.Brokers, err)
+	}
+	if w.admin, err = sarama.NewClusterAdminFromClient(w.client); err != nil {
+		w.client.Close()
+		return nil, fmt.Errorf("kafka admin client: %w", err)
+	}
+	if err := w.ensureCommitTopic(); err != nil {
+		w.admin.Close()
+		return nil, err
+	}
+	pc := producerConfig(cfg.ClientID, cfg.TransactionalID, cfg.Timeout)
+	pc.Producer.Transaction.Timeout = cfg.TransactionTimeout
+	pc.Producer.MaxMessageBytes = cfg.MaxMessageBytes
+	pc.Producer.Partitioner = newPartitioner
+	pc.Producer.Flush.Bytes = 1 << 20
+	pc.Producer.Flush.Frequency = 5 * time.Millisecond
+	pc.Producer.Flush.MaxMessages = 0
+	pc.ChannelBufferSize = 4096
+	if w.producer, err = sarama.NewAsyncProducer(cfg.Brokers, pc); err != nil {
+		w.admin.Close()
+		return nil, fmt.Errorf("starting the transactional producer %q: %w", cfg.TransactionalID, err)
+	}
+	if w.last, err = readLastCommit(ctx, cfg.Brokers, w.client, cfg.CommitTopic, cfg.Timeout); err != nil {
+		w.shutdownProducer()
+		w.admin.Close()
+		return nil, err
+	}
+	if w.last != nil {
+		if w.last.Source != cfg.Source {
+			w.shutdownProducer()
+			w.admin.Close()
+			return nil, terminal("commit topic %s belongs to source %q, not %q: give this source its own kafka.commit_topic", cfg.CommitTopic, w.last.Source, cfg.Source)
+		}
+		w.group = w.last.Group
+	}
+	go w.drain()
+	go w.tick()
+	return w, nil
+}
+
+// Resume is the source position to continue after ("" when the commit stream is empty).
+func (w *Writer) Resume() string {
+	if w.last == nil {
+		return ""
+	}
+	return w.last.Resume
+}
+
+// Last is the last commit stream record, nil when there is none.
+func (w *Writer) Last() *bookmark.CommitRecord { return w.last }
+
+func (w *Writer) ensureCommitTopic() error {
+	topics, err := w.admin.DescribeTopics([]string{w.cfg.CommitTopic})
+	if err != nil {
+		return fmt.Errorf("describing the commit topic %s: %w", w.cfg.CommitTopic, err)
+	}
+	if len(topics) == 1 && topics[0].Err == sarama.ErrNoError {
+		if n := len(topics[0].Partitions); n != 1 {
+			return terminal("commit topic %s has %d partitions; the commit stream needs exactly 1 (choose another kafka.commit_topic)", w.cfg.CommitTopic, n)
+		}
+		return nil
+	}
+	err = w.admin.CreateTopic(w.cfg.CommitTopic, &sarama.TopicDetail{
+		NumPartitions: 1, ReplicationFactor: w.cfg.ReplicationFactor,
+		ConfigEntries: map[string]*string{"cleanup.policy": ptr("delete"), "retention.ms": ptr("-1")},
+	}, false)
+	if err != nil && !errors.Is(err, sarama.ErrTopicAlreadyExists) {
+		return fmt.Errorf("creating the commit topic %s: %w", w.cfg.CommitTopic, err)
+	}
+	w.log.Info("created commit topic", "topic", w.cfg.CommitTopic)
+	return nil
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func (w *Writer) ensureTopic(topic string) error {
+	if w.topics[topic] {
+		return nil
+	}
+	err := w.admin.CreateTopic(topic, &sarama.TopicDetail{NumPartitions: w.cfg.TopicPartitions, ReplicationFactor: w.cfg.ReplicationFactor}, false)
+	if err != nil && !errors.Is(err, sarama.ErrTopicAlreadyExists) {
+		var te *sarama.TopicError
+		if !errors.As(err, &te) || te.Err != sarama.ErrTopicAlreadyExists {
+			return fmt.Errorf("creating topic %s: %w", topic, err)
+		}
+	}
+	w.topics[topic] = true
+	return nil
+}
+
+// Begin implements capture.Handler.
+func (w *Writer) Begin(ctx context.Context, txn *change.Txn) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.failed(); err != nil {
+		return err
+	}
+	if w.inTxn {
+		return fmt.Errorf("writer: transaction %s began inside transaction %s", txn.ID, w.txn.ID)
+	}
+	if !w.open {
+		if err := w.producer.BeginTxn(); err != nil {
+			return w.kafkaError("beginning a Kafka transaction", err)
+		}
+		w.open, w.groupStart = true, time.Now()
+		w.group++
+	}
+	w.inTxn, w.txn, w.txnRecords = true, txn, 0
+	return nil
+}
+
+// Change implements capture.Handler.
+func (w *Writer) Change(ctx context.Context, c *change.Change) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.failed(); err != nil {
+		return err
+	}
+	if !w.inTxn {
+		return fmt.Errorf("writer: change outside a transaction")
+	}
+	recs, err := w.cfg.KCOP.Process(ctx, c, w.buf[:0])
+	if err != nil {
+		return terminal("KCOP failed on %v of %s in transaction %s (op %d): %w", c.Op, c.Table.QualifiedName(), c.Txn.ID, c.Index, err)
+	}
+	size := 0
+	for i := range recs {
+		n := len(recs[i].Key) + len(recs[i].Value) + 64
+		for _, h := range recs[i].Headers {
+			n += len(h.Key) + len(h.Value)
+		}
+		if n > w.cfg.MaxMessageBytes {
+			return terminal("a record for %v of %s in transaction %s (op %d) is %d bytes, over kafka.max_message_bytes (%d): raise kafka.max_message_bytes and the topic's max.message.bytes (broker message.max.bytes) together, or leave the large column out; nothing was confirmed to the source",
+				c.Op, c.Table.QualifiedName(), c.Txn.ID, c.Index, n, w.cfg.MaxMessageBytes)
+		}
+		size += n
+	}
+	if err := w.flushPending(ctx, false, 0); err != nil {
+		return err
+	}
+	w.obs.Change(c.Table.QualifiedName(), c.Op, len(recs), size)
+	// Hold this change's records back until we know whether it is the transaction's last.
+	w.buf, w.pending = w.pending[:0], recs
+	w.pendingOp, w.pendingSize = c.Index, size
+	return nil
+}
+
+// Commit implements capture.Handler.
+func (w *Writer) Commit(ctx context.Context, c *change.Commit) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.failed(); err != nil {
+		return err
+	}
+	if !w.inTxn {
+		return fmt.Errorf("writer: commit outside a transaction")
+	}
+	if err := w.flushPending(ctx, true, c.Changes); err != nil {
+		return err
+	}
+	e := bookmark.TxnEntry{ID: c.Txn.ID, Position: c.Txn.Position, End: c.End, Changes: c.Changes, Records: w.txnRecords, Snapshot: c.Txn.Snapshot}
+	if !c.Txn.CommitTime.IsZero() {
+		e.CommitMillis = c.Txn.CommitTime.UnixMilli()
+	}
+	w.groupTxns = append(w.groupTxns, e)
+	w.inTxn, w.txn = false, nil
+	w.obs.Transaction()
+	if w.groupRecords >= w.cfg.MaxGroupRecords || w.groupBytes >= w.cfg.MaxGroupBytes || time.Since(w.groupStart) >= w.cfg.MaxGroupDelay {
+		return w.closeGroup(ctx)
+	}
+	return nil
+}
+
+// flushPending sends the held-back records of the previous change, marking them as the
+// transaction's last when last is set.
+func (w *Writer) flushPending(ctx context.Context, last bool, count int64) error {
+	if len(w.pending) == 0 {
+		return nil
+	}
+	op := []byte(strconv.FormatInt(w.pendingOp, 10))
+	group := []byte(strconv.FormatUint(w.group, 10))
+	txnID, pos := []byte(w.txn.ID), []byte(w.txn.Position)
+	for i := range w.pending {
+		r := &w.pending[i]
+		if err := w.ensureTopic(r.Topic); err != nil {
+			return err
+		}
+		headers := make([]sarama.RecordHeader, 0, len(r.Headers)+5)
+		for _, h := range r.Headers {
+			headers = append(headers, sarama.RecordHeader{Key: []byte(h.Key), Value: h.Value})
+		}
+		headers = append(headers,
+			sarama.RecordHeader{Key: []byte(bookmark.HeaderTxn), Value: txnID},
+			sarama.RecordHeader{Key: []byte(bookmark.HeaderPos), Value: pos},
+			sarama.RecordHeader{Key: []byte(bookmark.HeaderOp), Value: op},
+			sarama.RecordHeader{Key: []byte(bookmark.HeaderGroup), Value: group})
+		if last {
+			headers = append(headers, sarama.RecordHeader{Key: []byte(bookmark.HeaderCount), Value: []byte(strconv.FormatInt(count, 10))})
+		}
+		msg := &sarama.ProducerMessage{Topic: r.Topic, Partition: r.Partition, Headers: headers}
+		if r.Key != nil {
+			msg.Key = sarama.ByteEncoder(r.Key)
+		}
+		if r.Value != nil {
+			msg.Value = sarama.ByteEncoder(r.Value)
+		}
+		if err := w.send(ctx, msg); err != nil {
+			return err
+		}
+	}
+	w.txnRecords += int64(len(w.pending))
+	w.groupRecords += len(w.pending)
+	w.groupBytes += int64(w.pendingSize)
+	w.pending = w.pending[:0]
+	return nil
+}
+
+func (w *Writer) send(ctx context.Context, msg *sarama.ProducerMessage) error {
+	w.inflight.Add(1)
+	select {
+	case w.producer.Input() <- msg:
+		return nil
+	case <-ctx.Done():
+		w.inflight.Add(-1)
+		return ctx.Err()
+	}
+}
+
+// drain collects acknowledgements: the offsets of the group's records, and the first error.
+func (w *Writer) drain() {
+	defer close(w.drained)
+	succ, errs := w.producer.Successes(), w.producer.Errors()
+	for succ != nil || errs != nil {
+		select {
+		case m, ok := <-succ:
+			if !ok {
+				succ = nil
+				continue
+			}
+			if m.Topic != w.cfg.CommitTopic {
+				w.rangesMu.Lock()
+				tp := topicPartition{m.Topic, m.Partition}
+				r := w.ranges[tp]
+				if r == nil {
+					r = &bookmark.Range{Topic: m.Topic, Partition: m.Partition, First: m.Offset, Last: m.Offset}
+					w.ranges[tp] = r
+				}
+				r.First, r.Last = min(r.First, m.Offset), max(r.Last, m.Offset)
+				r.Count++
+				w.rangesMu.Unlock()
+			}
+		case pe, ok := <-errs:
+			if !ok {
+				errs = nil
+				continue
+			}
+			w.setAsyncErr(w.kafkaError(fmt.Sprintf("writing to %s", pe.Msg.Topic), pe.Err))
+		}
+		if w.inflight.Add(-1) == 0 {
+			select {
+			case w.zero <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+func (w *Writer) setAsyncErr(err error) {
+	w.asyncMu.Lock()
+	defer w.asyncMu.Unlock()
+	if w.asyncErr == nil {
+		w.asyncErr = err
+	}
+}
+
+func (w *Writer) failed() error {
+	w.asyncMu.Lock()
+	defer w.asyncMu.Unlock()
+	return w.asyncErr
+}
+
+// waitAcks blocks until every record sent so far is acknowledged (or failed).
+func (w *Writer) waitAcks(ctx context.Context) error {
+	for w.inflight.Load() > 0 {
+		select {
+		case <-w.zero:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(w.cfg.Timeout):
+			if w.inflight.Load() > 0 {
+				return fmt.Errorf("%d records not acknowledged by Kafka within %v", w.inflight.Load(), w.cfg.Timeout)
+			}
+		}
+	}
+	return w.failed()
+}
+
+// closeGroup writes the commit stream record for the open group and commits the Kafka transaction.
+// Called with mu held, between source transactions.
+func (w *Writer) closeGroup(ctx context.Context) error {
+	if !w.open || w.inTxn {
+		return nil
+	}
+	start := time.Now()
+	if err := w.waitAcks(ctx); err != nil {
+		return err
+	}
+	if len(w.groupTxns) == 0 {
+		// Nothing to vouch for: end the Kafka transaction without a commit record.
+		if err := w.producer.AbortTxn(); err != nil {
+			return w.kafkaError("aborting an empty Kafka transaction", err)
+		}
+		w.open = false
+		w.group--
+		return nil
+	}
+	rec := &bookmark.CommitRecord{Version: bookmark.CommitVersion, Source: w.cfg.Source, Group: w.group,
+		Resume: w.groupTxns[len(w.groupTxns)-1].End, Txns: w.groupTxns, Written: time.Now().UTC()}
+	w.rangesMu.Lock()
+	for _, r := range w.ranges {
+		rec.Ranges = append(rec.Ranges, *r)
+	}
+	w.ranges = map[topicPartition]*bookmark.Range{}
+	w.rangesMu.Unlock()
+	sortRanges(rec.Ranges)
+	value, err := rec.Marshal()
+	if err != nil {
+		return fmt.Errorf("encoding the commit record: %w", err)
+	}
+	if err := w.send(ctx, &sarama.ProducerMessage{Topic: w.cfg.CommitTopic, Partition: 0, Key: sarama.StringEncoder(w.cfg.Source), Value: sarama.ByteEncoder(value)}); err != nil {
+		return err
+	}
+	if err := w.waitAcks(ctx); err != nil {
+		return err
+	}
+	if err := w.producer.CommitTxn(); err != nil {
+		return w.kafkaError("committing the Kafka transaction", err)
+	}
+	w.obs.KafkaCommit(w.groupRecords, time.Since(start))
+	w.last = rec
+	w.open, w.groupTxns, w.groupRecords, w.groupBytes = false, nil, 0, 0
+	if w.OnDurable != nil {
+		w.OnDurable(rec.Resume)
+	}
+	return nil
+}
+
+// tick closes a group that has waited MaxGroupDelay while the source is quiet.
+func (w *Writer) tick() {
+	defer close(w.tickDone)
+	t := time.NewTicker(max(w.cfg.MaxGroupDelay/2, time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-w.stopTick:
+			return
+		case <-t.C:
+		}
+		w.mu.Lock()
+		if w.open && !w.inTxn && len(w.groupTxns) > 0 && time.Since(w.groupStart) >= w.cfg.MaxGroupDelay {
+			ctx, cancel := context.WithTimeout(context.Background(), w.cfg.Timeout+w.cfg.TransactionTimeout)
+			if err := w.closeGroup(ctx); err != nil {
+				w.setAsyncErr(err)
+			}
+			cancel()
+		}
+		w.mu.Unlock()
+	}
+}
+
+// Close ends the writer. With finish set and no source transaction in progress, the open group is
+// committed first (so what was read becomes durable); otherwise the open Kafka transaction is
+// aborted and its source transactions will be read again on the next start.
+func (w *Writer) Close(ctx context.Context, finish bool) error {
+	close(w.stopTick)
+	<-w.tickDone
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var err error
+	if w.open {
+		if finish && !w.inTxn && w.failed() == nil {
+			err = w.closeGroup(ctx)
+		}
+		if w.open {
+			w.obs.KafkaAbort()
+			if aerr := w.producer.AbortTxn(); aerr != nil && err == nil && w.failed() == nil {
+				err = w.kafkaError("aborting the open Kafka transaction", aerr)
+			}
+			w.open = false
+		}
+	}
+	w.shutdownProducer()
+	w.admin.Close()
+	return err
+}
+
+func (w *Writer) shutdownProducer() {
+	w.producer.AsyncClose()
+	select {
+	case <-w.drained:
+	case <-time.After(w.cfg.Timeout):
+	}
+}
+
+// kafkaError names what failed; fencing and oversize records are terminal.
+func (w *Writer) kafkaError(what string, err error) error {
+	switch {
+	case errors.Is(err, sarama.ErrProducerFenced), errors.Is(err, sarama.ErrInvalidProducerEpoch):
+		return terminal("%s: this cdcd was fenced: another process started with kafka.transactional_id %q; run one cdcd per transactional id (%w)", what, w.cfg.TransactionalID, err)
+	case errors.Is(err, sarama.ErrMessageSizeTooLarge), errors.Is(err, sarama.ErrInvalidMessageSize):
+		return terminal("%s: a record is larger than the broker or topic accepts (message.max.bytes / max.message.bytes); raise those and kafka.max_message_bytes together; nothing was confirmed to the source (%w)", what, err)
+	case errors.Is(err, sarama.ErrTopicAuthorizationFailed), errors.Is(err, sarama.ErrTransactionalIDAuthorizationFailed):
+		return terminal("%s: not authorised (%w)", what, err)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
