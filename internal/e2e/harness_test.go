@@ -1,0 +1,390 @@
+// Package e2e runs the cdcd binary against the real PostgreSQL and Kafka of scripts/stack.sh and
+// checks what read_committed consumers see against what the source committed.
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/jackc/pgx/v5"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/cdcd-dev/cdcd/bookmark"
+	"github.com/cdcd-dev/cdcd/internal/testenv"
+)
+
+var cdcdBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "cdcd-e2e")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	cdcdBin = filepath.Join(dir, "cdcd")
+	build := exec.Command("go", "build", "-race", "-o", cdcdBin, "../../cmd/cdcd")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building cdcd:", err)
+		os.Exit(2)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// harness is one isolated replication: its own schema, slot, publication, commit topic and topics.
+type harness struct {
+	t       *testing.T
+	id      string
+	schema  string
+	dsn     string
+	brokers []string
+	conn    *pgx.Conn
+	cfgPath string
+	logPath string
+	extra   []string
+	streams int // "streaming" lines seen in the log so far
+
+	mu   sync.Mutex
+	proc *exec.Cmd
+	done chan struct{}
+}
+
+func newHarness(t *testing.T, ddl string, extraConfig ...string) *harness {
+	t.Helper()
+	h := &harness{t: t, dsn: testenv.PostgresDSN(t), brokers: testenv.KafkaBrokers(t), extra: extraConfig}
+	h.id = fmt.Sprintf("e2e_%s_%06d", strings.ToLower(strings.NewReplacer("/", "_", "-", "_").Replace(t.Name())), rand.IntN(1_000_000))
+	if len(h.id) > 60 {
+		h.id = h.id[len(h.id)-60:]
+	}
+	h.schema = h.id
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, h.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.conn = conn
+	h.exec("SET TimeZone = 'UTC'")
+	h.exec("SET IntervalStyle = 'iso_8601'")
+	h.exec("CREATE SCHEMA " + h.schema)
+	h.exec("SET search_path = " + h.schema)
+	h.exec(ddl)
+	rows, err := conn.Query(ctx, "SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY 1", h.schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	qualified := make([]string, len(tables))
+	for i, tb := range tables {
+		qualified[i] = h.schema + "." + tb
+	}
+	dir := t.TempDir()
+	h.cfgPath = filepath.Join(dir, "cdcd.yaml")
+	h.logPath = filepath.Join(dir, "cdcd.log")
+	cfg := fmt.Sprintf(`source:
+  kind: postgres
+  postgres:
+    dsn: %s
+    slot: %s
+    publication: %s
+    tables: [%s]
+    heartbeat: 1s
+kafka:
+  brokers: [%s]
+  transactional_id: %s
+  commit_topic: %s.commits
+  timeout: 10s
+  group_max_delay: 50ms
+kcops:
+  - type: json
+    topic: "%s.{table}"
+metrics:
+  listen: 127.0.0.1:0
+log:
+  level: debug
+`, h.dsn, h.id, h.id, strings.Join(qualified, ", "), strings.Join(h.brokers, ","), h.id, h.id, h.id)
+	if err := os.WriteFile(h.cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.cleanup)
+	return h
+}
+
+func (h *harness) exec(sql string, args ...any) {
+	h.t.Helper()
+	if _, err := h.conn.Exec(context.Background(), sql, args...); err != nil {
+		h.t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+func (h *harness) cleanup() {
+	h.kill()
+	ctx := context.Background()
+	if h.t.Failed() {
+		if b, err := os.ReadFile(h.logPath); err == nil {
+			lines := strings.Split(string(b), "\n")
+			h.t.Logf("last lines of the cdcd log:\n%s", strings.Join(lines[max(0, len(lines)-60):], "\n"))
+		}
+	}
+	_, _ = h.conn.Exec(ctx, "SELECT pg_drop_replication_slot($1) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active", h.id)
+	_, _ = h.conn.Exec(ctx, "DROP PUBLICATION IF EXISTS "+h.id)
+	_, _ = h.conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+h.schema+" CASCADE")
+	h.conn.Close(ctx)
+	if admin, err := sarama.NewClusterAdmin(h.brokers, sarama.NewConfig()); err == nil {
+		if topics, err := admin.ListTopics(); err == nil {
+			for name := range topics {
+				if strings.HasPrefix(name, h.id+".") {
+					_ = admin.DeleteTopic(name)
+				}
+			}
+		}
+		admin.Close()
+	}
+}
+
+// start runs `cdcd run` in the background, appending to the harness's log.
+func (h *harness) start(extraArgs ...string) {
+	h.t.Helper()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.proc != nil {
+		h.t.Fatal("cdcd is already running")
+	}
+	logf, err := os.OpenFile(h.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	args := append([]string{"run", "-c", h.cfgPath}, h.extra...)
+	cmd := exec.Command(cdcdBin, append(args, extraArgs...)...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		h.t.Fatal(err)
+	}
+	h.proc, h.done = cmd, make(chan struct{})
+	done := h.done
+	go func() {
+		_ = cmd.Wait()
+		logf.Close()
+		close(done)
+	}()
+}
+
+// waitStreaming waits until cdcd has made its snapshot durable (when it takes one) and streams.
+func (h *harness) waitStreaming(timeout time.Duration) {
+	h.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		var active bool
+		err := h.conn.QueryRow(context.Background(), "SELECT active FROM pg_replication_slots WHERE slot_name = $1", h.id).Scan(&active)
+		if err == nil && active && strings.Count(h.log(), "msg=streaming") > h.streams {
+			h.streams = strings.Count(h.log(), "msg=streaming")
+			return
+		}
+		if done, code := h.exited(0); done {
+			h.t.Fatalf("cdcd exited with %d before streaming", code)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	h.t.Fatalf("cdcd did not start streaming within %v", timeout)
+}
+
+// kill sends SIGKILL and waits for the process to go.
+func (h *harness) kill() { h.signal(syscall.SIGKILL) }
+
+// stop sends SIGTERM and waits for a clean exit.
+func (h *harness) stop() { h.signal(syscall.SIGTERM) }
+
+func (h *harness) signal(sig syscall.Signal) {
+	h.mu.Lock()
+	proc, done := h.proc, h.done
+	h.proc = nil
+	h.mu.Unlock()
+	if proc == nil {
+		return
+	}
+	_ = proc.Process.Signal(sig)
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		_ = proc.Process.Kill()
+		<-done
+		h.t.Errorf("cdcd did not exit within 60s of %v", sig)
+	}
+}
+
+// exited reports whether cdcd has exited by itself, and its exit code.
+func (h *harness) exited(within time.Duration) (bool, int) {
+	h.mu.Lock()
+	proc, done := h.proc, h.done
+	h.mu.Unlock()
+	if proc == nil {
+		return true, 0
+	}
+	select {
+	case <-done:
+		h.mu.Lock()
+		h.proc = nil
+		h.mu.Unlock()
+		return true, proc.ProcessState.ExitCode()
+	case <-time.After(within):
+		return false, 0
+	}
+}
+
+func (h *harness) log() string {
+	b, _ := os.ReadFile(h.logPath)
+	return string(b)
+}
+
+// waitDurable waits until the commit stream vouches for everything the source committed so far.
+func (h *harness) waitDurable(timeout time.Duration) {
+	h.t.Helper()
+	var target string
+	if err := h.conn.QueryRow(context.Background(), "SELECT pg_current_wal_lsn()::text").Scan(&target); err != nil {
+		h.t.Fatal(err)
+	}
+	want, _ := bookmark.ParseLSN(target)
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		var confirmed *string
+		err := h.conn.QueryRow(context.Background(), "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", h.id).Scan(&confirmed)
+		if err == nil && confirmed != nil {
+			if got, _ := bookmark.ParseLSN(*confirmed); got >= want {
+				return
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	h.t.Fatalf("the slot did not reach %s within %v", target, timeout)
+}
+
+// consumed is one data record as a read_committed consumer sees it.
+type consumed struct {
+	topic     string
+	partition int32
+	offset    int64
+	key       string
+	value     []byte
+	headers   map[string]string
+	env       *envelope
+}
+
+type envelope struct {
+	Before    map[string]json.RawMessage `json:"before"`
+	After     map[string]json.RawMessage `json:"after"`
+	Op        string                     `json:"op"`
+	Unchanged []string                   `json:"unchanged"`
+	Source    struct {
+		Schema   string `json:"schema"`
+		Table    string `json:"table"`
+		TxID     string `json:"txId"`
+		Pos      string `json:"pos"`
+		OpIndex  int64  `json:"op_index"`
+		Snapshot bool   `json:"snapshot"`
+	} `json:"source"`
+}
+
+// readAll reads every committed record of the harness's data topics with a read_committed consumer
+// (franz-go, not cdcd's own code), in offset order per partition.
+func (h *harness) readAll() map[string][]consumed {
+	h.t.Helper()
+	client, err := sarama.NewClient(h.brokers, sarama.NewConfig())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer client.Close()
+	if err := client.RefreshMetadata(); err != nil {
+		h.t.Fatal(err)
+	}
+	topics, err := client.Topics()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	ends := map[string]map[int32]int64{}
+	offsets := map[string]map[int32]kgo.Offset{}
+	for _, tp := range topics {
+		if !strings.HasPrefix(tp, h.id+".") || strings.HasSuffix(tp, ".commits") {
+			continue
+		}
+		parts, err := client.Partitions(tp)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		ends[tp], offsets[tp] = map[int32]int64{}, map[int32]kgo.Offset{}
+		for _, p := range parts {
+			end, err := client.GetOffset(tp, p, sarama.OffsetNewest)
+			if err != nil {
+				h.t.Fatal(err)
+			}
+			ends[tp][p] = end
+			offsets[tp][p] = kgo.NewOffset().AtStart()
+		}
+	}
+	out := map[string][]consumed{}
+	if len(offsets) == 0 {
+		return out
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(h.brokers...), kgo.ConsumePartitions(offsets),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer cl.Close()
+	next := map[string]map[int32]int64{}
+	for tp := range ends {
+		next[tp] = map[int32]int64{}
+	}
+	remaining := func() bool {
+		for tp, ps := range ends {
+			for p, end := range ps {
+				if next[tp][p] < end {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for remaining() {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			h.t.Fatalf("reading the data topics: %v (progress %v of %v)", ctx.Err(), next, ends)
+		}
+		fs.EachError(func(tp string, p int32, err error) { h.t.Fatalf("fetching %s/%d: %v", tp, p, err) })
+		fs.EachRecord(func(r *kgo.Record) {
+			next[r.Topic][r.Partition] = r.Offset + 1
+			if r.Attrs.IsControl() {
+				return
+			}
+			c := consumed{topic: r.Topic, partition: r.Partition, offset: r.Offset, key: string(r.Key), value: r.Value, headers: map[string]string{}}
+			for _, hd := range r.Headers {
+				c.headers[hd.Key] = string(hd.Value)
+			}
+			if r.Value != nil {
+				c.env = &envelope{}
+				if err := json.Unmarshal(r.Value, c.env); err != nil {
+					h.t.Fatalf("%s/%d@%d: not an envelope: %v: %s", r.Topic, r.Partition, r.Offset, err, r.Value)
+				}
+			}
+			table := strings.TrimPrefix(r.Topic, h.id+".")
+			out[table] = append(out[table], c)
+		})
+	}
+	return out
+}
