@@ -205,7 +205,19 @@ func runPipeline(ctx context.Context, cfg config.Config, id string, k kcop.KCOP,
 		log.Info("resuming after the commit stream's last record", "group", last.Group, "resume", last.Resume)
 	}
 	m.SetHealthy(true)
-	runErr := r.Run(ctx, w.Resume(), w)
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		select {
+		case <-w.Failed():
+			stop()
+		case <-rctx.Done():
+		}
+	}()
+	runErr := r.Run(rctx, w.Resume(), w)
+	if werr := w.Err(); werr != nil && ctx.Err() == nil {
+		runErr = werr
+	}
 
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), kc.Timeout+5*time.Second)
 	defer cancel()

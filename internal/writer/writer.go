@@ -111,6 +111,7 @@ type Writer struct {
 	zero     chan struct{}
 	asyncMu  sync.Mutex
 	asyncErr error
+	failedCh chan struct{} // closed with the first asynchronous error
 	drained  chan struct{}
 	stopTick chan struct{}
 	tickDone chan struct{}
@@ -163,7 +164,7 @@ func Open(ctx context.Context, cfg Config) (*Writer, error) {
 	}
 	w := &Writer{cfg: cfg, log: cfg.Logger.With("component", "writer"), obs: cfg.Observer,
 		ranges: map[topicPartition]*bookmark.Range{}, topics: map[string]bool{},
-		zero: make(chan struct{}, 1), drained: make(chan struct{}), stopTick: make(chan struct{}), tickDone: make(chan struct{})}
+		zero: make(chan struct{}, 1), failedCh: make(chan struct{}), drained: make(chan struct{}), stopTick: make(chan struct{}), tickDone: make(chan struct{})}
 	if w.obs == nil {
 		w.obs = nopObserver{}
 	}
@@ -441,8 +442,16 @@ func (w *Writer) setAsyncErr(err error) {
 	defer w.asyncMu.Unlock()
 	if w.asyncErr == nil {
 		w.asyncErr = err
+		close(w.failedCh)
 	}
 }
+
+// Failed is closed when the writer fails outside a handler call (a rejected record, a failed
+// commit of a group closed by its timer); Err then says why. The caller should stop the source.
+func (w *Writer) Failed() <-chan struct{} { return w.failedCh }
+
+// Err is the writer's first asynchronous error, or nil.
+func (w *Writer) Err() error { return w.failed() }
 
 func (w *Writer) failed() error {
 	w.asyncMu.Lock()
