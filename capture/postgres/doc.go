@@ -1,9 +1,23 @@
 // Package postgres captures committed transactions from PostgreSQL through logical replication
-// with the pgoutput plugin.
+// with the pgoutput plugin (protocol 1: whole committed transactions, in commit order).
 //
-// Today it offers Check, the preflight of `cdcd validate`: server settings, the role's rights, the
-// replication connection, the configured tables, the publication and the slot, each reported with
-// its fix. The stream reader (Begin / Change... / Commit events in commit order, the slot's
-// confirmed_flush_lsn advanced only past data that Kafka holds durably, a consistent initial snapshot
-// from the slot's exported snapshot) is not written yet.
+// Reader owns the replication connection on the goroutine that calls Run and hands each transaction
+// to a capture.Handler as Begin / Change... / Commit; the handler's return is the backpressure. It
+// promises:
+//
+//   - the slot's confirmed_flush_lsn never passes a transaction the handler has not acknowledged
+//     with Ack (the end LSN of its commit record); while nothing is owed, a quiet publication on a
+//     busy server is confirmed up to the server's position, so the slot does not pin WAL;
+//   - a fresh slot with snapshot "initial" is followed by one snapshot transaction of Read changes,
+//     copied from the slot's exported snapshot, so the stream continues with no gap and no overlap;
+//   - values are decoded from text with pinned session settings (DateStyle, IntervalStyle, TimeZone,
+//     extra_float_digits, bytea_output) through pgtype; numeric stays exact; types it does not know
+//     (enums, geometric, range, user-defined) arrive as their text form;
+//   - an unchanged TOAST value is filled in from the old row under REPLICA IDENTITY FULL and marked
+//     change.Unchanged otherwise, never NULL; non-key columns of a key-only old row are change.Absent;
+//   - a Relation message (a new table, or one after ALTER TABLE) replaces the table's shape before
+//     its next change; TRUNCATE of several tables arrives as one Truncate change per table.
+//
+// Check is the preflight of `cdcd validate` (and of Open): every prerequisite, each missing one
+// reported with its fix.
 package postgres

@@ -502,40 +502,62 @@ func (r *Reader) describe(ctx context.Context, conn *pgx.Conn, oid uint32, m *pg
 
 // stream runs the replication protocol from start until ctx ends or an error occurs.
 func (r *Reader) stream(ctx context.Context, rc *pgconn.PgConn, start bookmark.LSN, h capture.Handler) error {
-	err := pglogrepl.StartReplication(ctx, rc, r.cfg.Slot, pglogrepl.LSN(start), pglogrepl.StartReplicationOptions{
-		PluginArgs: []string{"proto_version '1'", "publication_names '" + strings.ReplaceAll(r.cfg.Publication, "'", "''") + "'"},
-	})
+	args := []string{"proto_version '1'", "publication_names '" + strings.ReplaceAll(r.cfg.Publication, "'", "''") + "'"}
+	var version int
+	if err := r.meta.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
+		return fmt.Errorf("reading server_version_num: %w", err)
+	}
+	heartbeats := version >= 140000
+	if heartbeats {
+		// Logical decoding messages carry cdcd's heartbeats through the stream (PostgreSQL 14+).
+		args = append(args, "messages 'true'")
+	} else {
+		r.log.Warn("PostgreSQL before 14 cannot carry heartbeats: a quiet publication on a busy server keeps WAL until its next change")
+	}
+	err := pglogrepl.StartReplication(ctx, rc, r.cfg.Slot, pglogrepl.LSN(start), pglogrepl.StartReplicationOptions{PluginArgs: args})
 	if err != nil {
 		return fmt.Errorf("starting replication from slot %s at %s: %w", r.cfg.Slot, start, err)
 	}
 	r.log.Info("streaming", "from", start.String())
 
-	s := streamState{r: r, h: h, resume: start, relations: map[uint32]*relation{}}
+	s := streamState{r: r, h: h, resume: start, relations: map[uint32]*relation{}, lastData: time.Now()}
+	var hb *pgx.Conn
+	defer func() {
+		if hb != nil {
+			hb.Close(context.WithoutCancel(ctx))
+		}
+	}()
 	const statusInterval = time.Second
 	nextStatus := time.Now().Add(statusInterval)
-	nextHeartbeat := time.Now().Add(r.cfg.Heartbeat)
+	lastStatus := time.Now()
 	var sentAck uint64
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		now := time.Now()
+		if heartbeats && !s.inTxn && now.Sub(s.lastData) >= r.cfg.Heartbeat {
+			// A quiet stream: a transactional message makes a commit travel through it, which may
+			// be confirmed once everything before it is durable, so the slot does not pin WAL
+			// written for other tables.
+			if err := r.heartbeat(ctx, &hb); err != nil {
+				r.log.Warn("heartbeat failed", "err", err)
+			}
+			s.lastData = now
+		}
+		s.confirmEmpty()
 		if now.After(nextStatus) || s.replyRequested {
 			acked := r.acked.Load()
 			// Every second while the position moves; at least every ten seconds regardless, well
 			// within the server's wal_sender_timeout.
-			if acked != sentAck || s.replyRequested || now.After(nextStatus.Add(9*time.Second)) {
-				ask := !s.inTxn && now.After(nextHeartbeat)
+			if acked != sentAck || s.replyRequested || now.After(lastStatus.Add(10*time.Second)) {
 				if err := pglogrepl.SendStandbyStatusUpdate(ctx, rc, pglogrepl.StandbyStatusUpdate{
 					WALWritePosition: pglogrepl.LSN(acked), WALFlushPosition: pglogrepl.LSN(acked),
-					WALApplyPosition: pglogrepl.LSN(acked), ReplyRequested: ask,
+					WALApplyPosition: pglogrepl.LSN(acked),
 				}); err != nil {
 					return fmt.Errorf("sending status to the server: %w", err)
 				}
-				if ask {
-					nextHeartbeat = now.Add(r.cfg.Heartbeat)
-				}
-				sentAck = acked
+				sentAck, lastStatus = acked, now
 			}
 			s.replyRequested = false
 			nextStatus = now.Add(statusInterval)
@@ -571,6 +593,9 @@ type streamState struct {
 	resume         bookmark.LSN
 	relations      map[uint32]*relation
 	inTxn, skip    bool
+	begun          bool // the handler has heard Begin for the current transaction
+	emptyEnd       bookmark.LSN
+	lastData       time.Time
 	txn            *change.Txn
 	index          int64
 	replyRequested bool
@@ -586,13 +611,9 @@ func (s *streamState) copyData(ctx context.Context, data []byte) error {
 		if err != nil {
 			return fmt.Errorf("parsing keepalive: %w", err)
 		}
+		// The server's position is for lag metrics only: it may lie beyond transactions that are
+		// still being decoded, so it is never confirmed.
 		s.r.serverWALEnd.Store(uint64(ka.ServerWALEnd))
-		// Between transactions, with everything handed over already durable, nothing before the
-		// server's position is owed downstream: confirming it lets the server recycle WAL that held
-		// nothing for the publication.
-		if !s.inTxn && s.r.acked.Load() >= s.r.received.Load() {
-			s.r.advanceAck(bookmark.LSN(ka.ServerWALEnd))
-		}
 		s.replyRequested = s.replyRequested || ka.ReplyRequested
 		return nil
 	case pglogrepl.XLogDataByteID:
@@ -603,6 +624,7 @@ func (s *streamState) copyData(ctx context.Context, data []byte) error {
 	if err != nil {
 		return fmt.Errorf("parsing XLogData: %w", err)
 	}
+	s.lastData = time.Now()
 	if uint64(xld.ServerWALEnd) > s.r.serverWALEnd.Load() {
 		s.r.serverWALEnd.Store(uint64(xld.ServerWALEnd))
 	}
@@ -616,7 +638,8 @@ func (s *streamState) copyData(ctx context.Context, data []byte) error {
 func (s *streamState) message(ctx context.Context, msg pglogrepl.Message) error {
 	switch m := msg.(type) {
 	case *pglogrepl.BeginMessage:
-		s.inTxn, s.index = true, 0
+		s.inTxn, s.begun, s.index = true, false, 0
+		s.lastData = time.Now()
 		// A transaction whose commit record starts before the resume position ended at or before
 		// it: it is durable already.
 		s.skip = bookmark.LSN(m.FinalLSN) < s.resume
@@ -624,7 +647,7 @@ func (s *streamState) message(ctx context.Context, msg pglogrepl.Message) error 
 			return nil
 		}
 		s.txn = &change.Txn{ID: fmt.Sprint(m.Xid), Position: bookmark.LSN(m.FinalLSN).String(), CommitTime: m.CommitTime}
-		return s.h.Begin(ctx, s.txn)
+		return nil
 	case *pglogrepl.CommitMessage:
 		s.inTxn = false
 		if s.skip {
@@ -632,10 +655,20 @@ func (s *streamState) message(ctx context.Context, msg pglogrepl.Message) error 
 			return nil
 		}
 		end := bookmark.LSN(m.TransactionEndLSN)
+		if !s.begun {
+			// Nothing for the handler (a heartbeat, or a transaction of logical messages only).
+			// Seeing its commit proves that everything before it was sent: once all that is
+			// durable, this position may be confirmed too.
+			s.emptyEnd = end
+			s.confirmEmpty()
+			return nil
+		}
 		err := s.h.Commit(ctx, &change.Commit{Txn: s.txn, End: end.String(), Changes: s.index})
 		s.r.received.Store(uint64(end))
 		s.r.commitTime.Store(m.CommitTime.UnixNano())
 		return err
+	case *pglogrepl.LogicalDecodingMessage:
+		return nil
 	case *pglogrepl.RelationMessage:
 		rel, err := s.r.describe(ctx, s.r.meta, m.RelationID, m)
 		if err != nil {
@@ -716,9 +749,42 @@ func (s *streamState) relation(id uint32) (*relation, error) {
 	return rel, nil
 }
 
+// heartbeat emits a transactional logical decoding message on a connection of its own.
+func (r *Reader) heartbeat(ctx context.Context, conn **pgx.Conn) error {
+	if *conn == nil {
+		cc, err := connConfig(r.cfg.DSN)
+		if err != nil {
+			return err
+		}
+		if *conn, err = pgx.ConnectConfig(ctx, cc); err != nil {
+			return err
+		}
+	}
+	if _, err := (*conn).Exec(ctx, "SELECT pg_logical_emit_message(true, 'cdcd.heartbeat', '')"); err != nil {
+		(*conn).Close(ctx)
+		*conn = nil
+		return err
+	}
+	return nil
+}
+
+// confirmEmpty confirms the end of the last transaction that had nothing for the handler, once
+// every transaction handed over before it is durable.
+func (s *streamState) confirmEmpty() {
+	if s.emptyEnd > bookmark.LSN(s.r.received.Load()) && s.r.acked.Load() >= s.r.received.Load() {
+		s.r.advanceAck(s.emptyEnd)
+	}
+}
+
 func (s *streamState) emit(ctx context.Context, c *change.Change) error {
 	if !s.inTxn {
 		return fmt.Errorf("%v change on %s outside a transaction", c.Op, c.Table.QualifiedName())
+	}
+	if !s.begun {
+		if err := s.h.Begin(ctx, s.txn); err != nil {
+			return err
+		}
+		s.begun = true
 	}
 	c.Txn, c.Index = s.txn, s.index
 	s.index++

@@ -1,7 +1,21 @@
-// Package writer is cdcd's transactional Kafka writer: it stamps data records with ordering headers,
-// writes one commit stream record per commit group, and tells capture which source positions Kafka
-// holds durably.
+// Package writer is cdcd's transactional Kafka writer (see Writer) and the Kafka preflight of
+// `cdcd validate` (see Check).
 //
-// Today it offers Check, the Kafka half of `cdcd validate`: brokers reachable and transactions
-// usable. The writer itself is not written yet.
+// Protocol: the writer groups whole source transactions into one Kafka transaction (a commit
+// group), written by one idempotent, transactional producer. Each data record carries the ordering
+// headers of package bookmark. The group's last record, on the single-partition commit topic, is a
+// bookmark.CommitRecord naming the group's transactions, their source positions and the offset
+// ranges of their records. The Kafka transaction then commits, atomically with that record, and only
+// then is the source told that the group's last position is durable.
+//
+// On start the writer's transactional producer fences any earlier writer with the same
+// transactional id and aborts its open transaction; the last committed commit record says where the
+// source resumes. So a crash at any instant loses nothing (the source was not confirmed past what
+// Kafka committed) and duplicates nothing for read_committed consumers (what the crashed writer had
+// not committed is aborted, and the source resumes right after what it had).
+//
+// A source transaction is never split across Kafka transactions, so read_committed consumers never
+// see part of one. A long one holds its Kafka transaction open with its records already sent:
+// memory stays flat, and its duration is bounded by the transaction timeout (kafka.transaction_timeout,
+// capped by the broker's transaction.max.timeout.ms).
 package writer

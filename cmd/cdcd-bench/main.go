@@ -1,0 +1,266 @@
+// Command cdcd-bench measures cdcd end to end against the local PostgreSQL and Kafka of
+// scripts/stack.sh, and prints the results as Markdown for docs/benchmarks.md:
+//
+//   - rows/s from a PostgreSQL backlog of N rows in T-row transactions to Kafka (durable: the slot
+//     confirmed past the last transaction), and in the same run the raw pglogrepl read rate of the same
+//     backlog (receive and parse pgoutput, nothing else) as the ceiling;
+//   - cdcd's peak RSS while it carries one transaction of M rows.
+//
+// Usage: go run ./cmd/cdcd-bench [-rows 1000000] [-txn-rows 100] [-big 2000000] [-cdcd bin/cdcd]
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/cdcd-dev/cdcd/bookmark"
+	pgcapture "github.com/cdcd-dev/cdcd/capture/postgres"
+)
+
+func main() {
+	rows := flag.Int("rows", 1_000_000, "rows in the backlog")
+	txnRows := flag.Int("txn-rows", 100, "rows per source transaction in the backlog")
+	big := flag.Int("big", 2_000_000, "rows in the single large transaction (0: skip)")
+	bin := flag.String("cdcd", "bin/cdcd", "the cdcd binary")
+	flag.Parse()
+	dsn := env("CDCD_PG_DSN", "postgres://cdc:cdc@127.0.0.1:15432/cdcd?sslmode=disable")
+	brokers := env("CDCD_KAFKA_BROKERS", "127.0.0.1:19092")
+	ctx := context.Background()
+
+	conn, err := pgx.Connect(ctx, dsn)
+	check(err)
+	defer conn.Close(ctx)
+	for _, s := range []string{
+		"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name IN ('bench_cdcd', 'bench_raw')",
+		"DROP PUBLICATION IF EXISTS bench_pub",
+		"DROP SCHEMA IF EXISTS bench CASCADE",
+		"CREATE SCHEMA bench",
+		"CREATE TABLE bench.rows (id bigint PRIMARY KEY, payload text NOT NULL, amount numeric(12,2) NOT NULL, at timestamptz NOT NULL)",
+		"CREATE PUBLICATION bench_pub FOR TABLE bench.rows",
+		"SELECT pg_create_logical_replication_slot('bench_cdcd', 'pgoutput')",
+		"SELECT pg_create_logical_replication_slot('bench_raw', 'pgoutput')",
+	} {
+		_, err := conn.Exec(ctx, s)
+		check(err)
+	}
+	deleteTopics(brokers)
+
+	log.Printf("loading %d rows in %d-row transactions", *rows, *txnRows)
+	t0 := time.Now()
+	_, err = conn.Exec(ctx, "SET synchronous_commit = off")
+	check(err)
+	_, err = conn.Exec(ctx, fmt.Sprintf(`DO $$ BEGIN
+		FOR i IN 0..%d LOOP
+			INSERT INTO bench.rows SELECT g, md5(g::text) || md5((g+1)::text), (g %% 100000) / 100.0, now()
+			FROM generate_series(i * %d + 1, (i + 1) * %d) g;
+			COMMIT;
+		END LOOP; END $$`, *rows / *txnRows - 1, *txnRows, *txnRows))
+	check(err)
+	end := currentLSN(ctx, conn)
+	log.Printf("loaded in %v; backlog ends at %s", time.Since(t0).Round(time.Millisecond), end)
+
+	rawRate := rawRead(ctx, dsn, *rows, end)
+	log.Printf("raw pglogrepl read: %.0f rows/s", rawRate)
+
+	cfg := writeConfig(dsn, brokers)
+	took, peak := runCDCD(ctx, *bin, cfg, conn, end)
+	rate := float64(*rows) / took.Seconds()
+	log.Printf("cdcd end to end: %v, %.0f rows/s, peak RSS %d MiB", took.Round(time.Millisecond), rate, peak>>20)
+
+	fmt.Printf("\n| what | result |\n|---|---|\n")
+	fmt.Printf("| machine | %d cores (GOMAXPROCS %d), %s |\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), time.Now().UTC().Format("2006-01-02"))
+	fmt.Printf("| backlog | %d rows in %d-row transactions (%d transactions) |\n", *rows, *txnRows, *rows / *txnRows)
+	fmt.Printf("| raw pglogrepl read (ceiling) | %.0f rows/s |\n", rawRate)
+	fmt.Printf("| cdcd end to end (durable in Kafka, slot confirmed) | %.0f rows/s in %v |\n", rate, took.Round(time.Millisecond))
+	fmt.Printf("| ratio cdcd / ceiling | %.2f |\n", rate/rawRate)
+	fmt.Printf("| cdcd peak RSS during the backlog | %d MiB |\n", peak>>20)
+
+	if *big > 0 {
+		log.Printf("one transaction of %d rows", *big)
+		_, err = conn.Exec(ctx, fmt.Sprintf(`INSERT INTO bench.rows SELECT g, md5(g::text) || md5((g+1)::text), (g %% 100000) / 100.0, now()
+			FROM generate_series(%d, %d) g`, *rows+1, *rows+*big))
+		check(err)
+		end = currentLSN(ctx, conn)
+		took, peak = runCDCD(ctx, *bin, cfg, conn, end)
+		log.Printf("single %d-row transaction: %v, peak RSS %d MiB", *big, took.Round(time.Millisecond), peak>>20)
+		fmt.Printf("| one %d-row transaction | %v (%.0f rows/s), cdcd peak RSS %d MiB |\n", *big, took.Round(time.Millisecond), float64(*big)/took.Seconds(), peak>>20)
+	}
+	_, _ = conn.Exec(ctx, "SELECT pg_drop_replication_slot('bench_raw')")
+	if n := countRecords(brokers, "bench.rows"); n != int64(*rows+*big) {
+		log.Fatalf("bench.rows holds %d records, want %d", n, *rows+*big)
+	}
+	deleteTopics(brokers)
+}
+
+// countRecords counts the records of a single-partition topic between its first and last offsets,
+// less the transaction markers (one per commit group, read from the commit stream's group count).
+func countRecords(brokers, topic string) int64 {
+	client, err := sarama.NewClient(strings.Split(brokers, ","), sarama.NewConfig())
+	check(err)
+	defer client.Close()
+	newest, err := client.GetOffset(topic, 0, sarama.OffsetNewest)
+	check(err)
+	groups, err := client.GetOffset("bench.commits", 0, sarama.OffsetNewest)
+	check(err)
+	// Every commit group wrote one commit record and one marker on the commit topic, and one marker
+	// on the data topic.
+	return newest - groups/2
+}
+
+func env(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func check(err error) {
+	if err != nil {
+		log.Fatal(err)
+	}
+}
+
+func currentLSN(ctx context.Context, conn *pgx.Conn) bookmark.LSN {
+	var s string
+	check(conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&s))
+	l, err := bookmark.ParseLSN(s)
+	check(err)
+	return l
+}
+
+// rawRead streams the backlog from the bench_raw slot and parses every pgoutput message, counting
+// inserts: the rate at which cdcd could at best receive the same data.
+func rawRead(ctx context.Context, dsn string, rows int, end bookmark.LSN) float64 {
+	rc, err := pgcapture.ConnectReplication(ctx, dsn)
+	check(err)
+	defer rc.Close(ctx)
+	check(pglogrepl.StartReplication(ctx, rc, "bench_raw", 0, pglogrepl.StartReplicationOptions{
+		PluginArgs: []string{"proto_version '1'", "publication_names 'bench_pub'"}}))
+	var start time.Time
+	n := 0
+	var last pglogrepl.LSN
+	for n < rows {
+		msg, err := rc.ReceiveMessage(ctx)
+		check(err)
+		cd, ok := msg.(*pgproto3.CopyData)
+		if !ok {
+			continue
+		}
+		switch cd.Data[0] {
+		case pglogrepl.PrimaryKeepaliveMessageByteID:
+			ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(cd.Data[1:])
+			check(err)
+			if ka.ReplyRequested {
+				check(pglogrepl.SendStandbyStatusUpdate(ctx, rc, pglogrepl.StandbyStatusUpdate{WALWritePosition: last}))
+			}
+		case pglogrepl.XLogDataByteID:
+			if start.IsZero() {
+				start = time.Now()
+			}
+			xld, err := pglogrepl.ParseXLogData(cd.Data[1:])
+			check(err)
+			m, err := pglogrepl.Parse(xld.WALData)
+			check(err)
+			if _, ok := m.(*pglogrepl.InsertMessage); ok {
+				n++
+			}
+			last = xld.WALStart
+		}
+	}
+	return float64(n) / time.Since(start).Seconds()
+}
+
+func writeConfig(dsn, brokers string) string {
+	dir, err := os.MkdirTemp("", "cdcd-bench")
+	check(err)
+	p := filepath.Join(dir, "bench.yaml")
+	check(os.WriteFile(p, []byte(fmt.Sprintf(`source:
+  kind: postgres
+  postgres:
+    dsn: %s
+    slot: bench_cdcd
+    publication: bench_pub
+    tables: [bench.rows]
+    snapshot: never
+    heartbeat: 100ms
+kafka:
+  brokers: [%s]
+  transactional_id: cdcd-bench
+  commit_topic: bench.commits
+kcops:
+  - type: json
+    topic: "bench.{table}"
+metrics:
+  listen: ""
+log:
+  level: warn
+`, dsn, brokers)), 0o600))
+	return p
+}
+
+// runCDCD runs cdcd until the slot is confirmed at end, and returns how long that took and cdcd's
+// peak resident set size.
+func runCDCD(ctx context.Context, bin, cfg string, conn *pgx.Conn, end bookmark.LSN) (time.Duration, int64) {
+	cmd := exec.Command(bin, "run", "-c", cfg)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	start := time.Now()
+	check(cmd.Start())
+	var peak int64
+	for {
+		peak = max(peak, vmHWM(cmd.Process.Pid))
+		var s *string
+		check(conn.QueryRow(ctx, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'bench_cdcd'").Scan(&s))
+		if s != nil {
+			if l, _ := bookmark.ParseLSN(*s); l >= end {
+				break
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	took := time.Since(start)
+	peak = max(peak, vmHWM(cmd.Process.Pid))
+	check(cmd.Process.Signal(os.Interrupt))
+	_ = cmd.Wait()
+	return took, peak
+}
+
+// vmHWM reads a process's peak resident set size from /proc.
+func vmHWM(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+func deleteTopics(brokers string) {
+	admin, err := sarama.NewClusterAdmin(strings.Split(brokers, ","), sarama.NewConfig())
+	if err != nil {
+		return
+	}
+	defer admin.Close()
+	for _, t := range []string{"bench.commits", "bench.rows"} {
+		_ = admin.DeleteTopic(t)
+	}
+	time.Sleep(time.Second)
+}
