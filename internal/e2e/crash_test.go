@@ -35,7 +35,10 @@ func TestCrashRecovery(t *testing.T) {
 	h.start()
 	h.waitStreaming(time.Minute)
 
-	rng := rand.New(rand.NewPCG(1, uint64(time.Now().UnixNano())))
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(1, seed))     // the workload's
+	killRng := rand.New(rand.NewPCG(2, seed)) // the kill loop's
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -82,7 +85,7 @@ func TestCrashRecovery(t *testing.T) {
 	}()
 
 	for i := range kills {
-		time.Sleep(time.Duration(300+rng.IntN(2200)) * time.Millisecond)
+		time.Sleep(time.Duration(300+killRng.IntN(2200)) * time.Millisecond)
 		h.kill()
 		if i == kills/2 {
 			t.Log("restarting the Kafka broker")
