@@ -1,0 +1,140 @@
+package tcc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/cdcd-dev/cdcd/bookmark"
+)
+
+// kafkaFetcher reads the commit stream and the data partitions with read_committed franz-go
+// clients that never skip an offset they cannot read (NoResetOffset).
+type kafkaFetcher struct {
+	cfg     config
+	commits *kgo.Client
+	data    *kgo.Client
+	pending []*kgo.Record // fetched commit records not yet returned
+}
+
+func newKafkaFetcher(ctx context.Context, cfg config) (*kafkaFetcher, error) {
+	start := kgo.NewOffset().AtStart()
+	switch cfg.start {
+	case startEnd:
+		start = kgo.NewOffset().AtEnd()
+	case startBookmark:
+		start = kgo.NewOffset().At(cfg.from.CommitOffset)
+	}
+	opts := append([]kgo.Opt{kgo.SeedBrokers(cfg.brokers...),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{cfg.commitTopic: {0: start}}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NoResetOffset())}, cfg.kgoOpts...)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("tcc: connecting to Kafka: %w", err)
+	}
+	if err := cl.Ping(ctx); err != nil {
+		cl.Close()
+		return nil, fmt.Errorf("tcc: no broker answers at %v: %w", cfg.brokers, err)
+	}
+	return &kafkaFetcher{cfg: cfg, commits: cl}, nil
+}
+
+func (f *kafkaFetcher) nextCommit(ctx context.Context) (*bookmark.CommitRecord, int64, error) {
+	for len(f.pending) == 0 {
+		fs := f.commits.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return nil, 0, err
+		}
+		if err := fetchErrors(fs, "the commit stream"); err != nil {
+			return nil, 0, err
+		}
+		f.pending = fs.Records()
+	}
+	r := f.pending[0]
+	f.pending = f.pending[1:]
+	c, err := bookmark.ParseCommitRecord(r.Value)
+	if err != nil {
+		return nil, 0, errorf(ErrInconsistent, "commit topic %s offset %d: %v", r.Topic, r.Offset, err)
+	}
+	return c, r.Offset, nil
+}
+
+func (f *kafkaFetcher) assign(tp topicPartition, offset int64) {
+	parts := map[string]map[int32]kgo.Offset{tp.topic: {tp.partition: kgo.NewOffset().At(offset)}}
+	if f.data == nil {
+		opts := append([]kgo.Opt{kgo.SeedBrokers(f.cfg.brokers...), kgo.ConsumePartitions(parts),
+			kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NoResetOffset())}, f.cfg.kgoOpts...)
+		cl, err := kgo.NewClient(opts...)
+		if err != nil {
+			// NewClient fails only on invalid options, which the commit client already accepted.
+			f.cfg.log.Error("tcc: creating the data client", "err", err)
+			return
+		}
+		f.data = cl
+		return
+	}
+	// AddConsumePartitions leaves partitions already being read where they are.
+	f.data.AddConsumePartitions(parts)
+}
+
+func (f *kafkaFetcher) fetch(ctx context.Context) ([]rec, error) {
+	if f.data == nil {
+		return nil, errors.New("tcc: no data partition to read")
+	}
+	fs := f.data.PollFetches(ctx)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := fetchErrors(fs, "data"); err != nil {
+		return nil, err
+	}
+	var out []rec
+	fs.EachRecord(func(r *kgo.Record) {
+		x := rec{tp: topicPartition{r.Topic, r.Partition}, offset: r.Offset, key: r.Key, value: r.Value}
+		if len(r.Headers) > 0 {
+			x.headers = make([]Header, len(r.Headers))
+			for i, h := range r.Headers {
+				x.headers[i] = Header{Key: h.Key, Value: h.Value}
+			}
+		}
+		x.readHeaders()
+		out = append(out, x)
+	})
+	return out, nil
+}
+
+func (f *kafkaFetcher) pause(tp topicPartition) {
+	f.data.PauseFetchPartitions(map[string][]int32{tp.topic: {tp.partition}})
+}
+
+func (f *kafkaFetcher) resume(tp topicPartition) {
+	f.data.ResumeFetchPartitions(map[string][]int32{tp.topic: {tp.partition}})
+}
+
+func (f *kafkaFetcher) close() {
+	f.commits.Close()
+	if f.data != nil {
+		f.data.Close()
+	}
+}
+
+// fetchErrors turns fetch errors into one; an offset that is out of range means records the commit
+// stream vouches for (or the commit stream itself) are gone.
+func fetchErrors(fs kgo.Fetches, what string) error {
+	var err error
+	fs.EachError(func(topic string, p int32, e error) {
+		if errors.Is(e, context.Canceled) || errors.Is(e, context.DeadlineExceeded) {
+			return
+		}
+		if errors.Is(e, kerr.OffsetOutOfRange) {
+			e = errorf(ErrDataGone, "%s: %s/%d: the offset to read is no longer (or not yet) in the log: %v; raise the topic's retention, or start the consumer from a later bookmark", what, topic, p, e)
+		} else {
+			e = fmt.Errorf("tcc: reading %s %s/%d: %w", what, topic, p, e)
+		}
+		err = errors.Join(err, e)
+	})
+	return err
+}

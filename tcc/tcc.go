@@ -1,0 +1,214 @@
+// Package tcc is the transactionally consistent consumer of cdcd's output. It reads the commit
+// stream and the data records it names, and hands the application the source's transactions:
+//
+//   - whole: a transaction is delivered only once the commit stream vouches for it, with all its
+//     records, whatever topics and partitions they were written to;
+//   - in exact source order, and each operation in its place within its transaction;
+//   - each record once: whatever the commit stream does not vouch for is dropped (records of a
+//     crashed writer, rewrites after a restart, duplicates);
+//   - resumably: every transaction and every operation carries a bookmark; a consumer started from a
+//     bookmark continues with what follows it, none skipped, none repeated;
+//   - in bounded memory: a large transaction arrives in chunks (Txn.First / Txn.Last) of at most
+//     MaxChunkOps records, and fetching pauses partitions that run ahead.
+//
+// What cannot be delivered is an error, never a silent gap: records the commit stream names but Kafka
+// no longer holds (retention), or fewer records than it vouches for.
+//
+// tcc depends on package bookmark and a Kafka client only.
+package tcc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/cdcd-dev/cdcd/bookmark"
+)
+
+// Header is a record header.
+type Header struct {
+	Key   string
+	Value []byte
+}
+
+// Op is one data record in its place in its transaction.
+type Op struct {
+	Topic     string
+	Partition int32
+	Offset    int64
+	Key       []byte
+	// Value is nil for a tombstone.
+	Value   []byte
+	Headers []Header
+	// Index is the operation's index within its transaction; Rec the record's index among the
+	// records of that operation.
+	Index int64
+	Rec   int
+	// ID names the operation uniquely within the source: "<source position>/<index>[.<rec>]".
+	ID string
+	// Bookmark is the position just after this record.
+	Bookmark bookmark.Consumer
+}
+
+// Txn is one source transaction, or one chunk of a large one.
+type Txn struct {
+	ID       string
+	Position string
+	// End is the source position just after the transaction.
+	End        string
+	CommitTime time.Time
+	Snapshot   bool
+	Group      uint64
+	// Changes and Records are the whole transaction's counts, whatever the chunk holds.
+	Changes, Records int64
+	Ops              []Op
+	// First and Last mark the chunk that starts and the one that ends the transaction; a
+	// transaction that fits in one chunk has both.
+	First, Last bool
+	// Bookmark is the position after this chunk (after the whole transaction when Last).
+	Bookmark bookmark.Consumer
+}
+
+// Fetch is what Poll returns: chunks in source order, and the error that stopped it, if any.
+type Fetch struct {
+	Txns []*Txn
+	Err  error
+}
+
+// Errors that Poll reports.
+var (
+	// ErrForeignBookmark: the bookmark belongs to another commit stream.
+	ErrForeignBookmark = errors.New("the bookmark belongs to another commit stream")
+	// ErrDataGone: the commit stream names records Kafka no longer holds (retention, deletion).
+	ErrDataGone = errors.New("records the commit stream vouches for are gone from Kafka")
+	// ErrInconsistent: the data records do not match what the commit stream says.
+	ErrInconsistent = errors.New("the data records disagree with the commit stream")
+)
+
+// Opt configures a Consumer.
+type Opt func(*config)
+
+type config struct {
+	brokers     []string
+	commitTopic string
+	start       startAt
+	from        bookmark.Consumer
+	maxChunk    int
+	maxBuffered int
+	log         *slog.Logger
+	kgoOpts     []kgo.Opt
+}
+
+type startAt int
+
+const (
+	startBeginning startAt = iota
+	startEnd
+	startBookmark
+)
+
+// Brokers sets the bootstrap brokers.
+func Brokers(b ...string) Opt { return func(c *config) { c.brokers = b } }
+
+// CommitTopic names the commit stream (cdcd's kafka.commit_topic).
+func CommitTopic(t string) Opt { return func(c *config) { c.commitTopic = t } }
+
+// FromBeginning starts with the first transaction the commit stream still holds (the default).
+func FromBeginning() Opt { return func(c *config) { c.start = startBeginning } }
+
+// FromEnd starts with the next transaction committed after the consumer starts.
+func FromEnd() Opt { return func(c *config) { c.start = startEnd } }
+
+// FromBookmark continues right after b.
+func FromBookmark(b bookmark.Consumer) Opt {
+	return func(c *config) { c.start, c.from = startBookmark, b }
+}
+
+// MaxChunkOps bounds the records of one delivered chunk (default 10000).
+func MaxChunkOps(n int) Opt { return func(c *config) { c.maxChunk = n } }
+
+// MaxBufferedRecords bounds the records held per partition before its fetching pauses (default 20000).
+func MaxBufferedRecords(n int) Opt { return func(c *config) { c.maxBuffered = n } }
+
+// Logger sets the logger.
+func Logger(l *slog.Logger) Opt { return func(c *config) { c.log = l } }
+
+// KafkaOpts passes options to the franz-go clients (TLS, SASL, ...).
+func KafkaOpts(o ...kgo.Opt) Opt { return func(c *config) { c.kgoOpts = append(c.kgoOpts, o...) } }
+
+// Consumer reads one commit stream. Poll must not be called from several goroutines at once.
+type Consumer struct {
+	cfg config
+	src fetcher
+	asm *assembler
+}
+
+// NewConsumer connects to Kafka and positions the consumer.
+func NewConsumer(ctx context.Context, opts ...Opt) (*Consumer, error) {
+	cfg := config{maxChunk: 10_000, maxBuffered: 20_000, log: slog.Default()}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if len(cfg.brokers) == 0 {
+		return nil, errors.New("tcc: no brokers (use tcc.Brokers)")
+	}
+	if cfg.commitTopic == "" {
+		return nil, errors.New("tcc: no commit topic (use tcc.CommitTopic with cdcd's kafka.commit_topic)")
+	}
+	src, err := newKafkaFetcher(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	c := &Consumer{cfg: cfg, src: src}
+	c.asm = newAssembler(src, cfg.maxChunk, cfg.maxBuffered)
+	if cfg.start == startBookmark {
+		c.asm.resumeAfter(cfg.from)
+	}
+	return c, nil
+}
+
+// Poll waits for the next chunks and returns them with the error that stopped it, if any. After an
+// error the consumer is unusable; start a new one from the last bookmark delivered.
+func (c *Consumer) Poll(ctx context.Context) Fetch {
+	txns, err := c.asm.poll(ctx)
+	return Fetch{Txns: txns, Err: err}
+}
+
+// Close releases the Kafka clients.
+func (c *Consumer) Close() { c.src.close() }
+
+// Run calls fn for every chunk in order until ctx ends (returning nil) or fn or the consumer fails.
+func Run(ctx context.Context, c *Consumer, fn func(context.Context, *Txn) error) error {
+	for {
+		f := c.Poll(ctx)
+		for _, t := range f.Txns {
+			if err := fn(ctx, t); err != nil {
+				return err
+			}
+		}
+		if f.Err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return f.Err
+		}
+	}
+}
+
+// opID renders an operation id.
+func opID(pos string, index int64, rec int) string {
+	id := pos + "/" + strconv.FormatInt(index, 10)
+	if rec > 0 {
+		id += "." + strconv.Itoa(rec)
+	}
+	return id
+}
+
+func errorf(kind error, format string, a ...any) error {
+	return fmt.Errorf("tcc: %w: %s", kind, fmt.Sprintf(format, a...))
+}
