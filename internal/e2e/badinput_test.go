@@ -184,3 +184,24 @@ func newAdmin(t *testing.T) func(string) {
 		}
 	}
 }
+
+// TestRunFencedBySecondProcess: a second cdcd with the same kafka.transactional_id fences the first,
+// which stops with an error that names the transactional id.
+func TestRunFencedBySecondProcess(t *testing.T) {
+	t.Parallel()
+	a := newHarness(t, "CREATE TABLE t (id int PRIMARY KEY)")
+	b := newHarness(t, "CREATE TABLE t (id int PRIMARY KEY)", "--set", "kafka.transactional_id="+a.id)
+	wa := newRecorder(a)
+	a.start()
+	a.waitStreaming(time.Minute)
+	b.start()
+	b.waitStreaming(time.Minute)
+	// A's next Kafka transaction finds itself fenced.
+	wa.begin()
+	wa.insert("t", "id", 1)
+	wa.commit()
+	expectExit(t, a, 30*time.Second, 1, "this cdcd was fenced", a.id)
+	if done, _ := b.exited(time.Second); done {
+		t.Errorf("the second cdcd stopped too:\n%s", b.log())
+	}
+}
