@@ -1,0 +1,293 @@
+package tcc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"testing"
+
+	"github.com/cdcd-dev/cdcd/bookmark"
+)
+
+// The model: a source history of transactions, written to simulated partitions the way cdcd's writer
+// does (in commit groups, with a commit stream naming them), plus what goes wrong in real life:
+// records of a writer that crashed before its commit record (orphans, reusing the next group's
+// number), duplicates, foreign records without cdcd's headers. The consumer is fed the records in
+// random interleavings and batch sizes, and is itself "killed" at random points and restarted from
+// the last bookmark it delivered. Its output must be the history: every record once, in order, with
+// correct transaction boundaries.
+
+type simRecord struct {
+	txn     int // index in the history
+	op      int64
+	sub     int
+	tp      topicPartition
+	payload string
+}
+
+type simTxn struct {
+	id, pos string
+	recs    []simRecord
+	changes int64
+}
+
+type simLog struct {
+	recs []rec
+}
+
+type simWorld struct {
+	history []simTxn
+	commits []*bookmark.CommitRecord
+	logs    map[topicPartition]*simLog
+	tps     []topicPartition
+}
+
+func buildWorld(rng *rand.Rand) *simWorld {
+	w := &simWorld{logs: map[topicPartition]*simLog{}}
+	for t := range 1 + rng.IntN(3) {
+		for p := range 1 + rng.IntN(3) {
+			tp := topicPartition{fmt.Sprintf("topic%d", t), int32(p)}
+			w.tps = append(w.tps, tp)
+			w.logs[tp] = &simLog{}
+		}
+	}
+	nTxns := 1 + rng.IntN(40)
+	for i := range nTxns {
+		st := simTxn{id: strconv.Itoa(1000 + i), pos: fmt.Sprintf("0/%X", 0x1000+i*0x100)}
+		ops := rng.IntN(12) // some transactions have no records at all
+		for op := range ops {
+			n := 1
+			if rng.IntN(5) == 0 {
+				n = 2 + rng.IntN(2) // an operation written as several records
+			}
+			for sub := range n {
+				st.recs = append(st.recs, simRecord{txn: i, op: int64(op), sub: sub, tp: w.tps[rng.IntN(len(w.tps))],
+					payload: fmt.Sprintf("t%d/o%d/r%d", i, op, sub)})
+			}
+		}
+		st.changes = int64(ops)
+		w.history = append(w.history, st)
+	}
+	group := uint64(0)
+	for i := 0; i < nTxns; {
+		n := 1 + rng.IntN(5)
+		txns := w.history[i:min(i+n, nTxns)]
+		i += len(txns)
+		group++
+		// A writer that crashed after writing part of this group, before its commit record.
+		if rng.IntN(4) == 0 {
+			for _, t := range txns {
+				for _, r := range t.recs {
+					if rng.IntN(2) == 0 {
+						w.append(r, group, t, false)
+					}
+				}
+			}
+		}
+		// Foreign records between groups.
+		if rng.IntN(4) == 0 {
+			tp := w.tps[rng.IntN(len(w.tps))]
+			l := w.logs[tp]
+			l.recs = append(l.recs, rec{tp: tp, offset: int64(len(l.recs)), value: []byte("foreign")})
+		}
+		ranges := map[topicPartition]*bookmark.Range{}
+		cr := &bookmark.CommitRecord{Version: bookmark.CommitVersion, Source: "sim/db/slot", Group: group}
+		for _, t := range txns {
+			for _, r := range t.recs {
+				off := w.append(r, group, t, true)
+				if rng.IntN(20) == 0 {
+					w.append(r, group, t, true) // a duplicate
+				}
+				rg := ranges[r.tp]
+				if rg == nil {
+					rg = &bookmark.Range{Topic: r.tp.topic, Partition: r.tp.partition, First: off, Last: off}
+					ranges[r.tp] = rg
+				}
+				rg.Last = max(rg.Last, off)
+				rg.Count++
+			}
+			cr.Txns = append(cr.Txns, bookmark.TxnEntry{ID: t.id, Position: t.pos, End: t.pos + "+", Changes: t.changes, Records: int64(len(t.recs))})
+			cr.Resume = t.pos + "+"
+		}
+		for _, rg := range ranges {
+			cr.Ranges = append(cr.Ranges, *rg)
+		}
+		w.commits = append(w.commits, cr)
+	}
+	return w
+}
+
+// append writes r to its partition with cdcd's headers and returns its offset.
+func (w *simWorld) append(r simRecord, group uint64, t simTxn, _ bool) int64 {
+	l := w.logs[r.tp]
+	opText := strconv.FormatInt(r.op, 10)
+	if r.sub > 0 {
+		opText += "." + strconv.Itoa(r.sub)
+	}
+	x := rec{tp: r.tp, offset: int64(len(l.recs)), value: []byte(r.payload), headers: []Header{
+		{bookmark.HeaderTxn, []byte(t.id)}, {bookmark.HeaderPos, []byte(t.pos)},
+		{bookmark.HeaderOp, []byte(opText)}, {bookmark.HeaderGroup, []byte(strconv.FormatUint(group, 10))},
+	}}
+	x.readHeaders()
+	l.recs = append(l.recs, x)
+	return x.offset
+}
+
+// simFetcher serves the world to one consumer incarnation.
+type simFetcher struct {
+	w        *simWorld
+	rng      *rand.Rand
+	commitAt int
+	cursor   map[topicPartition]int64
+	paused   map[topicPartition]bool
+	maxHeld  int // most records the consumer's queues held at once, a memory bound
+}
+
+func (f *simFetcher) nextCommit(ctx context.Context) (*bookmark.CommitRecord, int64, error) {
+	if f.commitAt >= len(f.w.commits) {
+		return nil, 0, errEndOfWorld
+	}
+	c := f.w.commits[f.commitAt]
+	f.commitAt++
+	return c, int64(f.commitAt - 1), nil
+}
+
+var errEndOfWorld = errors.New("end of the simulated history")
+
+func (f *simFetcher) assign(tp topicPartition, offset int64) {
+	if _, ok := f.cursor[tp]; !ok {
+		f.cursor[tp] = offset
+	}
+}
+
+func (f *simFetcher) fetch(ctx context.Context) ([]rec, error) {
+	var ready []topicPartition
+	for _, tp := range f.w.tps {
+		cur, ok := f.cursor[tp]
+		if ok && !f.paused[tp] && cur < int64(len(f.w.logs[tp].recs)) {
+			ready = append(ready, tp)
+		}
+	}
+	if len(ready) == 0 {
+		return nil, errEndOfWorld
+	}
+	tp := ready[f.rng.IntN(len(ready))]
+	l := f.w.logs[tp]
+	cur := f.cursor[tp]
+	n := min(int64(1+f.rng.IntN(7)), int64(len(l.recs))-cur)
+	f.cursor[tp] = cur + n
+	return append([]rec(nil), l.recs[cur:cur+n]...), nil
+}
+
+func (f *simFetcher) pause(tp topicPartition)  { f.paused[tp] = true }
+func (f *simFetcher) resume(tp topicPartition) { f.paused[tp] = false }
+func (f *simFetcher) close()                   {}
+
+func runModel(t *testing.T, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	w := buildWorld(rng)
+	var want []string
+	for _, st := range w.history {
+		for _, r := range st.recs {
+			want = append(want, r.payload)
+		}
+	}
+
+	var got []string
+	var last *bookmark.Consumer
+	var openTxn string // a transaction whose First chunk arrived and whose Last has not
+	completed := map[string]bool{}
+	for incarnation := 0; ; incarnation++ {
+		if incarnation > 200 {
+			t.Fatalf("seed %d: no progress after %d restarts", seed, incarnation)
+		}
+		f := &simFetcher{w: w, rng: rng, cursor: map[topicPartition]int64{}, paused: map[topicPartition]bool{}}
+		a := newAssembler(f, 1+rng.IntN(6), 4+rng.IntN(8))
+		if last != nil {
+			a.resumeAfter(*last)
+			f.commitAt = int(last.CommitOffset)
+		}
+		crashAfter := rng.IntN(3 * (len(want) + 1))
+		delivered := 0
+		crashed := false
+		for !crashed {
+			txns, err := a.poll(context.Background())
+			for _, tx := range txns {
+				if tx.First && openTxn != "" {
+					t.Fatalf("seed %d: transaction %s starts while %s is open", seed, tx.ID, openTxn)
+				}
+				if tx.First {
+					openTxn = tx.ID
+				}
+				if completed[tx.ID] {
+					t.Fatalf("seed %d: transaction %s delivered again after its last chunk", seed, tx.ID)
+				}
+				for _, op := range tx.Ops {
+					got = append(got, string(op.Value))
+					b := op.Bookmark
+					last = &b
+					delivered++
+					if delivered >= crashAfter {
+						crashed = true
+						break
+					}
+				}
+				if crashed {
+					break
+				}
+				if tx.Last {
+					completed[tx.ID] = true
+					openTxn = ""
+					b := tx.Bookmark
+					last = &b
+				}
+			}
+			if err != nil {
+				if errors.Is(err, errEndOfWorld) {
+					if !crashed {
+						goto done
+					}
+					break
+				}
+				t.Fatalf("seed %d: %v", seed, err)
+			}
+			held := 0
+			for _, q := range a.queues {
+				held += q.len()
+			}
+			if held > 64*len(w.tps)+64 {
+				t.Fatalf("seed %d: the consumer holds %d records; fetching should have paused", seed, held)
+			}
+		}
+		openTxn = "" // a restarted consumer continues a transaction without a First chunk
+	}
+done:
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("seed %d: delivered\n%v\nwant\n%v", seed, got, want)
+	}
+	for _, st := range w.history {
+		if !completed[st.id] {
+			t.Fatalf("seed %d: transaction %s never completed", seed, st.id)
+		}
+	}
+}
+
+func TestModel(t *testing.T) {
+	n := 2000
+	if s := os.Getenv("CDCD_TCC_MODEL_RUNS"); s != "" {
+		n, _ = strconv.Atoi(s)
+	}
+	for seed := range uint64(n) {
+		runModel(t, seed)
+	}
+}
+
+func FuzzModel(f *testing.F) {
+	for s := range uint64(8) {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, seed uint64) { runModel(t, seed) })
+}
