@@ -14,7 +14,9 @@ const (
 	// HeaderPos is the transaction's commit position in the source log, known before its first
 	// change (PostgreSQL: the LSN of the commit record).
 	HeaderPos = "cdcd.pos"
-	// HeaderOp is the change's index within its transaction, from 0, in decimal.
+	// HeaderOp is the change's index within its transaction, from 0, in decimal; when a change
+	// becomes several records, the second and later carry ".<n>" (n from 1) in the KCOP's order,
+	// e.g. "7", "7.1", "7.2".
 	HeaderOp = "cdcd.op"
 	// HeaderGroup is the commit group (commit stream record) the record is written under, in decimal.
 	HeaderGroup = "cdcd.group"

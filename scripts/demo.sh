@@ -50,6 +50,10 @@ echo "== cdcd.demo.commits, the commit stream (one record per Kafka transaction)
 kcat -b "$CDCD_KAFKA_BROKERS" -C -t cdcd.demo.commits -o beginning -e -q -X isolation.level=read_committed -f '%s\n'
 
 echo
+echo "== cdcd tail: the same history through the tcc, whole transactions in source order, each with its bookmark"
+bin/cdcd tail -c configs/postgres.yaml --idle-exit 2s | sed 's/^/   /'
+
+echo
 echo "== metrics (http://127.0.0.1:9187/metrics)"
 curl -fsS http://127.0.0.1:9187/metrics | grep -E '^cdcd_(changes|transactions|kafka_commits)_total' | sed 's/^/   /'
 

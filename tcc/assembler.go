@@ -288,9 +288,6 @@ func (a *assembler) advance() (bool, error) {
 		}
 		r := *best
 		a.popFrom(bestTP)
-		if r.offset == a.ranges[bestTP].Last {
-			a.done[bestTP] = true
-		}
 		a.last, a.started = bestPos, true
 		a.count[a.cur]++
 		if a.skip(bestPos) {
@@ -303,6 +300,9 @@ func (a *assembler) advance() (bool, error) {
 
 func (a *assembler) popFrom(tp topicPartition) {
 	q := a.queues[tp]
+	if r, ok := a.ranges[tp]; ok && q.peek().offset >= r.Last {
+		a.done[tp] = true
+	}
 	q.pop()
 	if a.paused[tp] && q.len() < a.maxBuffered/2 {
 		a.src.resume(tp)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -66,7 +67,10 @@ func (f *kafkaFetcher) assign(tp topicPartition, offset int64) {
 	parts := map[string]map[int32]kgo.Offset{tp.topic: {tp.partition: kgo.NewOffset().At(offset)}}
 	if f.data == nil {
 		opts := append([]kgo.Opt{kgo.SeedBrokers(f.cfg.brokers...), kgo.ConsumePartitions(parts),
-			kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NoResetOffset())}, f.cfg.kgoOpts...)
+			kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NoResetOffset()),
+			// Partitions join as commit groups name them; a new one is fetched from the next fetch
+			// request on, so keep long polls short and metadata fresh.
+			kgo.FetchMaxWait(200 * time.Millisecond), kgo.MetadataMinAge(50 * time.Millisecond)}, f.cfg.kgoOpts...)
 		cl, err := kgo.NewClient(opts...)
 		if err != nil {
 			// NewClient fails only on invalid options, which the commit client already accepted.
@@ -76,8 +80,10 @@ func (f *kafkaFetcher) assign(tp topicPartition, offset int64) {
 		f.data = cl
 		return
 	}
-	// AddConsumePartitions leaves partitions already being read where they are.
+	// AddConsumePartitions leaves partitions already being read where they are; a topic new to the
+	// client is fetched once its metadata arrives, so ask for it now.
 	f.data.AddConsumePartitions(parts)
+	f.data.ForceMetadataRefresh()
 }
 
 func (f *kafkaFetcher) fetch(ctx context.Context) ([]rec, error) {

@@ -349,11 +349,16 @@ func (w *Writer) flushPending(ctx context.Context, last bool, count int64) error
 	if len(w.pending) == 0 {
 		return nil
 	}
-	op := []byte(strconv.FormatInt(w.pendingOp, 10))
+	opText := strconv.FormatInt(w.pendingOp, 10)
 	group := []byte(strconv.FormatUint(w.group, 10))
 	txnID, pos := []byte(w.txn.ID), []byte(w.txn.Position)
 	for i := range w.pending {
 		r := &w.pending[i]
+		// The records of one change are told apart, in the KCOP's order, by a suffix: "7", "7.1", ...
+		op := []byte(opText)
+		if i > 0 {
+			op = []byte(opText + "." + strconv.Itoa(i))
+		}
 		if err := w.ensureTopic(r.Topic); err != nil {
 			return err
 		}
