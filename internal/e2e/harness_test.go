@@ -24,7 +24,7 @@ import (
 	"github.com/cdcd-dev/cdcd/internal/testenv"
 )
 
-var cdcdBin string
+var cdcdBin, pgapplyBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "cdcd-e2e")
@@ -33,11 +33,14 @@ func TestMain(m *testing.M) {
 		os.Exit(2)
 	}
 	cdcdBin = filepath.Join(dir, "cdcd")
-	build := exec.Command("go", "build", "-race", "-o", cdcdBin, "../../cmd/cdcd")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building cdcd:", err)
-		os.Exit(2)
+	pgapplyBin = filepath.Join(dir, "pgapply")
+	for bin, pkg := range map[string]string{cdcdBin: "../../cmd/cdcd", pgapplyBin: "../../examples/pgapply"} {
+		build := exec.Command("go", "build", "-race", "-o", bin, pkg)
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "building", pkg+":", err)
+			os.Exit(2)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)

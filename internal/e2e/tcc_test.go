@@ -1,0 +1,226 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/cdcd-dev/cdcd/bookmark"
+	"github.com/cdcd-dev/cdcd/internal/testenv"
+)
+
+// applier runs examples/pgapply as a process.
+type applier struct {
+	t       *testing.T
+	args    []string
+	logPath string
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	done    chan struct{}
+}
+
+func (a *applier) start() {
+	a.t.Helper()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	logf, err := os.OpenFile(a.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	cmd := exec.Command(pgapplyBin, a.args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		a.t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); logf.Close(); close(done) }()
+	a.cmd, a.done = cmd, done
+}
+
+func (a *applier) signal(sig syscall.Signal) {
+	a.mu.Lock()
+	cmd, done := a.cmd, a.done
+	a.cmd = nil
+	a.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(sig)
+	<-done
+}
+
+// TestTCCApplyExactlyOnceUnderKills: cdcd and the example consumer (examples/pgapply, which applies
+// each source transaction to a second database together with its bookmark) are each killed with
+// SIGKILL at random moments, at least 20 times, while a multi-table workload commits. At the end the
+// second database equals the source, and the consumer's log of applied transactions shows every
+// transaction once, whole, in commit order.
+func TestTCCApplyExactlyOnceUnderKills(t *testing.T) {
+	if testing.Short() {
+		t.Skip("crash test skipped in -short mode")
+	}
+	kills := 20
+	if os.Getenv("CDCD_CRASH_KILLS") != "" {
+		fmt.Sscan(os.Getenv("CDCD_CRASH_KILLS"), &kills)
+	}
+	h := newHarness(t, crashDDL)
+	targetDSN := testenv.PostgresTargetDSN(t)
+	target, err := pgx.Connect(context.Background(), targetDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close(context.Background())
+	for _, s := range []string{"CREATE SCHEMA " + h.schema, "SET search_path = " + h.schema, crashDDL,
+		"CREATE TABLE cdcd_bookmarks (name text PRIMARY KEY, bookmark text NOT NULL, updated timestamptz NOT NULL DEFAULT now())",
+		"CREATE TABLE cdcd_applied (seq bigserial PRIMARY KEY, consumer text NOT NULL, txn text NOT NULL, pos text NOT NULL, bookmark text NOT NULL)"} {
+		if _, err := target.Exec(context.Background(), s); err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+	}
+	t.Cleanup(func() { _, _ = target.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+h.schema+" CASCADE") })
+	u := targetDSN + "&search_path=" + h.schema
+	if !strings.Contains(targetDSN, "?") {
+		u = targetDSN + "?search_path=" + h.schema
+	}
+	app := &applier{t: t, logPath: filepath.Join(t.TempDir(), "pgapply.log"),
+		args: []string{"-brokers", strings.Join(h.brokers, ","), "-commit-topic", h.id + ".commits", "-target", u, "-name", h.id}}
+	t.Cleanup(func() {
+		app.signal(syscall.SIGKILL)
+		if t.Failed() {
+			b, _ := os.ReadFile(app.logPath)
+			lines := strings.Split(string(b), "\n")
+			t.Logf("last lines of the pgapply log:\n%s", strings.Join(lines[max(0, len(lines)-30):], "\n"))
+		}
+	})
+
+	w := newRecorder(h)
+	h.start()
+	h.waitStreaming(time.Minute)
+	app.start()
+
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(3, seed))
+	killRng := rand.New(rand.NewPCG(4, seed))
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	txns := 0
+	go func() {
+		defer wg.Done()
+		next, nextTransfer := 1, 1
+		var live []int
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			w.begin()
+			for range 1 + rng.IntN(6) {
+				switch k := rng.IntN(10); {
+				case k < 3 || len(live) < 3:
+					w.insert("accounts", "id, owner, balance", next, fmt.Sprint("owner", next), "100.00")
+					live = append(live, next)
+					next++
+				case k < 7:
+					from, to := live[rng.IntN(len(live))], live[rng.IntN(len(live))]
+					w.insert("transfers", "id, from_id, to_id, amount", nextTransfer, from, to, "1.25")
+					nextTransfer++
+					w.update("accounts", from, "balance = balance - 1.25", nil)
+					w.update("accounts", to, "balance = balance + 1.25", nil)
+				case k < 9:
+					w.update("accounts", live[rng.IntN(len(live))], "note = $1", nil, fmt.Sprint("n", rng.IntN(100)))
+				default:
+					i := rng.IntN(len(live))
+					w.delete("accounts", live[i])
+					live = append(live[:i], live[i+1:]...)
+				}
+			}
+			w.commit()
+			txns++
+			time.Sleep(time.Duration(rng.IntN(15)) * time.Millisecond)
+		}
+	}()
+
+	for i := range 2 * kills {
+		time.Sleep(time.Duration(200+killRng.IntN(1500)) * time.Millisecond)
+		if i%2 == 0 {
+			h.kill()
+			h.start()
+		} else {
+			app.signal(syscall.SIGKILL)
+			app.start()
+		}
+	}
+	close(stop)
+	wg.Wait()
+	t.Logf("%d source transactions committed during %d kills of cdcd and %d of the consumer", txns, kills, kills)
+	h.waitDurable(3 * time.Minute)
+
+	// Wait for the consumer to apply everything: the source and target tables agree.
+	query := func(conn *pgx.Conn, table string) string {
+		var s string
+		if err := conn.QueryRow(context.Background(), fmt.Sprintf("SELECT coalesce(string_agg(to_jsonb(t.*)::text, E'\\n' ORDER BY id), '') FROM %s.%s t", h.schema, table)).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		same := true
+		for _, tb := range []string{"accounts", "transfers"} {
+			same = same && query(h.conn, tb) == query(target, tb)
+		}
+		if same {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the target never caught up with the source")
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	h.stop()
+	app.signal(syscall.SIGTERM)
+
+	// The order validator: every committed source transaction applied once, whole, in commit order.
+	rows, err := target.Query(context.Background(), "SELECT txn, pos FROM "+h.schema+".cdcd_applied ORDER BY seq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var prev bookmark.LSN
+	applied := 0
+	seen := map[string]bool{}
+	for rows.Next() {
+		var txn, pos string
+		if err := rows.Scan(&txn, &pos); err != nil {
+			t.Fatal(err)
+		}
+		lsn, err := bookmark.ParseLSN(pos)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[txn+"@"+pos] {
+			t.Errorf("transaction %s at %s applied twice", txn, pos)
+		}
+		seen[txn+"@"+pos] = true
+		if applied > 0 && lsn <= prev {
+			t.Errorf("transaction %s at %s applied after one at %s: out of commit order", txn, pos, prev)
+		}
+		prev = lsn
+		applied++
+	}
+	if want := txns + 1; applied != want { // + the initial snapshot's transaction
+		t.Errorf("%d transactions applied, %d committed (+1 snapshot)", applied, txns)
+	}
+	t.Logf("the target equals the source; %d transactions applied once each, in commit order", applied)
+}
