@@ -182,6 +182,7 @@ func runPipeline(ctx context.Context, cfg config.Config, id string, k kcop.KCOP,
 		Source: id, KCOP: k, MaxGroupRecords: kc.GroupMaxRecords, MaxGroupBytes: kc.GroupMaxBytes, MaxGroupDelay: kc.GroupMaxDelay,
 		TransactionTimeout: kc.TransactionTimeout, MaxMessageBytes: kc.MaxMessageBytes,
 		TopicPartitions: kc.TopicPartitions, ReplicationFactor: kc.ReplicationFactor, Timeout: kc.Timeout,
+		Parallel: kc.Delivery == "parallel", ParallelProducers: kc.ParallelProducers,
 		Logger: log, Observer: m,
 	})
 	if err != nil {

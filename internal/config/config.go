@@ -82,8 +82,11 @@ type Kafka struct {
 	TransactionalID string `mapstructure:"transactional_id"`
 	// CommitTopic is the commit stream: one record per commit group, the last one being cdcd's bookmark.
 	CommitTopic string `mapstructure:"commit_topic"`
-	// Delivery is transactional (the only mode implemented so far) or parallel.
-	Delivery string `mapstructure:"delivery"`
+	// Delivery is transactional (each commit group one Kafka transaction: read_committed consumers
+	// see every change once) or parallel (data records through ParallelProducers idempotent producers
+	// without transactions, only the commit record transactional: exactly-once through the tcc only).
+	Delivery          string `mapstructure:"delivery"`
+	ParallelProducers int    `mapstructure:"parallel_producers"`
 	// Timeout bounds each request to the brokers.
 	Timeout time.Duration `mapstructure:"timeout"`
 	// TransactionTimeout is the Kafka transaction timeout: the longest a source transaction may
@@ -121,6 +124,7 @@ func Default() Config {
 			TransactionalID:    "cdcd",
 			CommitTopic:        "cdcd.commits",
 			Delivery:           "transactional",
+			ParallelProducers:  4,
 			Timeout:            10 * time.Second,
 			TransactionTimeout: 10 * time.Minute,
 			MaxMessageBytes:    1000000,
@@ -287,7 +291,9 @@ func (c Config) Check() error {
 	switch c.Kafka.Delivery {
 	case "transactional":
 	case "parallel":
-		bad("kafka.delivery", "parallel delivery is not implemented yet; use transactional")
+		if c.Kafka.ParallelProducers < 1 {
+			bad("kafka.parallel_producers", "must be at least 1")
+		}
 	default:
 		bad("kafka.delivery", "%q is not one of transactional, parallel", c.Kafka.Delivery)
 	}

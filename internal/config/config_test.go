@@ -96,7 +96,7 @@ func TestLoadErrors(t *testing.T) {
 		{"bad slot", minimal, []string{"source.postgres.slot=My-Slot"}, []string{"not a valid slot name"}},
 		{"bad snapshot", minimal, []string{"source.postgres.snapshot=always"}, []string{"initial, never"}},
 		{"bad duration", minimal, []string{"kafka.timeout=soon"}, []string{"timeout"}},
-		{"parallel not yet", minimal, []string{"kafka.delivery=parallel"}, []string{"not implemented yet"}},
+		{"no parallel producers", minimal, []string{"kafka.delivery=parallel", "kafka.parallel_producers=0"}, []string{"kafka.parallel_producers"}},
 		{"no brokers", "source:\n  kind: postgres\n  postgres:\n    dsn: x\n", nil, []string{"kafka.brokers: is empty"}},
 		{"bad yaml", "source: [\n", nil, []string{"config file"}},
 	}

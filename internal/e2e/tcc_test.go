@@ -68,11 +68,17 @@ func TestTCCApplyExactlyOnceUnderKills(t *testing.T) {
 	if testing.Short() {
 		t.Skip("crash test skipped in -short mode")
 	}
+	for _, mode := range []string{"transactional", "parallel"} {
+		t.Run(mode, func(t *testing.T) { tccApplyUnderKills(t, mode) })
+	}
+}
+
+func tccApplyUnderKills(t *testing.T, delivery string) {
 	kills := 20
 	if os.Getenv("CDCD_CRASH_KILLS") != "" {
 		fmt.Sscan(os.Getenv("CDCD_CRASH_KILLS"), &kills)
 	}
-	h := newHarness(t, crashDDL)
+	h := newHarness(t, crashDDL, "--set", "kafka.delivery="+delivery, "--set", "kafka.topic_partitions=3")
 	targetDSN := testenv.PostgresTargetDSN(t)
 	target, err := pgx.Connect(context.Background(), targetDSN)
 	if err != nil {

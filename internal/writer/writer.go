@@ -44,6 +44,13 @@ type Config struct {
 	TopicPartitions   int32
 	ReplicationFactor int16
 	Timeout           time.Duration
+	// Parallel selects the parallel delivery mode: data records go through ParallelProducers
+	// idempotent producers without Kafka transactions (each partition always through the same one),
+	// and only the commit stream record is written transactionally, after every data record of its
+	// group is acknowledged. Orphans and duplicates that a crash leaves in the data topics are then
+	// dropped by the tcc, which alone gives exactly-once in this mode.
+	Parallel          bool
+	ParallelProducers int
 	Logger            *slog.Logger
 	Observer          Observer
 }
@@ -80,7 +87,9 @@ type Writer struct {
 	obs      Observer
 	client   sarama.Client
 	admin    sarama.ClusterAdmin
-	producer sarama.AsyncProducer
+	producer sarama.AsyncProducer   // transactional: all records in transactional mode, commit records in both
+	data     []sarama.AsyncProducer // the producers of data records (just producer in transactional mode)
+	parts    map[string]int32       // partition counts of data topics, for routing in parallel mode
 	last     *bookmark.CommitRecord
 
 	// OnDurable is called, on the goroutine that closed the group, with the Resume position of each
@@ -112,7 +121,7 @@ type Writer struct {
 	asyncMu  sync.Mutex
 	asyncErr error
 	failedCh chan struct{} // closed with the first asynchronous error
-	drained  chan struct{}
+	drained  chan struct{} // one value per producer whose acknowledgements are drained
 	stopTick chan struct{}
 	tickDone chan struct{}
 }
@@ -149,6 +158,9 @@ func (c *Config) defaults() {
 	if c.Timeout <= 0 {
 		c.Timeout = 10 * time.Second
 	}
+	if c.ParallelProducers <= 0 {
+		c.ParallelProducers = 4
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -163,8 +175,8 @@ func Open(ctx context.Context, cfg Config) (*Writer, error) {
 		return nil, terminal("writer: no KCOP configured")
 	}
 	w := &Writer{cfg: cfg, log: cfg.Logger.With("component", "writer"), obs: cfg.Observer,
-		ranges: map[topicPartition]*bookmark.Range{}, topics: map[string]bool{},
-		zero: make(chan struct{}, 1), failedCh: make(chan struct{}), drained: make(chan struct{}), stopTick: make(chan struct{}), tickDone: make(chan struct{})}
+		ranges: map[topicPartition]*bookmark.Range{}, topics: map[string]bool{}, parts: map[string]int32{},
+		zero: make(chan struct{}, 1), failedCh: make(chan struct{}), stopTick: make(chan struct{}), tickDone: make(chan struct{})}
 	if w.obs == nil {
 		w.obs = nopObserver{}
 	}
@@ -192,6 +204,25 @@ func Open(ctx context.Context, cfg Config) (*Writer, error) {
 		w.admin.Close()
 		return nil, fmt.Errorf("starting the transactional producer %q: %w", cfg.TransactionalID, err)
 	}
+	w.data = []sarama.AsyncProducer{w.producer}
+	if cfg.Parallel {
+		w.data = nil
+		for range cfg.ParallelProducers {
+			dc := producerConfig(cfg.ClientID, "", cfg.Timeout)
+			dc.Producer.MaxMessageBytes = cfg.MaxMessageBytes
+			dc.Producer.Partitioner = newPartitioner
+			dc.Producer.Flush.Bytes = 1 << 20
+			dc.Producer.Flush.Frequency = 5 * time.Millisecond
+			dc.ChannelBufferSize = 4096
+			p, err := sarama.NewAsyncProducer(cfg.Brokers, dc)
+			if err != nil {
+				w.shutdownProducer()
+				w.admin.Close()
+				return nil, fmt.Errorf("starting an idempotent producer: %w", err)
+			}
+			w.data = append(w.data, p)
+		}
+	}
 	if w.last, err = readLastCommit(ctx, cfg.Brokers, w.client, cfg.CommitTopic, cfg.Timeout); err != nil {
 		w.shutdownProducer()
 		w.admin.Close()
@@ -205,7 +236,10 @@ func Open(ctx context.Context, cfg Config) (*Writer, error) {
 		}
 		w.group = w.last.Group
 	}
-	go w.drain()
+	w.drained = make(chan struct{}, len(w.all()))
+	for _, p := range w.all() {
+		go w.drain(p)
+	}
 	go w.tick()
 	return w, nil
 }
@@ -271,8 +305,10 @@ func (w *Writer) Begin(ctx context.Context, txn *change.Txn) error {
 		return fmt.Errorf("writer: transaction %s began inside transaction %s", txn.ID, w.txn.ID)
 	}
 	if !w.open {
-		if err := w.producer.BeginTxn(); err != nil {
-			return w.kafkaError("beginning a Kafka transaction", err)
+		if !w.cfg.Parallel {
+			if err := w.producer.BeginTxn(); err != nil {
+				return w.kafkaError("beginning a Kafka transaction", err)
+			}
 		}
 		w.open, w.groupStart = true, time.Now()
 		w.group++
@@ -381,7 +417,7 @@ func (w *Writer) flushPending(ctx context.Context, last bool, count int64) error
 		if r.Value != nil {
 			msg.Value = sarama.ByteEncoder(r.Value)
 		}
-		if err := w.send(ctx, msg); err != nil {
+		if err := w.send(ctx, w.route(msg), msg); err != nil {
 			return err
 		}
 	}
@@ -392,10 +428,49 @@ func (w *Writer) flushPending(ctx context.Context, last bool, count int64) error
 	return nil
 }
 
-func (w *Writer) send(ctx context.Context, msg *sarama.ProducerMessage) error {
+// all lists every producer once.
+func (w *Writer) all() []sarama.AsyncProducer {
+	if w.cfg.Parallel {
+		return append([]sarama.AsyncProducer{w.producer}, w.data...)
+	}
+	return []sarama.AsyncProducer{w.producer}
+}
+
+// route picks the producer of a data record. In parallel mode it fixes the partition first (the
+// Java client's murmur2 of the key, as in transactional mode), so that a partition's records always
+// go through the same producer and stay in order.
+func (w *Writer) route(msg *sarama.ProducerMessage) sarama.AsyncProducer {
+	if !w.cfg.Parallel {
+		return w.producer
+	}
+	n, ok := w.parts[msg.Topic]
+	if !ok {
+		ps, err := w.client.Partitions(msg.Topic)
+		if err != nil || len(ps) == 0 {
+			_ = w.client.RefreshMetadata(msg.Topic)
+			ps, _ = w.client.Partitions(msg.Topic)
+		}
+		n = int32(max(len(ps), 1))
+		w.parts[msg.Topic] = n
+	}
+	if msg.Partition < 0 {
+		p, err := sarama.NewMurmur2Partitioner(msg.Topic).Partition(msg, n)
+		if err != nil {
+			p = 0
+		}
+		msg.Partition = p
+	}
+	h := uint32(msg.Partition)
+	for _, c := range []byte(msg.Topic) {
+		h = h*31 + uint32(c)
+	}
+	return w.data[h%uint32(len(w.data))]
+}
+
+func (w *Writer) send(ctx context.Context, p sarama.AsyncProducer, msg *sarama.ProducerMessage) error {
 	w.inflight.Add(1)
 	select {
-	case w.producer.Input() <- msg:
+	case p.Input() <- msg:
 		return nil
 	case <-ctx.Done():
 		w.inflight.Add(-1)
@@ -403,10 +478,11 @@ func (w *Writer) send(ctx context.Context, msg *sarama.ProducerMessage) error {
 	}
 }
 
-// drain collects acknowledgements: the offsets of the group's records, and the first error.
-func (w *Writer) drain() {
-	defer close(w.drained)
-	succ, errs := w.producer.Successes(), w.producer.Errors()
+// drain collects a producer's acknowledgements: the offsets of the group's records, and the first
+// error.
+func (w *Writer) drain(p sarama.AsyncProducer) {
+	defer func() { w.drained <- struct{}{} }()
+	succ, errs := p.Successes(), p.Errors()
 	for succ != nil || errs != nil {
 		select {
 		case m, ok := <-succ:
@@ -492,8 +568,10 @@ func (w *Writer) closeGroup(ctx context.Context) error {
 	}
 	if len(w.groupTxns) == 0 {
 		// Nothing to vouch for: end the Kafka transaction without a commit record.
-		if err := w.producer.AbortTxn(); err != nil {
-			return w.kafkaError("aborting an empty Kafka transaction", err)
+		if !w.cfg.Parallel {
+			if err := w.producer.AbortTxn(); err != nil {
+				return w.kafkaError("aborting an empty Kafka transaction", err)
+			}
 		}
 		w.open = false
 		w.group--
@@ -512,7 +590,14 @@ func (w *Writer) closeGroup(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("encoding the commit record: %w", err)
 	}
-	if err := w.send(ctx, &sarama.ProducerMessage{Topic: w.cfg.CommitTopic, Partition: 0, Key: sarama.StringEncoder(w.cfg.Source), Value: sarama.ByteEncoder(value)}); err != nil {
+	if w.cfg.Parallel {
+		// Every data record is acknowledged: now the commit record, alone in a Kafka transaction,
+		// which fences a zombie writer with the same transactional id.
+		if err := w.producer.BeginTxn(); err != nil {
+			return w.kafkaError("beginning the commit record's Kafka transaction", err)
+		}
+	}
+	if err := w.send(ctx, w.producer, &sarama.ProducerMessage{Topic: w.cfg.CommitTopic, Partition: 0, Key: sarama.StringEncoder(w.cfg.Source), Value: sarama.ByteEncoder(value)}); err != nil {
 		return err
 	}
 	if err := w.waitAcks(ctx); err != nil {
@@ -568,8 +653,10 @@ func (w *Writer) Close(ctx context.Context, finish bool) error {
 		}
 		if w.open {
 			w.obs.KafkaAbort()
-			if aerr := w.producer.AbortTxn(); aerr != nil && err == nil && w.failed() == nil {
-				err = w.kafkaError("aborting the open Kafka transaction", aerr)
+			if w.producer.TxnStatus()&sarama.ProducerTxnFlagInTransaction != 0 {
+				if aerr := w.producer.AbortTxn(); aerr != nil && err == nil && w.failed() == nil {
+					err = w.kafkaError("aborting the open Kafka transaction", aerr)
+				}
 			}
 			w.open = false
 		}
@@ -580,10 +667,23 @@ func (w *Writer) Close(ctx context.Context, finish bool) error {
 }
 
 func (w *Writer) shutdownProducer() {
-	w.producer.AsyncClose()
-	select {
-	case <-w.drained:
-	case <-time.After(w.cfg.Timeout):
+	ps := w.all()
+	if w.data == nil {
+		ps = []sarama.AsyncProducer{w.producer}
+	}
+	for _, p := range ps {
+		p.AsyncClose()
+	}
+	if w.drained == nil {
+		return // Open failed before the drains started
+	}
+	deadline := time.After(w.cfg.Timeout)
+	for range ps {
+		select {
+		case <-w.drained:
+		case <-deadline:
+			return
+		}
 	}
 }
 
