@@ -26,9 +26,11 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/cdcd-dev/cdcd/bookmark"
 	pgcapture "github.com/cdcd-dev/cdcd/capture/postgres"
+	"github.com/cdcd-dev/cdcd/tcc"
 )
 
 func main() {
@@ -36,6 +38,8 @@ func main() {
 	txnRows := flag.Int("txn-rows", 100, "rows per source transaction in the backlog")
 	big := flag.Int("big", 2_000_000, "rows in the single large transaction (0: skip)")
 	bin := flag.String("cdcd", "bin/cdcd", "the cdcd binary")
+	delivery := flag.String("delivery", "transactional", "cdcd's kafka.delivery: transactional or parallel")
+	partitions := flag.Int("partitions", 1, "partitions of the data topic")
 	flag.Parse()
 	dsn := env("CDCD_PG_DSN", "postgres://cdc:cdc@127.0.0.1:15432/cdcd?sslmode=disable")
 	brokers := env("CDCD_KAFKA_BROKERS", "127.0.0.1:19092")
@@ -76,18 +80,23 @@ func main() {
 	rawRate := rawRead(ctx, dsn, *rows, end)
 	log.Printf("raw pglogrepl read: %.0f rows/s", rawRate)
 
-	cfg := writeConfig(dsn, brokers)
+	cfg := writeConfig(dsn, brokers, *delivery, *partitions)
 	took, peak := runCDCD(ctx, *bin, cfg, conn, end)
 	rate := float64(*rows) / took.Seconds()
 	log.Printf("cdcd end to end: %v, %.0f rows/s, peak RSS %d MiB", took.Round(time.Millisecond), rate, peak>>20)
 
 	fmt.Printf("\n| what | result |\n|---|---|\n")
 	fmt.Printf("| machine | %d cores (GOMAXPROCS %d), %s |\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), time.Now().UTC().Format("2006-01-02"))
-	fmt.Printf("| backlog | %d rows in %d-row transactions (%d transactions) |\n", *rows, *txnRows, *rows / *txnRows)
+	fmt.Printf("| backlog | %d rows in %d-row transactions (%d transactions); delivery %s, %d data partition(s) |\n", *rows, *txnRows, *rows / *txnRows, *delivery, *partitions)
 	fmt.Printf("| raw pglogrepl read (ceiling) | %.0f rows/s |\n", rawRate)
 	fmt.Printf("| cdcd end to end (durable in Kafka, slot confirmed) | %.0f rows/s in %v |\n", rate, took.Round(time.Millisecond))
 	fmt.Printf("| ratio cdcd / ceiling | %.2f |\n", rate/rawRate)
 	fmt.Printf("| cdcd peak RSS during the backlog | %d MiB |\n", peak>>20)
+
+	plain := plainRead(brokers, *rows)
+	through, tccPeak := tccRead(brokers, *rows)
+	fmt.Printf("| plain read_committed consumer (franz-go), same records | %.0f records/s |\n", plain)
+	fmt.Printf("| tcc, whole transactions in source order | %.0f records/s (ratio %.2f), Go heap peak %d MiB |\n", through, through/plain, tccPeak>>20)
 
 	if *big > 0 {
 		log.Printf("one transaction of %d rows", *big)
@@ -184,7 +193,45 @@ func rawRead(ctx context.Context, dsn string, rows int, end bookmark.LSN) float6
 	return float64(n) / time.Since(start).Seconds()
 }
 
-func writeConfig(dsn, brokers string) string {
+// plainRead counts the data records with a read_committed consumer: the baseline for the tcc.
+func plainRead(brokers string, rows int) float64 {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...), kgo.ConsumeTopics("bench.rows"),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	check(err)
+	defer cl.Close()
+	start := time.Now()
+	n := 0
+	for n < rows {
+		fs := cl.PollFetches(context.Background())
+		check(fs.Err())
+		n += fs.NumRecords()
+	}
+	return float64(n) / time.Since(start).Seconds()
+}
+
+// tccRead reads the same records through the tcc, and samples the Go heap as it goes.
+func tccRead(brokers string, rows int) (float64, uint64) {
+	ctx := context.Background()
+	c, err := tcc.NewConsumer(ctx, tcc.Brokers(strings.Split(brokers, ",")...), tcc.CommitTopic("bench.commits"))
+	check(err)
+	defer c.Close()
+	start := time.Now()
+	n := 0
+	var peak uint64
+	var ms runtime.MemStats
+	for n < rows {
+		f := c.Poll(ctx)
+		check(f.Err)
+		for _, t := range f.Txns {
+			n += len(t.Ops)
+		}
+		runtime.ReadMemStats(&ms)
+		peak = max(peak, ms.HeapInuse)
+	}
+	return float64(n) / time.Since(start).Seconds(), peak
+}
+
+func writeConfig(dsn, brokers, delivery string, partitions int) string {
 	dir, err := os.MkdirTemp("", "cdcd-bench")
 	check(err)
 	p := filepath.Join(dir, "bench.yaml")
@@ -201,6 +248,8 @@ kafka:
   brokers: [%s]
   transactional_id: cdcd-bench
   commit_topic: bench.commits
+  delivery: %s
+  topic_partitions: %d
 kcops:
   - type: json
     topic: "bench.{table}"
@@ -208,7 +257,7 @@ metrics:
   listen: ""
 log:
   level: warn
-`, dsn, brokers)), 0o600))
+`, dsn, brokers, delivery, partitions)), 0o600))
 	return p
 }
 
