@@ -21,5 +21,14 @@ if [ -n "$unformatted" ]; then
 fi
 go vet ./...
 go build -o bin/cdcd ./cmd/cdcd
+# CI runs the tcc's randomized model longer, and fuzzes it and the parsers for a while.
+if [ -n "${CI:-}" ] && [ "${CI}" != false ]; then
+	export CDCD_TCC_MODEL_RUNS=${CDCD_TCC_MODEL_RUNS:-20000}
+fi
 go test -race -count=1 -timeout 45m ./...
+if [ -n "${CI:-}" ] && [ "${CI}" != false ]; then
+	go test -run '^$' -fuzz '^FuzzModel$' -fuzztime 45s ./tcc
+	go test -run '^$' -fuzz '^FuzzParseConsumer$' -fuzztime 10s ./bookmark
+	go test -run '^$' -fuzz '^FuzzDecodeArray$' -fuzztime 10s ./capture/postgres
+fi
 echo "[test] done in $((SECONDS - started))s"

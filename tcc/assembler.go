@@ -145,6 +145,7 @@ type assembler struct {
 	chunk    *Txn
 	skipped  bool // records of the current transaction were skipped by the resume point
 	out      []*Txn
+	outOps   int // records in out: one poll returns about MaxChunkOps of them, whatever the group size
 }
 
 func newAssembler(src fetcher, maxChunk, maxBuffered int) *assembler {
@@ -157,7 +158,7 @@ func (a *assembler) resumeAfter(b bookmark.Consumer) { a.resume = &b }
 
 // poll returns the next chunks, waiting for at least one.
 func (a *assembler) poll(ctx context.Context) ([]*Txn, error) {
-	a.out = nil
+	a.out, a.outOps = nil, 0
 	for len(a.out) == 0 {
 		if a.g == nil {
 			if err := a.loadGroup(ctx); err != nil {
@@ -229,9 +230,10 @@ func (a *assembler) skip(p position) bool {
 	return p.compare(position{a.resume.Txn, a.resume.Op, a.resume.Rec}) <= 0
 }
 
-// advance consumes what the queues allow; it reports whether it needs more records.
+// advance consumes what the queues allow, up to about a chunk's worth of records; it reports
+// whether it needs more records.
 func (a *assembler) advance() (bool, error) {
-	for {
+	for a.outOps < a.maxChunk {
 		for a.cur < len(a.g.Txns) && a.count[a.cur] == a.g.Txns[a.cur].Records {
 			a.finishTxn()
 		}
@@ -296,6 +298,7 @@ func (a *assembler) advance() (bool, error) {
 		}
 		a.add(r, bestPos)
 	}
+	return false, nil
 }
 
 func (a *assembler) popFrom(tp topicPartition) {
@@ -324,6 +327,7 @@ func (a *assembler) add(r rec, p position) {
 	if a.chunk == nil || len(a.chunk.Ops) >= a.maxChunk {
 		if a.chunk != nil {
 			a.out = append(a.out, a.chunk)
+			a.outOps += len(a.chunk.Ops)
 			a.skipped = true // the next chunk continues the transaction
 		}
 		a.chunk = a.newChunk()
@@ -346,6 +350,7 @@ func (a *assembler) finishTxn() {
 		a.chunk.Last = true
 		a.chunk.Bookmark = bookmark.Consumer{Source: a.source, CommitOffset: a.gOffset, Group: a.g.Group, Txn: a.cur, Op: -1, Done: true}
 		a.out = append(a.out, a.chunk)
+		a.outOps += len(a.chunk.Ops)
 	}
 	a.chunk, a.skipped = nil, false
 	a.cur++

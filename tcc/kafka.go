@@ -70,7 +70,9 @@ func (f *kafkaFetcher) assign(tp topicPartition, offset int64) {
 			kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NoResetOffset()),
 			// Partitions join as commit groups name them; a new one is fetched from the next fetch
 			// request on, so keep long polls short and metadata fresh.
-			kgo.FetchMaxWait(200 * time.Millisecond), kgo.MetadataMinAge(50 * time.Millisecond)}, f.cfg.kgoOpts...)
+			kgo.FetchMaxWait(200 * time.Millisecond), kgo.MetadataMinAge(50 * time.Millisecond),
+			// Fetched but unmerged records are the consumer's memory: keep responses modest.
+			kgo.FetchMaxBytes(8 << 20), kgo.FetchMaxPartitionBytes(1 << 20), kgo.MaxBufferedRecords(f.cfg.maxBuffered)}, f.cfg.kgoOpts...)
 		cl, err := kgo.NewClient(opts...)
 		if err != nil {
 			// NewClient fails only on invalid options, which the commit client already accepted.

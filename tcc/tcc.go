@@ -132,7 +132,7 @@ func FromBookmark(b bookmark.Consumer) Opt {
 // MaxChunkOps bounds the records of one delivered chunk (default 10000).
 func MaxChunkOps(n int) Opt { return func(c *config) { c.maxChunk = n } }
 
-// MaxBufferedRecords bounds the records held per partition before its fetching pauses (default 20000).
+// MaxBufferedRecords bounds the records held per partition before its fetching pauses (default 4096).
 func MaxBufferedRecords(n int) Opt { return func(c *config) { c.maxBuffered = n } }
 
 // Logger sets the logger.
@@ -150,7 +150,7 @@ type Consumer struct {
 
 // NewConsumer connects to Kafka and positions the consumer.
 func NewConsumer(ctx context.Context, opts ...Opt) (*Consumer, error) {
-	cfg := config{maxChunk: 10_000, maxBuffered: 20_000, log: slog.Default()}
+	cfg := config{maxChunk: 10_000, maxBuffered: 4096, log: slog.Default()}
 	for _, o := range opts {
 		o(&cfg)
 	}

@@ -109,25 +109,51 @@ func main() {
 		fmt.Printf("| one %d-row transaction | %v (%.0f rows/s), cdcd peak RSS %d MiB |\n", *big, took.Round(time.Millisecond), float64(*big)/took.Seconds(), peak>>20)
 	}
 	_, _ = conn.Exec(ctx, "SELECT pg_drop_replication_slot('bench_raw')")
-	if n := countRecords(brokers, "bench.rows"); n != int64(*rows+*big) {
-		log.Fatalf("bench.rows holds %d records, want %d", n, *rows+*big)
+	if n := countCommitted(brokers); n != *rows+*big {
+		log.Fatalf("bench.rows holds %d committed records, want %d", n, *rows+*big)
 	}
 	deleteTopics(brokers)
 }
 
-// countRecords counts the records of a single-partition topic between its first and last offsets,
-// less the transaction markers (one per commit group, read from the commit stream's group count).
-func countRecords(brokers, topic string) int64 {
+// countCommitted reads every partition of bench.rows to its end with read_committed and counts the
+// data records.
+func countCommitted(brokers string) int {
 	client, err := sarama.NewClient(strings.Split(brokers, ","), sarama.NewConfig())
 	check(err)
 	defer client.Close()
-	newest, err := client.GetOffset(topic, 0, sarama.OffsetNewest)
+	parts, err := client.Partitions("bench.rows")
 	check(err)
-	groups, err := client.GetOffset("bench.commits", 0, sarama.OffsetNewest)
+	ends := map[int32]int64{}
+	offsets := map[int32]kgo.Offset{}
+	for _, p := range parts {
+		end, err := client.GetOffset("bench.rows", p, sarama.OffsetNewest)
+		check(err)
+		ends[p], offsets[p] = end, kgo.NewOffset().AtStart()
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{"bench.rows": offsets}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
 	check(err)
-	// Every commit group wrote one commit record and one marker on the commit topic, and one marker
-	// on the data topic.
-	return newest - groups/2
+	defer cl.Close()
+	next := map[int32]int64{}
+	n := 0
+	for {
+		behind := false
+		for p, end := range ends {
+			behind = behind || next[p] < end
+		}
+		if !behind {
+			return n
+		}
+		fs := cl.PollFetches(context.Background())
+		check(fs.Err())
+		fs.EachRecord(func(r *kgo.Record) {
+			next[r.Partition] = r.Offset + 1
+			if !r.Attrs.IsControl() {
+				n++
+			}
+		})
+	}
 }
 
 func env(k, def string) string {

@@ -90,6 +90,7 @@ type Writer struct {
 	producer sarama.AsyncProducer   // transactional: all records in transactional mode, commit records in both
 	data     []sarama.AsyncProducer // the producers of data records (just producer in transactional mode)
 	parts    map[string]int32       // partition counts of data topics, for routing in parallel mode
+	hashers  map[string]sarama.Partitioner
 	last     *bookmark.CommitRecord
 
 	// OnDurable is called, on the goroutine that closed the group, with the Resume position of each
@@ -175,7 +176,7 @@ func Open(ctx context.Context, cfg Config) (*Writer, error) {
 		return nil, terminal("writer: no KCOP configured")
 	}
 	w := &Writer{cfg: cfg, log: cfg.Logger.With("component", "writer"), obs: cfg.Observer,
-		ranges: map[topicPartition]*bookmark.Range{}, topics: map[string]bool{}, parts: map[string]int32{},
+		ranges: map[topicPartition]*bookmark.Range{}, topics: map[string]bool{}, parts: map[string]int32{}, hashers: map[string]sarama.Partitioner{},
 		zero: make(chan struct{}, 1), failedCh: make(chan struct{}), stopTick: make(chan struct{}), tickDone: make(chan struct{})}
 	if w.obs == nil {
 		w.obs = nopObserver{}
@@ -454,7 +455,12 @@ func (w *Writer) route(msg *sarama.ProducerMessage) sarama.AsyncProducer {
 		w.parts[msg.Topic] = n
 	}
 	if msg.Partition < 0 {
-		p, err := sarama.NewMurmur2Partitioner(msg.Topic).Partition(msg, n)
+		hash := w.hashers[msg.Topic]
+		if hash == nil {
+			hash = sarama.NewMurmur2Partitioner(msg.Topic)
+			w.hashers[msg.Topic] = hash
+		}
+		p, err := hash.Partition(msg, n)
 		if err != nil {
 			p = 0
 		}
