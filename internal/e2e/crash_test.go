@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,34 +18,15 @@ CREATE TABLE accounts (id int PRIMARY KEY, owner text NOT NULL, balance numeric(
 CREATE TABLE transfers (id int PRIMARY KEY, from_id int, to_id int, amount numeric(14,2), at timestamptz DEFAULT now());
 `
 
-// TestCrashRecovery kills cdcd with SIGKILL at random moments (at least 20 times) while a workload
-// commits, and restarts the Kafka broker once in the middle; afterwards a read_committed consumer
-// sees every committed change exactly once, in commit order per table.
-func TestCrashRecovery(t *testing.T) {
-	if testing.Short() {
-		t.Skip("crash test skipped in -short mode")
-	}
-	kills := 20
-	if os.Getenv("CDCD_CRASH_KILLS") != "" {
-		fmt.Sscan(os.Getenv("CDCD_CRASH_KILLS"), &kills)
-	}
-	h := newHarness(t, crashDDL)
-	w := newRecorder(h)
-	h.start()
-	h.waitStreaming(time.Minute)
-
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
-	rng := rand.New(rand.NewPCG(1, seed))     // the workload's
-	killRng := rand.New(rand.NewPCG(2, seed)) // the kill loop's
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	txns := 0
+// bankWorkload commits random transactions (new accounts, transfers that insert a transfer and
+// update two balances, note updates, deletes) until stop is closed, then sends how many it committed.
+// It runs on its own goroutine and connection, so commit order is its program order.
+func bankWorkload(w *recorder, rng *rand.Rand, stop <-chan struct{}) <-chan int {
+	done := make(chan int, 1)
 	go func() {
-		defer wg.Done()
-		nextAccount, nextTransfer := 1, 1
-		live := []int{}
+		txns, nextAccount, nextTransfer := 0, 1, 1
+		var live []int
+		defer func() { done <- txns }()
 		for {
 			select {
 			case <-stop:
@@ -70,8 +50,7 @@ func TestCrashRecovery(t *testing.T) {
 						w.update("accounts", to, "balance = balance + $1::numeric", nil, amt)
 					}
 				case k < 9:
-					id := live[rng.IntN(len(live))]
-					w.update("accounts", id, "note = $1", nil, fmt.Sprint("note ", rng.IntN(1000)))
+					w.update("accounts", live[rng.IntN(len(live))], "note = $1", nil, fmt.Sprint("note ", rng.IntN(1000)))
 				default:
 					i := rng.IntN(len(live))
 					w.delete("accounts", live[i])
@@ -83,6 +62,31 @@ func TestCrashRecovery(t *testing.T) {
 			time.Sleep(time.Duration(rng.IntN(20)) * time.Millisecond)
 		}
 	}()
+	return done
+}
+
+// TestCrashRecovery kills cdcd with SIGKILL at random moments (at least 20 times) while a workload
+// commits, and restarts the Kafka broker once in the middle; afterwards a read_committed consumer
+// sees every committed change exactly once, in commit order per table.
+func TestCrashRecovery(t *testing.T) {
+	if testing.Short() {
+		t.Skip("crash test skipped in -short mode")
+	}
+	kills := 20
+	if os.Getenv("CDCD_CRASH_KILLS") != "" {
+		fmt.Sscan(os.Getenv("CDCD_CRASH_KILLS"), &kills)
+	}
+	h := newHarness(t, crashDDL)
+	w := newRecorder(h)
+	h.start()
+	h.waitStreaming(time.Minute)
+
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(1, seed))     // the workload's
+	killRng := rand.New(rand.NewPCG(2, seed)) // the kill loop's
+	stop := make(chan struct{})
+	done := bankWorkload(w, rng, stop)
 
 	for i := range kills {
 		time.Sleep(time.Duration(300+killRng.IntN(2200)) * time.Millisecond)
@@ -98,7 +102,7 @@ func TestCrashRecovery(t *testing.T) {
 		h.start()
 	}
 	close(stop)
-	wg.Wait()
+	txns := <-done
 	t.Logf("%d transactions committed during %d kills", txns, kills)
 	h.waitDurable(3 * time.Minute)
 	h.stop()

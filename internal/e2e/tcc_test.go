@@ -118,45 +118,7 @@ func tccApplyUnderKills(t *testing.T, delivery string) {
 	rng := rand.New(rand.NewPCG(3, seed))
 	killRng := rand.New(rand.NewPCG(4, seed))
 	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	txns := 0
-	go func() {
-		defer wg.Done()
-		next, nextTransfer := 1, 1
-		var live []int
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			w.begin()
-			for range 1 + rng.IntN(6) {
-				switch k := rng.IntN(10); {
-				case k < 3 || len(live) < 3:
-					w.insert("accounts", "id, owner, balance", next, fmt.Sprint("owner", next), "100.00")
-					live = append(live, next)
-					next++
-				case k < 7:
-					from, to := live[rng.IntN(len(live))], live[rng.IntN(len(live))]
-					w.insert("transfers", "id, from_id, to_id, amount", nextTransfer, from, to, "1.25")
-					nextTransfer++
-					w.update("accounts", from, "balance = balance - 1.25", nil)
-					w.update("accounts", to, "balance = balance + 1.25", nil)
-				case k < 9:
-					w.update("accounts", live[rng.IntN(len(live))], "note = $1", nil, fmt.Sprint("n", rng.IntN(100)))
-				default:
-					i := rng.IntN(len(live))
-					w.delete("accounts", live[i])
-					live = append(live[:i], live[i+1:]...)
-				}
-			}
-			w.commit()
-			txns++
-			time.Sleep(time.Duration(rng.IntN(15)) * time.Millisecond)
-		}
-	}()
+	done := bankWorkload(w, rng, stop)
 
 	for i := range 2 * kills {
 		time.Sleep(time.Duration(200+killRng.IntN(1500)) * time.Millisecond)
@@ -169,7 +131,7 @@ func tccApplyUnderKills(t *testing.T, delivery string) {
 		}
 	}
 	close(stop)
-	wg.Wait()
+	txns := <-done
 	t.Logf("%d source transactions committed during %d kills of cdcd and %d of the consumer", txns, kills, kills)
 	h.waitDurable(3 * time.Minute)
 
