@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
+	"github.com/cdcd-dev/cdcd/capture"
 	pgcapture "github.com/cdcd-dev/cdcd/capture/postgres"
 	"github.com/cdcd-dev/cdcd/internal/config"
 	"github.com/cdcd-dev/cdcd/internal/fault"
@@ -215,7 +216,12 @@ func runPipeline(ctx context.Context, cfg config.Config, id string, k kcop.KCOP,
 		case <-rctx.Done():
 		}
 	}()
-	runErr := r.Run(rctx, w.Resume(), w)
+	// Decoding and writing overlap: the reader hands events to the writer through a queue.
+	pipe := capture.NewPipeline(ctx, w, 4096)
+	runErr := r.Run(rctx, w.Resume(), pipe)
+	if perr := pipe.Close(); perr != nil && ctx.Err() == nil {
+		runErr = perr
+	}
 	if werr := w.Err(); werr != nil && ctx.Err() == nil {
 		runErr = werr
 	}
