@@ -33,8 +33,9 @@ type Config struct {
 	Tables []string
 	// Snapshot is "initial" (copy the tables once, when the slot is created) or "never".
 	Snapshot string
-	// Heartbeat is how often a quiet stream asks the server for its WAL position, so that the slot
-	// can be confirmed past WAL that holds nothing for the publication.
+	// Heartbeat is how long the stream may stay quiet before the reader emits a transactional
+	// logical decoding message (PostgreSQL 14+), whose commit lets the slot be confirmed past WAL
+	// that held nothing for the publication.
 	Heartbeat time.Duration
 	Logger    *slog.Logger
 }

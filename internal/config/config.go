@@ -58,7 +58,8 @@ type Postgres struct {
 	Tables []string `mapstructure:"tables"`
 	// Snapshot is initial (copy existing rows once, when the slot is created) or never.
 	Snapshot string `mapstructure:"snapshot"`
-	// Heartbeat is how often cdcd reports progress on a quiet stream so the slot does not pin WAL.
+	// Heartbeat is how long the stream may stay quiet before cdcd emits a logical decoding message
+	// whose commit lets the slot advance, so a quiet publication does not pin WAL (PostgreSQL 14+).
 	Heartbeat time.Duration `mapstructure:"heartbeat"`
 }
 

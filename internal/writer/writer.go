@@ -546,17 +546,21 @@ func (w *Writer) failed() error {
 	return w.asyncErr
 }
 
-// waitAcks blocks until every record sent so far is acknowledged (or failed).
+// waitAcks blocks until every record sent so far is acknowledged (or failed). It gives up only when
+// no acknowledgement at all arrives for the writer's timeout.
 func (w *Writer) waitAcks(ctx context.Context) error {
+	last := w.inflight.Load()
 	for w.inflight.Load() > 0 {
 		select {
 		case <-w.zero:
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(w.cfg.Timeout):
-			if w.inflight.Load() > 0 {
-				return fmt.Errorf("%d records not acknowledged by Kafka within %v", w.inflight.Load(), w.cfg.Timeout)
+			now := w.inflight.Load()
+			if now > 0 && now >= last {
+				return fmt.Errorf("%d records not acknowledged by Kafka, none for %v", now, w.cfg.Timeout)
 			}
+			last = now
 		}
 	}
 	return w.failed()

@@ -1,0 +1,190 @@
+package writer
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/cdcd-dev/cdcd/bookmark"
+	"github.com/cdcd-dev/cdcd/change"
+	"github.com/cdcd-dev/cdcd/kcop"
+)
+
+// twoRecords is a KCOP that writes each change twice, to two topics, so the tests see multi-record
+// changes and several partitions.
+type twoRecords struct{}
+
+func (twoRecords) Process(_ context.Context, c *change.Change, dst []kcop.Record) ([]kcop.Record, error) {
+	v := []byte(fmt.Sprintf("%s/%d", c.Txn.ID, c.Index))
+	return append(dst, kcop.Record{Topic: "a", Partition: 0, Key: v, Value: v}, kcop.Record{Topic: "b", Partition: kcop.PartitionByKey, Key: v, Value: v}), nil
+}
+
+func newFake(t *testing.T) []string {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "a", "b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c.ListenAddrs()
+}
+
+func open(t *testing.T, brokers []string, source string, cfg func(*Config)) *Writer {
+	t.Helper()
+	c := Config{Brokers: brokers, ClientID: "t", TransactionalID: "tx-" + source, CommitTopic: "commits", Source: source,
+		KCOP: twoRecords{}, MaxGroupRecords: 10, MaxGroupDelay: time.Hour, Timeout: 10 * time.Second, ReplicationFactor: 1}
+	if cfg != nil {
+		cfg(&c)
+	}
+	w, err := Open(context.Background(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+func writeTxns(t *testing.T, w *Writer, from, n, changes int) {
+	t.Helper()
+	ctx := context.Background()
+	tbl := &change.Table{Schema: "s", Name: "t"}
+	for i := from; i < from+n; i++ {
+		txn := &change.Txn{ID: strconv.Itoa(i), Position: fmt.Sprintf("0/%X", 16*i)}
+		if err := w.Begin(ctx, txn); err != nil {
+			t.Fatal(err)
+		}
+		for j := range changes {
+			if err := w.Change(ctx, &change.Change{Op: change.Insert, Table: tbl, Txn: txn, Index: int64(j)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := w.Commit(ctx, &change.Commit{Txn: txn, End: fmt.Sprintf("0/%X", 16*i+8), Changes: int64(changes)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func readCommits(t *testing.T, brokers []string) []*bookmark.CommitRecord {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics("commits"),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var out []*bookmark.CommitRecord
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return out
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			c, err := bookmark.ParseCommitRecord(r.Value)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, c)
+		})
+	}
+}
+
+func TestWriterGroupsAndResumes(t *testing.T) {
+	brokers := newFake(t)
+	w := open(t, brokers, "src", nil)
+	var durable []string
+	w.OnDurable = func(r string) { durable = append(durable, r) }
+	writeTxns(t, w, 1, 7, 2) // 4 records each: a group closes once it holds 10 or more
+	if err := w.Close(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	commits := readCommits(t, brokers)
+	if len(commits) != 3 {
+		t.Fatalf("%d commit records, want 3 (3+3+1 transactions)", len(commits))
+	}
+	for i, c := range commits {
+		if c.Group != uint64(i+1) || c.Source != "src" {
+			t.Errorf("commit %d: group %d source %q", i, c.Group, c.Source)
+		}
+		var records int64
+		for _, tx := range c.Txns {
+			records += tx.Records
+			if tx.Records != 4 || tx.Changes != 2 {
+				t.Errorf("group %d txn %s: %d changes, %d records", c.Group, tx.ID, tx.Changes, tx.Records)
+			}
+		}
+		var ranged int64
+		for _, r := range c.Ranges {
+			ranged += r.Count
+		}
+		if ranged != records {
+			t.Errorf("group %d: ranges count %d records, transactions %d", c.Group, ranged, records)
+		}
+	}
+	if fmt.Sprint(durable) != fmt.Sprint([]string{commits[0].Resume, commits[1].Resume, commits[2].Resume}) || commits[2].Resume != "0/78" {
+		t.Errorf("durable positions %v; commit records resume at %s, %s, %s", durable, commits[0].Resume, commits[1].Resume, commits[2].Resume)
+	}
+
+	// A new writer resumes after the last commit record and numbers groups on.
+	w2 := open(t, brokers, "src", nil)
+	if w2.Resume() != "0/78" || w2.Last().Group != 3 {
+		t.Fatalf("resume %q group %d", w2.Resume(), w2.Last().Group)
+	}
+	writeTxns(t, w2, 8, 1, 1)
+	if err := w2.Close(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	if c := readCommits(t, brokers); len(c) != 4 || c[3].Group != 4 {
+		t.Fatalf("after the restart: %d commit records", len(c))
+	}
+
+	// The commit stream belongs to one source.
+	c := Config{Brokers: brokers, ClientID: "t", TransactionalID: "other", CommitTopic: "commits", Source: "elsewhere", KCOP: twoRecords{}, Timeout: 5 * time.Second}
+	if _, err := Open(context.Background(), c); err == nil {
+		t.Error("a writer for another source opened the commit stream")
+	}
+}
+
+func TestWriterAbortsAHalfWrittenTransaction(t *testing.T) {
+	brokers := newFake(t)
+	w := open(t, brokers, "src", nil)
+	writeTxns(t, w, 1, 1, 1)
+	ctx := context.Background()
+	txn := &change.Txn{ID: "2", Position: "0/20"}
+	if err := w.Begin(ctx, txn); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Change(ctx, &change.Change{Op: change.Insert, Table: &change.Table{Schema: "s", Name: "t"}, Txn: txn}); err != nil {
+		t.Fatal(err)
+	}
+	// Closing mid-transaction aborts the whole group, the complete transaction 1 included: it will
+	// be read again after Resume.
+	if err := w.Close(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	if c := readCommits(t, brokers); len(c) != 0 {
+		t.Fatalf("%d commit records after an aborted group", len(c))
+	}
+	if w2 := open(t, brokers, "src", nil); w2.Resume() != "" {
+		t.Errorf("resume %q, want the beginning", w2.Resume())
+	}
+}
+
+func TestWriterRejectsOversizeRecords(t *testing.T) {
+	brokers := newFake(t)
+	w := open(t, brokers, "src", func(c *Config) { c.MaxMessageBytes = 64 })
+	ctx := context.Background()
+	txn := &change.Txn{ID: "1", Position: "0/10"}
+	_ = w.Begin(ctx, txn)
+	err := w.Change(ctx, &change.Change{Op: change.Insert, Table: &change.Table{Schema: "s", Name: "t"}, Txn: txn})
+	if err == nil {
+		t.Fatal("an oversize record was accepted")
+	}
+	t.Log(err)
+	_ = w.Close(ctx, false)
+}
