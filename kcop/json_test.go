@@ -178,3 +178,19 @@ func FuzzAppendString(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkJSONInsert(b *testing.B) {
+	k, err := NewJSON(NewOptions(nil))
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := &change.Change{Op: change.Insert, Table: orders, After: fullRow(1, present("a note of some length")), Txn: txn}
+	var dst []Record
+	b.ReportAllocs()
+	for b.Loop() {
+		dst, err = k.Process(context.Background(), c, dst[:0])
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/cdcd-dev/cdcd/change"
@@ -85,4 +86,19 @@ func FuzzDecodeArray(f *testing.F) {
 			_ = fmt.Sprint(v)
 		}
 	})
+}
+
+func BenchmarkDecodeTuple(b *testing.B) {
+	tm := pgtype.NewMap()
+	rel := &relation{table: &change.Table{Schema: "s", Name: "t", Columns: []change.Column{{Name: "id"}, {Name: "payload"}, {Name: "amount"}, {Name: "at"}}},
+		oids: []uint32{pgtype.Int8OID, pgtype.TextOID, pgtype.NumericOID, pgtype.TimestamptzOID}}
+	tuple := &pglogrepl.TupleData{Columns: []*pglogrepl.TupleDataColumn{
+		{DataType: 't', Data: []byte("123456")}, {DataType: 't', Data: []byte("e10adc3949ba59abbe56e057f20f883e5d41402abc4b2a76b9719d911017c592")},
+		{DataType: 't', Data: []byte("1234.56")}, {DataType: 't', Data: []byte("2026-11-22 06:17:05.230533+00")}}}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := decodeTuple(tm, rel, tuple, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
