@@ -56,13 +56,92 @@ type harness struct {
 	brokers []string
 	conn    *pgx.Conn
 	cfgPath string
-	logPath string
 	extra   []string
 	streams int // "streaming" lines seen in the log so far
+	proc    process
+}
 
-	mu   sync.Mutex
-	proc *exec.Cmd
-	done chan struct{}
+// process runs a binary in the background, appending its output to a log file.
+type process struct {
+	t       *testing.T
+	logPath string
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	done    chan struct{}
+}
+
+func (p *process) start(bin string, args ...string) {
+	p.t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil {
+		p.t.Fatalf("%s is already running", bin)
+	}
+	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		logf.Close()
+		close(done)
+	}()
+	p.cmd, p.done = cmd, done
+}
+
+// signal sends sig and waits for the process to go, killing it after a minute.
+func (p *process) signal(sig syscall.Signal) {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.cmd = nil
+	p.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(sig)
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		p.t.Errorf("%s did not exit within 60s of %v", cmd.Path, sig)
+	}
+}
+
+// exited reports whether the process has exited by itself within the given time, and its exit code.
+func (p *process) exited(within time.Duration) (bool, int) {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.mu.Unlock()
+	if cmd == nil {
+		return true, 0
+	}
+	select {
+	case <-done:
+		p.mu.Lock()
+		p.cmd = nil
+		p.mu.Unlock()
+		return true, cmd.ProcessState.ExitCode()
+	case <-time.After(within):
+		return false, 0
+	}
+}
+
+func (p *process) log() string {
+	b, _ := os.ReadFile(p.logPath)
+	return string(b)
+}
+
+// tail is the end of the process's log, for failure messages.
+func (p *process) tail(n int) string {
+	lines := strings.Split(p.log(), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 func newHarness(t *testing.T, ddl string, extraConfig ...string) *harness {
@@ -98,7 +177,7 @@ func newHarness(t *testing.T, ddl string, extraConfig ...string) *harness {
 	}
 	dir := t.TempDir()
 	h.cfgPath = filepath.Join(dir, "cdcd.yaml")
-	h.logPath = filepath.Join(dir, "cdcd.log")
+	h.proc = process{t: t, logPath: filepath.Join(dir, "cdcd.log")}
 	cfg := fmt.Sprintf(`source:
   kind: postgres
   postgres:
@@ -139,10 +218,7 @@ func (h *harness) cleanup() {
 	h.kill()
 	ctx := context.Background()
 	if h.t.Failed() {
-		if b, err := os.ReadFile(h.logPath); err == nil {
-			lines := strings.Split(string(b), "\n")
-			h.t.Logf("last lines of the cdcd log:\n%s", strings.Join(lines[max(0, len(lines)-60):], "\n"))
-		}
+		h.t.Logf("last lines of the cdcd log:\n%s", h.proc.tail(60))
 	}
 	_, _ = h.conn.Exec(ctx, "SELECT pg_drop_replication_slot($1) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active", h.id)
 	_, _ = h.conn.Exec(ctx, "DROP PUBLICATION IF EXISTS "+h.id)
@@ -163,28 +239,8 @@ func (h *harness) cleanup() {
 // start runs `cdcd run` in the background, appending to the harness's log.
 func (h *harness) start(extraArgs ...string) {
 	h.t.Helper()
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.proc != nil {
-		h.t.Fatal("cdcd is already running")
-	}
-	logf, err := os.OpenFile(h.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	args := append([]string{"run", "-c", h.cfgPath}, h.extra...)
-	cmd := exec.Command(cdcdBin, append(args, extraArgs...)...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		h.t.Fatal(err)
-	}
-	h.proc, h.done = cmd, make(chan struct{})
-	done := h.done
-	go func() {
-		_ = cmd.Wait()
-		logf.Close()
-		close(done)
-	}()
+	args := append(append([]string{"run", "-c", h.cfgPath}, h.extra...), extraArgs...)
+	h.proc.start(cdcdBin, args...)
 }
 
 // waitStreaming waits until cdcd has made its snapshot durable (when it takes one) and streams.
@@ -207,52 +263,15 @@ func (h *harness) waitStreaming(timeout time.Duration) {
 }
 
 // kill sends SIGKILL and waits for the process to go.
-func (h *harness) kill() { h.signal(syscall.SIGKILL) }
+func (h *harness) kill() { h.proc.signal(syscall.SIGKILL) }
 
 // stop sends SIGTERM and waits for a clean exit.
-func (h *harness) stop() { h.signal(syscall.SIGTERM) }
-
-func (h *harness) signal(sig syscall.Signal) {
-	h.mu.Lock()
-	proc, done := h.proc, h.done
-	h.proc = nil
-	h.mu.Unlock()
-	if proc == nil {
-		return
-	}
-	_ = proc.Process.Signal(sig)
-	select {
-	case <-done:
-	case <-time.After(60 * time.Second):
-		_ = proc.Process.Kill()
-		<-done
-		h.t.Errorf("cdcd did not exit within 60s of %v", sig)
-	}
-}
+func (h *harness) stop() { h.proc.signal(syscall.SIGTERM) }
 
 // exited reports whether cdcd has exited by itself, and its exit code.
-func (h *harness) exited(within time.Duration) (bool, int) {
-	h.mu.Lock()
-	proc, done := h.proc, h.done
-	h.mu.Unlock()
-	if proc == nil {
-		return true, 0
-	}
-	select {
-	case <-done:
-		h.mu.Lock()
-		h.proc = nil
-		h.mu.Unlock()
-		return true, proc.ProcessState.ExitCode()
-	case <-time.After(within):
-		return false, 0
-	}
-}
+func (h *harness) exited(within time.Duration) (bool, int) { return h.proc.exited(within) }
 
-func (h *harness) log() string {
-	b, _ := os.ReadFile(h.logPath)
-	return string(b)
-}
+func (h *harness) log() string { return h.proc.log() }
 
 // waitDurable waits until the commit stream vouches for everything the source committed so far.
 func (h *harness) waitDurable(timeout time.Duration) {

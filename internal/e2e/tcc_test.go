@@ -5,10 +5,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,42 +19,13 @@ import (
 
 // applier runs examples/pgapply as a process.
 type applier struct {
-	t       *testing.T
-	args    []string
-	logPath string
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	done    chan struct{}
+	process
+	args []string
 }
 
 func (a *applier) start() {
 	a.t.Helper()
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	logf, err := os.OpenFile(a.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		a.t.Fatal(err)
-	}
-	cmd := exec.Command(pgapplyBin, a.args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		a.t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); logf.Close(); close(done) }()
-	a.cmd, a.done = cmd, done
-}
-
-func (a *applier) signal(sig syscall.Signal) {
-	a.mu.Lock()
-	cmd, done := a.cmd, a.done
-	a.cmd = nil
-	a.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Signal(sig)
-	<-done
+	a.process.start(pgapplyBin, a.args...)
 }
 
 // TestTCCApplyExactlyOnceUnderKills: cdcd and the example consumer (examples/pgapply, which applies
@@ -97,14 +66,12 @@ func tccApplyUnderKills(t *testing.T, delivery string) {
 	if !strings.Contains(targetDSN, "?") {
 		u = targetDSN + "?search_path=" + h.schema
 	}
-	app := &applier{t: t, logPath: filepath.Join(t.TempDir(), "pgapply.log"),
+	app := &applier{process: process{t: t, logPath: filepath.Join(t.TempDir(), "pgapply.log")},
 		args: []string{"-brokers", strings.Join(h.brokers, ","), "-commit-topic", h.id + ".commits", "-target", u, "-name", h.id}}
 	t.Cleanup(func() {
 		app.signal(syscall.SIGKILL)
 		if t.Failed() {
-			b, _ := os.ReadFile(app.logPath)
-			lines := strings.Split(string(b), "\n")
-			t.Logf("last lines of the pgapply log:\n%s", strings.Join(lines[max(0, len(lines)-30):], "\n"))
+			t.Logf("last lines of the pgapply log:\n%s", app.tail(30))
 		}
 	})
 
