@@ -172,8 +172,9 @@ func NewConsumer(ctx context.Context, opts ...Opt) (*Consumer, error) {
 	return c, nil
 }
 
-// Poll waits for the next chunks and returns them with the error that stopped it, if any. After an
-// error the consumer is unusable; start a new one from the last bookmark delivered.
+// Poll waits for the next chunks and returns them with the error that stopped it, if any. A Poll
+// that ended because ctx ended may simply be called again; after any other error the consumer is
+// unusable: start a new one from the last bookmark delivered.
 func (c *Consumer) Poll(ctx context.Context) Fetch {
 	txns, err := c.asm.poll(ctx)
 	return Fetch{Txns: txns, Err: err}

@@ -5,6 +5,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
+	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -126,6 +129,7 @@ func TestEndToEndMixedWorkload(t *testing.T) {
 	}
 
 	h.waitDurable(2 * time.Minute)
+	h.checkMetrics()
 	h.stop()
 	h.verify(w.events, h.readAll())
 	if strings.Contains(h.log(), "level=ERROR") {
@@ -158,5 +162,36 @@ func TestQuietPublicationDoesNotPinWAL(t *testing.T) {
 	h.stop()
 	if got := h.readAll(); len(got) != 0 {
 		t.Errorf("records arrived for a table nobody changed: %v", got)
+	}
+}
+
+// checkMetrics reads cdcd's /healthz and /metrics while it streams.
+func (h *harness) checkMetrics() {
+	h.t.Helper()
+	m := regexp.MustCompile(`serving /metrics and /healthz" addr=(\S+)`).FindStringSubmatch(h.log())
+	if m == nil {
+		h.t.Fatalf("cdcd did not log its metrics address")
+	}
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + m[1] + path)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/healthz"); code != http.StatusOK {
+		h.t.Errorf("/healthz = %d %s while streaming", code, body)
+	}
+	_, body := get("/metrics")
+	for _, want := range []string{
+		`cdcd_changes_total{op="c",table="` + h.schema + `.items"}`, `cdcd_changes_total{op="t",table="` + h.schema + `.other"}`,
+		"cdcd_transactions_total", "cdcd_kafka_commits_total", "cdcd_kafka_commit_seconds_bucket",
+		"cdcd_source_lag_bytes", "cdcd_source_lag_seconds", "cdcd_slot_wal_retained_bytes", "cdcd_record_bytes_total",
+	} {
+		if !strings.Contains(body, want) {
+			h.t.Errorf("/metrics lacks %s", want)
+		}
 	}
 }

@@ -159,3 +159,34 @@ func TestTCCReportsDeletedRecords(t *testing.T) {
 	}
 	t.Logf("reported: %v", err2)
 }
+
+// TestTCCFromEnd: a consumer started from the end receives only transactions committed after it.
+func TestTCCFromEnd(t *testing.T) {
+	h := newHarness(t, "CREATE TABLE t (id int PRIMARY KEY)")
+	h.start()
+	h.waitStreaming(time.Minute)
+	for i := range 3 {
+		h.exec(fmt.Sprintf("INSERT INTO t VALUES (%d)", i))
+	}
+	h.waitDurable(time.Minute)
+	c := newTCC(t, h, tcc.FromEnd())
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	f := c.Poll(ctx) // positions the consumer at the end; nothing new yet
+	cancel()
+	if len(f.Txns) != 0 {
+		t.Fatalf("a consumer from the end got %d old transactions", len(f.Txns))
+	}
+	h.exec("INSERT INTO t VALUES (100)")
+	h.exec("INSERT INTO t VALUES (101)")
+	got := drain(t, c, 2)
+	var keys []string
+	for _, tx := range got {
+		for _, op := range tx.Ops {
+			keys = append(keys, string(op.Key))
+		}
+	}
+	if fmt.Sprint(keys) != `[{"id":100} {"id":101}]` {
+		t.Errorf("from the end: %v", keys)
+	}
+	h.stop()
+}
