@@ -32,3 +32,7 @@ unit:
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
+
+## bench: end-to-end throughput and memory against the local servers (results: docs/benchmarks.md)
+bench: build stack
+	eval "$$(scripts/stack.sh env)" && $(GO) run ./cmd/cdcd-bench

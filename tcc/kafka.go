@@ -8,6 +8,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/cdcd-dev/cdcd/bookmark"
 )
@@ -19,6 +20,8 @@ type kafkaFetcher struct {
 	commits *kgo.Client
 	data    *kgo.Client
 	pending []*kgo.Record // fetched commit records not yet returned
+	// checkFirst: the first commit stream record must sit at the bookmark's offset.
+	checkFirst bool
 }
 
 func newKafkaFetcher(ctx context.Context, cfg config) (*kafkaFetcher, error) {
@@ -29,9 +32,11 @@ func newKafkaFetcher(ctx context.Context, cfg config) (*kafkaFetcher, error) {
 	case startBookmark:
 		start = kgo.NewOffset().At(cfg.from.CommitOffset)
 	}
+	// Control records are kept so that a bookmark naming a transaction marker is caught.
 	opts := append([]kgo.Opt{kgo.SeedBrokers(cfg.brokers...),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{cfg.commitTopic: {0: start}}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NoResetOffset())}, cfg.kgoOpts...)
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NoResetOffset()),
+		kgo.KeepControlRecords()}, cfg.kgoOpts...)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("tcc: connecting to Kafka: %w", err)
@@ -40,7 +45,49 @@ func newKafkaFetcher(ctx context.Context, cfg config) (*kafkaFetcher, error) {
 		cl.Close()
 		return nil, fmt.Errorf("tcc: no broker answers at %v: %w", cfg.brokers, err)
 	}
-	return &kafkaFetcher{cfg: cfg, commits: cl}, nil
+	if cfg.start == startBookmark {
+		if err := checkBookmarkOffset(ctx, cl, cfg.commitTopic, cfg.from); err != nil {
+			cl.Close()
+			return nil, err
+		}
+	}
+	return &kafkaFetcher{cfg: cfg, commits: cl, checkFirst: cfg.start == startBookmark}, nil
+}
+
+// checkBookmarkOffset makes sure the bookmark's commit record can exist: a bookmark always names a
+// committed commit stream record, so one at or past the stream's end is garbled or from another
+// topic, and one before its start is gone.
+func checkBookmarkOffset(ctx context.Context, cl *kgo.Client, topic string, b bookmark.Consumer) error {
+	bounds := make(map[int64]int64, 2) // -2 earliest, -1 last stable
+	for _, ts := range []int64{-2, -1} {
+		req := kmsg.NewPtrListOffsetsRequest()
+		req.IsolationLevel = 1
+		t := kmsg.NewListOffsetsRequestTopic()
+		t.Topic = topic
+		p := kmsg.NewListOffsetsRequestTopicPartition()
+		p.Partition, p.Timestamp = 0, ts
+		t.Partitions = append(t.Partitions, p)
+		req.Topics = append(req.Topics, t)
+		resp, err := req.RequestWith(ctx, cl)
+		if err != nil {
+			return fmt.Errorf("tcc: reading the bounds of commit topic %s: %w", topic, err)
+		}
+		if len(resp.Topics) != 1 || len(resp.Topics[0].Partitions) != 1 {
+			return fmt.Errorf("tcc: commit topic %s: unexpected ListOffsets response", topic)
+		}
+		rp := resp.Topics[0].Partitions[0]
+		if err := kerr.ErrorForCode(rp.ErrorCode); err != nil {
+			return fmt.Errorf("tcc: commit topic %s: %w", topic, err)
+		}
+		bounds[ts] = rp.Offset
+	}
+	switch {
+	case b.CommitOffset >= bounds[-1]:
+		return errorf(ErrForeignBookmark, "bookmark %s names commit offset %d, but commit topic %s ends at %d: the bookmark is garbled or from another commit topic", b, b.CommitOffset, topic, bounds[-1])
+	case b.CommitOffset < bounds[-2]:
+		return errorf(ErrDataGone, "bookmark %s names commit offset %d, but commit topic %s now starts at %d: raise its retention, or start from the beginning", b, b.CommitOffset, topic, bounds[-2])
+	}
+	return nil
 }
 
 func (f *kafkaFetcher) nextCommit(ctx context.Context) (*bookmark.CommitRecord, int64, error) {
@@ -56,6 +103,16 @@ func (f *kafkaFetcher) nextCommit(ctx context.Context) (*bookmark.CommitRecord, 
 	}
 	r := f.pending[0]
 	f.pending = f.pending[1:]
+	if f.checkFirst {
+		f.checkFirst = false
+		if r.Offset != f.cfg.from.CommitOffset || r.Attrs.IsControl() {
+			return nil, 0, errorf(ErrForeignBookmark, "bookmark %s names commit offset %d, which holds no commit record of commit topic %s: the bookmark is garbled or from another commit topic",
+				f.cfg.from, f.cfg.from.CommitOffset, r.Topic)
+		}
+	}
+	if r.Attrs.IsControl() {
+		return f.nextCommit(ctx)
+	}
 	c, err := bookmark.ParseCommitRecord(r.Value)
 	if err != nil {
 		return nil, 0, errorf(ErrInconsistent, "commit topic %s offset %d: %v", r.Topic, r.Offset, err)

@@ -117,13 +117,18 @@ func TestTCCBookmarks(t *testing.T) {
 	foreign.Source = "postgres/elsewhere/slot"
 	garbled := marks[3]
 	garbled.CommitOffset++ // a transaction marker, or another group's record
-	for name, b := range map[string]bookmark.Consumer{"foreign": foreign, "garbled": garbled} {
-		c := newTCC(t, h, tcc.FromBookmark(b))
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		f := c.Poll(ctx)
-		cancel()
-		if !errors.Is(f.Err, tcc.ErrForeignBookmark) {
-			t.Errorf("%s bookmark %s: %v, want ErrForeignBookmark", name, b, f.Err)
+	beyond := marks[3]
+	beyond.CommitOffset = 1 << 40 // past the end of the commit stream
+	for name, b := range map[string]bookmark.Consumer{"foreign": foreign, "garbled": garbled, "beyond the end": beyond} {
+		c, err := tcc.NewConsumer(context.Background(), tcc.Brokers(h.brokers...), tcc.CommitTopic(h.id+".commits"), tcc.FromBookmark(b))
+		if err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			err = c.Poll(ctx).Err
+			cancel()
+			c.Close()
+		}
+		if !errors.Is(err, tcc.ErrForeignBookmark) {
+			t.Errorf("%s bookmark %s: %v, want ErrForeignBookmark", name, b, err)
 		}
 	}
 }
