@@ -21,6 +21,15 @@ import (
 
 var terminal = fault.Terminal
 
+// The ordering headers' keys, converted once: sarama only reads them.
+var (
+	headerTxn   = []byte(bookmark.HeaderTxn)
+	headerPos   = []byte(bookmark.HeaderPos)
+	headerOp    = []byte(bookmark.HeaderOp)
+	headerGroup = []byte(bookmark.HeaderGroup)
+	headerCount = []byte(bookmark.HeaderCount)
+)
+
 // Config configures a Writer.
 type Config struct {
 	Brokers         []string
@@ -387,12 +396,17 @@ func (w *Writer) flushPending(ctx context.Context, last bool, count int64) error
 		return nil
 	}
 	opText := strconv.FormatInt(w.pendingOp, 10)
+	firstOp := []byte(opText)
 	group := []byte(strconv.FormatUint(w.group, 10))
 	txnID, pos := []byte(w.txn.ID), []byte(w.txn.Position)
+	var countText []byte
+	if last {
+		countText = []byte(strconv.FormatInt(count, 10))
+	}
 	for i := range w.pending {
 		r := &w.pending[i]
 		// The records of one change are told apart, in the KCOP's order, by a suffix: "7", "7.1", ...
-		op := []byte(opText)
+		op := firstOp
 		if i > 0 {
 			op = []byte(opText + "." + strconv.Itoa(i))
 		}
@@ -404,12 +418,12 @@ func (w *Writer) flushPending(ctx context.Context, last bool, count int64) error
 			headers = append(headers, sarama.RecordHeader{Key: []byte(h.Key), Value: h.Value})
 		}
 		headers = append(headers,
-			sarama.RecordHeader{Key: []byte(bookmark.HeaderTxn), Value: txnID},
-			sarama.RecordHeader{Key: []byte(bookmark.HeaderPos), Value: pos},
-			sarama.RecordHeader{Key: []byte(bookmark.HeaderOp), Value: op},
-			sarama.RecordHeader{Key: []byte(bookmark.HeaderGroup), Value: group})
+			sarama.RecordHeader{Key: headerTxn, Value: txnID},
+			sarama.RecordHeader{Key: headerPos, Value: pos},
+			sarama.RecordHeader{Key: headerOp, Value: op},
+			sarama.RecordHeader{Key: headerGroup, Value: group})
 		if last {
-			headers = append(headers, sarama.RecordHeader{Key: []byte(bookmark.HeaderCount), Value: []byte(strconv.FormatInt(count, 10))})
+			headers = append(headers, sarama.RecordHeader{Key: headerCount, Value: countText})
 		}
 		msg := &sarama.ProducerMessage{Topic: r.Topic, Partition: r.Partition, Headers: headers}
 		if r.Key != nil {
@@ -678,9 +692,6 @@ func (w *Writer) Close(ctx context.Context, finish bool) error {
 
 func (w *Writer) shutdownProducer() {
 	ps := w.all()
-	if w.data == nil {
-		ps = []sarama.AsyncProducer{w.producer}
-	}
 	for _, p := range ps {
 		p.AsyncClose()
 	}
