@@ -82,7 +82,7 @@ func buildWorld(rng *rand.Rand) *simWorld {
 			for _, t := range txns {
 				for _, r := range t.recs {
 					if rng.IntN(2) == 0 {
-						w.append(r, group, t, false)
+						w.append(r, group, t)
 					}
 				}
 			}
@@ -97,9 +97,9 @@ func buildWorld(rng *rand.Rand) *simWorld {
 		cr := &bookmark.CommitRecord{Version: bookmark.CommitVersion, Source: "sim/db/slot", Group: group}
 		for _, t := range txns {
 			for _, r := range t.recs {
-				off := w.append(r, group, t, true)
+				off := w.append(r, group, t)
 				if rng.IntN(20) == 0 {
-					w.append(r, group, t, true) // a duplicate
+					w.append(r, group, t) // a duplicate
 				}
 				rg := ranges[r.tp]
 				if rg == nil {
@@ -121,7 +121,7 @@ func buildWorld(rng *rand.Rand) *simWorld {
 }
 
 // append writes r to its partition with cdcd's headers and returns its offset.
-func (w *simWorld) append(r simRecord, group uint64, t simTxn, _ bool) int64 {
+func (w *simWorld) append(r simRecord, group uint64, t simTxn) int64 {
 	l := w.logs[r.tp]
 	opText := strconv.FormatInt(r.op, 10)
 	if r.sub > 0 {
@@ -143,7 +143,6 @@ type simFetcher struct {
 	commitAt int
 	cursor   map[topicPartition]int64
 	paused   map[topicPartition]bool
-	maxHeld  int // most records the consumer's queues held at once, a memory bound
 }
 
 func (f *simFetcher) nextCommit(ctx context.Context) (*bookmark.CommitRecord, int64, error) {
