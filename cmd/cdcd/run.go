@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -251,14 +252,14 @@ func runPipeline(ctx context.Context, cfg config.Config, id string, k kcop.KCOP,
 type retainedProbe struct {
 	dsn, slot string
 	log       *slog.Logger
-	bytes     atomicFloat
+	bytes     atomic.Int64
 }
 
 func newRetainedProbe(dsn, slot string, log *slog.Logger) *retainedProbe {
 	return &retainedProbe{dsn: dsn, slot: slot, log: log}
 }
 
-func (p *retainedProbe) value() float64 { return p.bytes.load() }
+func (p *retainedProbe) value() float64 { return float64(p.bytes.Load()) }
 
 func (p *retainedProbe) run(ctx context.Context) {
 	var conn *pgx.Conn
@@ -282,7 +283,7 @@ func (p *retainedProbe) run(ctx context.Context) {
 				conn.Close(ctx)
 				conn = nil
 			} else {
-				p.bytes.store(float64(n))
+				p.bytes.Store(n)
 			}
 		}
 		select {
@@ -291,21 +292,4 @@ func (p *retainedProbe) run(ctx context.Context) {
 		case <-t.C:
 		}
 	}
-}
-
-type atomicFloat struct {
-	mu sync.Mutex
-	v  float64
-}
-
-func (a *atomicFloat) load() float64 {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.v
-}
-
-func (a *atomicFloat) store(v float64) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.v = v
 }
