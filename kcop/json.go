@@ -25,7 +25,8 @@ func init() { Register("json", NewJSON) }
 // A column the source did not send (an unchanged TOAST value) is left out of "after" and named in
 // "unchanged"; a column absent from a key-only before image is left out of "before". Neither is ever
 // written as null. Exact types stay exact: numeric is a string ("12.5000"), int8 a JSON integer,
-// bytea base64, timestamptz RFC 3339 in UTC, interval ISO 8601, json/jsonb embedded as JSON.
+// bytea base64, timestamptz RFC 3339 in UTC, interval ISO 8601, json/jsonb as a string holding the
+// document (so the document null, "null", differs from SQL NULL, null).
 //
 // A delete is followed by a tombstone (the key with a null value) unless tombstones is false. An update
 // that changes the key is written as a delete of the old key (and its tombstone), then the update
@@ -210,7 +211,9 @@ func appendAny(b []byte, v any) []byte {
 	case change.Decimal:
 		return appendString(b, string(x))
 	case change.JSON:
-		return append(b, x...)
+		// A document as a string, as Debezium's io.debezium.data.Json: the JSON document null
+		// ("null") stays apart from SQL NULL (null).
+		return appendString(b, string(x))
 	case change.Date:
 		return appendString(b, string(x))
 	case change.Time:

@@ -65,6 +65,8 @@ func TestJSONGolden(t *testing.T) {
 	}{
 		{"insert", nil, change.Change{Op: change.Insert, After: fullRow(1, present("line1\nline2\ttab \u2028 é"))}},
 		{"insert_nulls", nil, change.Change{Op: change.Insert, After: change.Row{present(int64(2)), null, null, null, null, null, null, null, null, null, null, null}}},
+		// The JSON document null next to SQL NULL: "doc":"null" against "doc":null above.
+		{"insert_json_null_document", nil, change.Change{Op: change.Insert, After: change.Row{present(int64(2)), null, null, present(change.JSON("null")), null, null, null, null, null, null, null, null}}},
 		{"snapshot_read", nil, change.Change{Op: change.Read, After: fullRow(3, present("snap")), Txn: &change.Txn{ID: "snapshot", Position: "0/1000", Snapshot: true}}},
 		{"update_unchanged_toast", nil, change.Change{Op: change.Update, After: fullRow(1, unchanged)}},
 		{"update_full_before", nil, change.Change{Op: change.Update, Before: fullRow(1, present("old")), After: fullRow(1, present("new"))}},
