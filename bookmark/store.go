@@ -107,14 +107,42 @@ func (s SQLStore) Create(ctx context.Context, db SQLExecer) error {
 	return nil
 }
 
-// Save stores b through tx (normally the transaction that applied the changes up to b).
-func (s SQLStore) Save(ctx context.Context, tx SQLExecer, b Consumer) error {
+// ErrConcurrentSave is returned by SQLStore.Save when the stored bookmark is no longer the one
+// the consumer started from or last saved: another instance of the same consumer saved in between.
+// The caller's transaction must roll back (its changes were applied by the other instance too) and
+// this instance stop.
+var ErrConcurrentSave = errors.New("another instance of this consumer saved a bookmark")
+
+// Save stores b through tx (normally the transaction that applied the changes up to b), on the
+// condition that the stored bookmark is still prev: the one this consumer loaded at its start or
+// saved last (nil when none was stored yet). Two instances of one consumer therefore cannot both
+// apply: the second to save fails with ErrConcurrentSave, and rolling back its transaction undoes
+// what it applied. (PostgreSQL makes the second wait for the first's transaction, then sees the
+// bookmark it stored.)
+func (s SQLStore) Save(ctx context.Context, tx SQLExecer, prev *Consumer, b Consumer) error {
 	if err := s.check(); err != nil {
 		return err
 	}
-	_, err := tx.ExecContext(ctx, "INSERT INTO "+s.Table+" (name, bookmark) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET bookmark = EXCLUDED.bookmark, updated = now()", s.Name, b.String())
+	var res sql.Result
+	var err error
+	if prev == nil {
+		res, err = tx.ExecContext(ctx, "INSERT INTO "+s.Table+" (name, bookmark) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING", s.Name, b.String())
+	} else {
+		res, err = tx.ExecContext(ctx, "UPDATE "+s.Table+" SET bookmark = $3, updated = now() WHERE name = $1 AND bookmark = $2", s.Name, prev.String(), b.String())
+	}
 	if err != nil {
 		return fmt.Errorf("bookmark: saving to %s: %w", s.Table, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("bookmark: saving to %s: %w", s.Table, err)
+	}
+	if n != 1 {
+		want := "none"
+		if prev != nil {
+			want = prev.String()
+		}
+		return fmt.Errorf("bookmark: consumer %s in %s: %w (the stored bookmark is no longer %s): run one instance per consumer name", s.Name, s.Table, ErrConcurrentSave, want)
 	}
 	return nil
 }

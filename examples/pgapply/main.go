@@ -65,11 +65,15 @@ func run(ctx context.Context, log *slog.Logger, brokers []string, commitTopic, t
 		return err
 	}
 	opts := []tcc.Opt{tcc.Brokers(brokers...), tcc.CommitTopic(commitTopic), tcc.Logger(log)}
+	// saved is the bookmark this instance started from or saved last: every save is conditional on
+	// it, so a second instance of the same consumer fails instead of applying twice.
+	var saved *bookmark.Consumer
 	if b, ok, err := store.Load(ctx, db); err != nil {
 		return err
 	} else if ok {
 		log.Info("resuming", "after", b.String())
 		opts = append(opts, tcc.FromBookmark(b))
+		saved = &b
 	}
 	c, err := tcc.NewConsumer(ctx, opts...)
 	if err != nil {
@@ -99,7 +103,7 @@ func run(ctx context.Context, log *slog.Logger, brokers []string, commitTopic, t
 		if !t.Last {
 			return nil // a large transaction continues in the next chunk, in the same target transaction
 		}
-		if err := store.Save(ctx, tx, t.Bookmark); err != nil {
+		if err := store.Save(ctx, tx, saved, t.Bookmark); err != nil {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, "INSERT INTO cdcd_applied (consumer, txn, pos, bookmark) VALUES ($1, $2, $3, $4)",
@@ -108,6 +112,10 @@ func run(ctx context.Context, log *slog.Logger, brokers []string, commitTopic, t
 		}
 		err := tx.Commit()
 		tx = nil
+		if err == nil {
+			b := t.Bookmark
+			saved = &b
+		}
 		return err
 	})
 }
