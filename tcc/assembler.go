@@ -35,6 +35,8 @@ type fetcher interface {
 	nextCommit(ctx context.Context) (*bookmark.CommitRecord, int64, error)
 	// assign makes sure tp is being read, from offset if it was not read before.
 	assign(tp topicPartition, offset int64)
+	// logStart is the first offset tp still holds.
+	logStart(ctx context.Context, tp topicPartition) (int64, error)
 	// fetch returns the next records of the assigned partitions, in offset order per partition.
 	fetch(ctx context.Context) ([]rec, error)
 	pause(tp topicPartition)
@@ -128,6 +130,9 @@ type assembler struct {
 	maxBuffered int
 	resume      *bookmark.Consumer
 	source      string
+	// next is the group the commit stream must hold next; 0 before the first group of a consumer
+	// that started at the end.
+	next uint64
 
 	queues map[topicPartition]*queue
 	paused map[topicPartition]bool
@@ -141,20 +146,28 @@ type assembler struct {
 	cur      int
 	count    []int64 // records of each transaction consumed so far (delivered or skipped)
 	last     position
-	started  bool // a record of the group was consumed
+	started  bool // a record of the group was consumed (or the resume point lies within it)
+	seen     bool // a group was loaded
 	chunk    *Txn
 	skipped  bool // records of the current transaction were skipped by the resume point
-	out      []*Txn
-	outOps   int // records in out: one poll returns about MaxChunkOps of them, whatever the group size
+	// truncated: a range of the group was read from past its first offset, because retention
+	// removed records the consumer had already delivered.
+	truncated bool
+	out       []*Txn
+	outOps    int // records in out: one poll returns about MaxChunkOps of them, whatever the group size
 }
 
+// newAssembler reads src from its first group on; resumeAfter and fromEnd change that.
 func newAssembler(src fetcher, maxChunk, maxBuffered int) *assembler {
 	return &assembler{src: src, maxChunk: max(maxChunk, 1), maxBuffered: max(maxBuffered, 16),
-		queues: map[topicPartition]*queue{}, paused: map[topicPartition]bool{}}
+		queues: map[topicPartition]*queue{}, paused: map[topicPartition]bool{}, next: 1}
 }
 
 // resumeAfter makes the assembler skip everything up to and including b.
-func (a *assembler) resumeAfter(b bookmark.Consumer) { a.resume = &b }
+func (a *assembler) resumeAfter(b bookmark.Consumer) { a.resume, a.next = &b, b.Group }
+
+// fromEnd makes the assembler take the first group src holds as its start.
+func (a *assembler) fromEnd() { a.next = 0 }
 
 // poll returns the next chunks, waiting for at least one.
 func (a *assembler) poll(ctx context.Context) ([]*Txn, error) {
@@ -197,6 +210,19 @@ func (a *assembler) loadGroup(ctx context.Context) error {
 	} else if g.Source != a.source {
 		return errorf(ErrInconsistent, "commit offset %d is from source %q, earlier ones from %q", off, g.Source, a.source)
 	}
+	switch {
+	case a.next == 0 || g.Group == a.next:
+	case !a.seen && a.next == 1:
+		return errorf(ErrDataGone, "the commit stream starts with group %d at offset %d: groups 1 to %d are gone from the commit topic (retention, compaction or DeleteRecords), and with them the transactions they vouched for; start from a bookmark, or from the end, to accept that, and keep every commit record (cleanup.policy=delete, retention.ms=-1, retention.bytes=-1)",
+			g.Group, off, g.Group-1)
+	case g.Group > a.next:
+		return errorf(ErrDataGone, "commit offset %d holds group %d where group %d was due: groups %d to %d are gone from the commit topic (retention, compaction or DeleteRecords), and with them the transactions they vouched for; keep every commit record (cleanup.policy=delete, retention.ms=-1, retention.bytes=-1)",
+			off, g.Group, a.next, a.next, g.Group-1)
+	default:
+		return errorf(ErrStreamRestarted, "commit offset %d holds group %d after group %d: the commit stream started over (its topic was re-created, or cdcd started without it and took a new snapshot); this consumer's position means nothing there: start it anew from the beginning",
+			off, g.Group, a.next-1)
+	}
+	a.next, a.seen = g.Group+1, true
 	a.g, a.gOffset = g, off
 	a.txnIndex = make(map[[2]string]int, len(g.Txns))
 	for i, t := range g.Txns {
@@ -204,15 +230,42 @@ func (a *assembler) loadGroup(ctx context.Context) error {
 	}
 	a.ranges = make(map[topicPartition]bookmark.Range, len(g.Ranges))
 	a.done = make(map[topicPartition]bool, len(g.Ranges))
+	a.cur, a.count, a.started, a.chunk, a.skipped, a.truncated = 0, make([]int64, len(g.Txns)), false, nil, false, false
+	resuming := a.resume != nil && a.resume.Group == g.Group
+	if resuming {
+		// The transactions the bookmark has delivered whole are not read again: retention may
+		// have removed their records by now, which is no loss.
+		a.cur = min(a.resume.Txn, len(g.Txns))
+		if a.resume.Done {
+			a.cur = min(a.resume.Txn+1, len(g.Txns))
+		}
+		a.last, a.started = position{a.cur, -1, 0}, a.cur > 0
+		if a.cur == len(g.Txns) {
+			return nil // delivered whole: nothing to read
+		}
+	}
 	for _, r := range g.Ranges {
 		tp := topicPartition{r.Topic, r.Partition}
 		a.ranges[tp] = r
-		a.src.assign(tp, r.First)
+		from := r.First
+		if resuming {
+			start, err := a.src.logStart(ctx, tp)
+			if err != nil {
+				return err
+			}
+			if start > r.First {
+				from, a.truncated = start, true
+			}
+			if start > r.Last {
+				a.done[tp] = true
+				continue
+			}
+		}
+		a.src.assign(tp, from)
 		if a.queues[tp] == nil {
 			a.queues[tp] = &queue{}
 		}
 	}
-	a.cur, a.count, a.started, a.chunk, a.skipped = 0, make([]int64, len(g.Txns)), false, nil, false
 	return nil
 }
 
@@ -260,6 +313,9 @@ func (a *assembler) advance() (bool, error) {
 				}
 				if h.offset < r.First || !h.valid || h.group != a.g.Group {
 					a.popFrom(tp) // not vouched for by this group: a crashed writer's, or another group's
+					if a.done[tp] {
+						break
+					}
 					continue
 				}
 				idx, ok := a.txnIndex[[2]string{h.pos, h.txnID}]
@@ -269,7 +325,10 @@ func (a *assembler) advance() (bool, error) {
 				}
 				p := position{idx, h.op, h.sub}
 				if a.started && p.compare(a.last) <= 0 {
-					a.popFrom(tp) // a duplicate of a record already consumed
+					a.popFrom(tp) // a duplicate of a record already consumed, or delivered before the resume point
+					if a.done[tp] {
+						break
+					}
 					continue
 				}
 				if best == nil || p.compare(bestPos) < 0 {
@@ -280,6 +339,10 @@ func (a *assembler) advance() (bool, error) {
 		}
 		if best == nil {
 			t := a.g.Txns[a.cur]
+			if a.truncated {
+				return false, errorf(ErrDataGone, "group %d (commit offset %d): transaction %s at %s has %d of the %d records the commit stream vouches for: retention removed the others before they were delivered; raise the data topics' retention",
+					a.g.Group, a.gOffset, t.ID, t.Position, a.count[a.cur], t.Records)
+			}
 			return false, errorf(ErrInconsistent, "group %d (commit offset %d): transaction %s at %s has %d records, the commit stream vouches for %d",
 				a.g.Group, a.gOffset, t.ID, t.Position, a.count[a.cur], t.Records)
 		}

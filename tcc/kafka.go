@@ -60,26 +60,11 @@ func newKafkaFetcher(ctx context.Context, cfg config) (*kafkaFetcher, error) {
 func checkBookmarkOffset(ctx context.Context, cl *kgo.Client, topic string, b bookmark.Consumer) error {
 	bounds := make(map[int64]int64, 2) // -2 earliest, -1 last stable
 	for _, ts := range []int64{-2, -1} {
-		req := kmsg.NewPtrListOffsetsRequest()
-		req.IsolationLevel = 1
-		t := kmsg.NewListOffsetsRequestTopic()
-		t.Topic = topic
-		p := kmsg.NewListOffsetsRequestTopicPartition()
-		p.Partition, p.Timestamp = 0, ts
-		t.Partitions = append(t.Partitions, p)
-		req.Topics = append(req.Topics, t)
-		resp, err := req.RequestWith(ctx, cl)
+		off, err := listOffset(ctx, cl, topic, 0, ts)
 		if err != nil {
-			return fmt.Errorf("tcc: reading the bounds of commit topic %s: %w", topic, err)
+			return err
 		}
-		if len(resp.Topics) != 1 || len(resp.Topics[0].Partitions) != 1 {
-			return fmt.Errorf("tcc: commit topic %s: unexpected ListOffsets response", topic)
-		}
-		rp := resp.Topics[0].Partitions[0]
-		if err := kerr.ErrorForCode(rp.ErrorCode); err != nil {
-			return fmt.Errorf("tcc: commit topic %s: %w", topic, err)
-		}
-		bounds[ts] = rp.Offset
+		bounds[ts] = off
 	}
 	switch {
 	case b.CommitOffset >= bounds[-1]:
@@ -143,6 +128,34 @@ func (f *kafkaFetcher) assign(tp topicPartition, offset int64) {
 	// client is fetched once its metadata arrives, so ask for it now.
 	f.data.AddConsumePartitions(parts)
 	f.data.ForceMetadataRefresh()
+}
+
+func (f *kafkaFetcher) logStart(ctx context.Context, tp topicPartition) (int64, error) {
+	return listOffset(ctx, f.commits, tp.topic, tp.partition, -2)
+}
+
+// listOffset asks for a partition's earliest offset (ts -2) or its last stable offset (ts -1).
+func listOffset(ctx context.Context, cl *kgo.Client, topic string, partition int32, ts int64) (int64, error) {
+	req := kmsg.NewPtrListOffsetsRequest()
+	req.IsolationLevel = 1
+	t := kmsg.NewListOffsetsRequestTopic()
+	t.Topic = topic
+	p := kmsg.NewListOffsetsRequestTopicPartition()
+	p.Partition, p.Timestamp = partition, ts
+	t.Partitions = append(t.Partitions, p)
+	req.Topics = append(req.Topics, t)
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		return 0, fmt.Errorf("tcc: reading the offsets of %s/%d: %w", topic, partition, err)
+	}
+	if len(resp.Topics) != 1 || len(resp.Topics[0].Partitions) != 1 {
+		return 0, fmt.Errorf("tcc: %s/%d: unexpected ListOffsets response", topic, partition)
+	}
+	rp := resp.Topics[0].Partitions[0]
+	if err := kerr.ErrorForCode(rp.ErrorCode); err != nil {
+		return 0, fmt.Errorf("tcc: %s/%d: %w", topic, partition, err)
+	}
+	return rp.Offset, nil
 }
 
 func (f *kafkaFetcher) fetch(ctx context.Context) ([]rec, error) {

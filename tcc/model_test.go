@@ -35,7 +35,8 @@ type simTxn struct {
 }
 
 type simLog struct {
-	recs []rec
+	recs  []rec
+	start int64 // records before it were removed (retention)
 }
 
 type simWorld struct {
@@ -160,6 +161,10 @@ func (f *simFetcher) assign(tp topicPartition, offset int64) {
 	if _, ok := f.cursor[tp]; !ok {
 		f.cursor[tp] = offset
 	}
+}
+
+func (f *simFetcher) logStart(_ context.Context, tp topicPartition) (int64, error) {
+	return f.w.logs[tp].start, nil
 }
 
 func (f *simFetcher) fetch(ctx context.Context) ([]rec, error) {

@@ -12,7 +12,10 @@
 //     MaxChunkOps records, and fetching pauses partitions that run ahead.
 //
 // What cannot be delivered is an error, never a silent gap: records the commit stream names but Kafka
-// no longer holds (retention), or fewer records than it vouches for.
+// no longer holds (retention), fewer records than it vouches for, commit groups missing from the
+// commit stream (each group follows the one before it: group n+1 after n, from group 1 on), or a
+// commit stream whose numbering starts over. Records already delivered may be gone: a consumer
+// restarted from a bookmark does not read them again.
 //
 // tcc depends on package bookmark and a Kafka client only.
 package tcc
@@ -88,6 +91,9 @@ var (
 	ErrDataGone = errors.New("records the commit stream vouches for are gone from Kafka")
 	// ErrInconsistent: the data records do not match what the commit stream says.
 	ErrInconsistent = errors.New("the data records disagree with the commit stream")
+	// ErrStreamRestarted: the commit stream's groups start over (its topic was re-created, or cdcd
+	// started without it and took a new snapshot); a consumer must start anew from the beginning.
+	ErrStreamRestarted = errors.New("the commit stream started over")
 )
 
 // Opt configures a Consumer.
@@ -166,8 +172,11 @@ func NewConsumer(ctx context.Context, opts ...Opt) (*Consumer, error) {
 	}
 	c := &Consumer{cfg: cfg, src: src}
 	c.asm = newAssembler(src, cfg.maxChunk, cfg.maxBuffered)
-	if cfg.start == startBookmark {
+	switch cfg.start {
+	case startBookmark:
 		c.asm.resumeAfter(cfg.from)
+	case startEnd:
+		c.asm.fromEnd()
 	}
 	return c, nil
 }
