@@ -38,8 +38,12 @@ type CommitRecord struct {
 	Source string `json:"source"`
 	// Group numbers the records of a commit stream from 1, without gaps.
 	Group uint64 `json:"group"`
-	// Resume is the source position just after the group's last transaction.
+	// Resume is the source position just after the group's last transaction, or later when the
+	// source read past log that held nothing to write (a group may then list no transaction).
 	Resume string `json:"resume"`
+	// Lineage is the source's line of history Resume belongs to (PostgreSQL: the timeline), so that
+	// a restart can prove the source still continues from it.
+	Lineage string `json:"lineage,omitempty"`
 	// Txns are the group's source transactions in commit order.
 	Txns []TxnEntry `json:"txns"`
 	// Ranges say where the group's data records are.

@@ -21,11 +21,30 @@ type Handler interface {
 	Commit(ctx context.Context, c *change.Commit) error
 }
 
+// Progresser is an optional interface of a Handler. Progress says that the source has read its log
+// up to end (a position like Commit.End) and found nothing for the handler since the last Commit. A
+// handler that makes end durable and then acknowledges it lets the source be confirmed past log that
+// held nothing for it (heartbeats, other tables' transactions), so the source does not keep that log.
+type Progresser interface {
+	Progress(ctx context.Context, end string) error
+}
+
+// Resume is where a source continues: after Position (an earlier Commit.End or Progress end), which
+// was read on Lineage (the source's line of history at the time, e.g. PostgreSQL's timeline). The zero
+// Resume starts the source as configured.
+type Resume struct {
+	Position string
+	Lineage  string
+}
+
 // Source is a running reader of one source database.
 type Source interface {
-	// Run streams transactions that commit after resume (a position from an earlier Commit.End, or
-	// "" for the start the source is configured for) to h until ctx ends or an error occurs.
-	Run(ctx context.Context, resume string, h Handler) error
+	// Run streams transactions that commit after from to h until ctx ends or an error occurs. Before
+	// streaming it proves that the source still holds everything after from (same server, same line
+	// of history, nothing confirmed past it); where it cannot, it returns an error that names the gap.
+	Run(ctx context.Context, from Resume, h Handler) error
+	// Lineage is the source's current line of history, recorded with every durable position.
+	Lineage() string
 	// Ack tells the source that everything up to and including the transaction that ended at end
 	// (a Commit.End) is durable; it may be called from any goroutine.
 	Ack(end string) error

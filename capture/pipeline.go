@@ -13,6 +13,7 @@ const (
 	evBegin eventKind = iota
 	evChange
 	evCommit
+	evProgress
 )
 
 type event struct {
@@ -20,6 +21,7 @@ type event struct {
 	txn    *change.Txn
 	change *change.Change
 	commit *change.Commit
+	end    string
 }
 
 // Pipeline is a Handler that hands events, in order, to h on a goroutine of its own, through a
@@ -35,7 +37,10 @@ type Pipeline struct {
 	err  error
 }
 
-var _ Handler = (*Pipeline)(nil)
+var (
+	_ Handler    = (*Pipeline)(nil)
+	_ Progresser = (*Pipeline)(nil)
+)
 
 // NewPipeline starts the goroutine that calls h.
 func NewPipeline(ctx context.Context, h Handler, depth int) *Pipeline {
@@ -58,6 +63,10 @@ func (p *Pipeline) run() {
 			err = p.h.Change(p.ctx, ev.change)
 		case evCommit:
 			err = p.h.Commit(p.ctx, ev.commit)
+		case evProgress:
+			if pr, ok := p.h.(Progresser); ok {
+				err = pr.Progress(p.ctx, ev.end)
+			}
 		}
 		if err != nil {
 			p.mu.Lock()
@@ -98,6 +107,11 @@ func (p *Pipeline) Change(ctx context.Context, c *change.Change) error {
 // Commit implements Handler.
 func (p *Pipeline) Commit(ctx context.Context, c *change.Commit) error {
 	return p.send(ctx, event{kind: evCommit, commit: c})
+}
+
+// Progress implements Progresser; it reaches h only when h implements Progresser.
+func (p *Pipeline) Progress(ctx context.Context, end string) error {
+	return p.send(ctx, event{kind: evProgress, end: end})
 }
 
 // Close lets h finish the queued events and returns h's first error. No call may follow it.

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -33,36 +34,32 @@ type relation struct {
 	identity byte
 }
 
-// columnInfo is what the catalog adds to a Relation message.
-type columnInfo struct {
-	typeName string
-	baseOID  uint32
-	key      bool
+// typeInfo is what pg_type says of a column's type.
+type typeInfo struct {
+	name    string
+	baseOID uint32 // a domain's base type; 0 otherwise
 }
 
-// newRelation combines a Relation message (the shape of the rows at this WAL position) with what
-// the catalog says of the columns' types and the primary key. A column the catalog no longer knows
-// (dropped or renamed since) keeps the message's type and is not a key column.
-func newRelation(database string, m *pglogrepl.RelationMessage, catalog map[string]columnInfo, tm *pgtype.Map) *relation {
+// newRelation combines a Relation message (the shape of the rows at this WAL position) with the
+// names of the column types. The key columns are the replica identity columns the message flags
+// (under DEFAULT the primary key at that position, under USING INDEX the index's columns): they are
+// what the old rows of updates and deletes carry. Under FULL the message flags every column and
+// under NOTHING none, so there primaryKey (today's catalog) names them, as far as they are columns
+// of the message.
+func newRelation(database string, m *pglogrepl.RelationMessage, types map[uint32]typeInfo, primaryKey []string, tm *pgtype.Map) *relation {
 	t := &change.Table{Database: database, Schema: m.Namespace, Name: m.RelationName, FullBeforeImage: m.ReplicaIdentity == 'f'}
 	rel := &relation{table: t, identity: m.ReplicaIdentity, oids: make([]uint32, len(m.Columns))}
-	hasPK := false
-	for _, c := range m.Columns {
-		if catalog[c.Name].key {
-			hasPK = true
-		}
-	}
 	for i, c := range m.Columns {
-		info, known := catalog[c.Name]
 		col := change.Column{Name: c.Name}
 		oid := c.DataType
+		info, known := types[c.DataType]
 		if known && info.baseOID != 0 {
 			oid = info.baseOID
 		}
 		rel.oids[i] = oid
 		switch {
 		case known:
-			col.Type = info.typeName
+			col.Type = info.name
 		default:
 			if typ, ok := tm.TypeForOID(c.DataType); ok {
 				col.Type = typ.Name
@@ -70,11 +67,10 @@ func newRelation(database string, m *pglogrepl.RelationMessage, catalog map[stri
 				col.Type = strconv.FormatUint(uint64(c.DataType), 10)
 			}
 		}
-		// Under REPLICA IDENTITY FULL pgoutput flags every column; only a primary key or an
-		// identity index makes a key.
-		if hasPK {
-			col.Key = info.key
-		} else if m.ReplicaIdentity == 'i' {
+		switch m.ReplicaIdentity {
+		case 'f', 'n':
+			col.Key = slices.Contains(primaryKey, c.Name)
+		default:
 			col.Key = c.Flags&1 == 1
 		}
 		if col.Key {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/cdcd-dev/cdcd/bookmark"
 	"github.com/cdcd-dev/cdcd/capture"
 	"github.com/cdcd-dev/cdcd/change"
+	"github.com/cdcd-dev/cdcd/internal/failpoint"
 	"github.com/cdcd-dev/cdcd/internal/fault"
 	"github.com/cdcd-dev/cdcd/internal/preflight"
 )
@@ -37,7 +39,11 @@ type Config struct {
 	// logical decoding message (PostgreSQL 14+), whose commit lets the slot be confirmed past WAL
 	// that held nothing for the publication.
 	Heartbeat time.Duration
-	Logger    *slog.Logger
+	// AcceptGapTo, when it names exactly the slot's confirmed position, lets cdcd continue although
+	// that position lies past the commit stream's resume position: the transactions between them
+	// are then missing from Kafka for good. Without it such a start is refused (ErrGap).
+	AcceptGapTo string
+	Logger      *slog.Logger
 }
 
 // Reader streams one database's committed transactions from a pgoutput slot. It implements
@@ -48,6 +54,10 @@ type Reader struct {
 	meta     *pgx.Conn // catalog look-ups; never used by two goroutines at once
 	database string
 	tm       *pgtype.Map
+	types    map[uint32]typeInfo // pg_type rows by OID, as read so far
+	// systemID and timeline are the server's identity and current line of history (IDENTIFY_SYSTEM).
+	systemID string
+	timeline int32
 
 	acked        atomic.Uint64 // bookmark.LSN confirmed durable downstream
 	serverWALEnd atomic.Uint64
@@ -107,10 +117,14 @@ func Open(ctx context.Context, cfg Config) (*Reader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connecting to PostgreSQL (%s): %w; check source.postgres.dsn and that the server runs (cdcd validate tells more)", redactDSN(cfg.DSN), err)
 	}
-	r := &Reader{cfg: cfg, log: cfg.Logger.With("source", "postgres", "slot", cfg.Slot), meta: meta, tm: pgtype.NewMap()}
+	r := &Reader{cfg: cfg, log: cfg.Logger.With("source", "postgres", "slot", cfg.Slot), meta: meta, tm: pgtype.NewMap(), types: map[uint32]typeInfo{}}
 	if err := meta.QueryRow(ctx, "SELECT current_database()").Scan(&r.database); err != nil {
 		meta.Close(ctx)
 		return nil, fmt.Errorf("reading current_database(): %w", err)
+	}
+	if err := r.identify(ctx); err != nil {
+		meta.Close(ctx)
+		return nil, err
 	}
 	if err := r.ensurePublication(ctx); err != nil {
 		meta.Close(ctx)
@@ -118,6 +132,30 @@ func Open(ctx context.Context, cfg Config) (*Reader, error) {
 	}
 	return r, nil
 }
+
+// identify reads the server's system identifier and timeline over a replication connection.
+func (r *Reader) identify(ctx context.Context) error {
+	rc, err := r.connectReplication(ctx)
+	if err != nil {
+		return err
+	}
+	defer rc.Close(context.WithoutCancel(ctx))
+	sys, err := pglogrepl.IdentifySystem(ctx, rc)
+	if err != nil {
+		return fmt.Errorf("IDENTIFY_SYSTEM: %w", err)
+	}
+	r.systemID, r.timeline = sys.SystemID, sys.Timeline
+	return nil
+}
+
+// SourceID names what this reader captures: the server (its system identifier, which a restored
+// physical backup keeps and any other cluster does not share), the database and the slot.
+func (r *Reader) SourceID() string {
+	return fmt.Sprintf("postgres/%s/%s/%s", r.systemID, r.database, r.cfg.Slot)
+}
+
+// Lineage implements capture.Source: the server's current timeline.
+func (r *Reader) Lineage() string { return strconv.FormatInt(int64(r.timeline), 10) }
 
 // Close implements capture.Source.
 func (r *Reader) Close(ctx context.Context) error { return r.meta.Close(ctx) }
@@ -166,17 +204,27 @@ func preflightProblems(ctx context.Context, cfg Config) error {
 }
 
 // Flush confirms the acknowledged position to the server after Run has returned, when no stream is
-// open to carry it (pg_replication_slot_advance). It never moves the slot backwards.
+// open to carry it (pg_replication_slot_advance). It never moves the slot backwards. It uses a
+// connection of its own: a shutdown that interrupted a query on the reader's catalog connection has
+// closed that one.
 func (r *Reader) Flush(ctx context.Context) error {
 	acked := bookmark.LSN(r.acked.Load())
 	if acked == 0 {
 		return nil
 	}
-	var err error
+	cc, err := connConfig(r.cfg.DSN)
+	if err != nil {
+		return err
+	}
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		return fmt.Errorf("connecting to confirm %s to slot %s: %w", acked, r.cfg.Slot, err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
 	for range 20 {
 		var confirmed *string
 		var active bool
-		err = r.meta.QueryRow(ctx, "SELECT confirmed_flush_lsn::text, active FROM pg_replication_slots WHERE slot_name = $1", r.cfg.Slot).Scan(&confirmed, &active)
+		err = conn.QueryRow(ctx, "SELECT confirmed_flush_lsn::text, active FROM pg_replication_slots WHERE slot_name = $1", r.cfg.Slot).Scan(&confirmed, &active)
 		if err != nil {
 			return fmt.Errorf("reading slot %s: %w", r.cfg.Slot, err)
 		}
@@ -186,7 +234,7 @@ func (r *Reader) Flush(ctx context.Context) error {
 			}
 		}
 		if !active {
-			if _, err = r.meta.Exec(ctx, "SELECT pg_replication_slot_advance($1, $2::pg_lsn)", r.cfg.Slot, acked.String()); err == nil {
+			if _, err = conn.Exec(ctx, "SELECT pg_replication_slot_advance($1, $2::pg_lsn)", r.cfg.Slot, acked.String()); err == nil {
 				r.log.Info("confirmed the durable position to the slot", "lsn", acked.String())
 				return nil
 			}
@@ -268,31 +316,44 @@ func (r *Reader) ensurePublication(ctx context.Context) error {
 	return nil
 }
 
-// slotState reads whether the slot exists and whether another connection holds it.
-func (r *Reader) slotState(ctx context.Context) (exists bool, activePID int32, err error) {
+// slotState reads whether the slot exists, whether another connection holds it, and its confirmed
+// position.
+func (r *Reader) slotState(ctx context.Context) (exists bool, activePID int32, confirmed bookmark.LSN, err error) {
 	var pid *int32
-	err = r.meta.QueryRow(ctx, "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1", r.cfg.Slot).Scan(&pid)
+	var flushed *string
+	err = r.meta.QueryRow(ctx, "SELECT active_pid, confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", r.cfg.Slot).Scan(&pid, &flushed)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return false, 0, nil
+		return false, 0, 0, nil
 	}
 	if err != nil {
-		return false, 0, fmt.Errorf("reading slot %s: %w", r.cfg.Slot, err)
+		return false, 0, 0, fmt.Errorf("reading slot %s: %w", r.cfg.Slot, err)
 	}
 	if pid != nil {
 		activePID = *pid
 	}
-	return true, activePID, nil
+	if flushed != nil {
+		if confirmed, err = bookmark.ParseLSN(*flushed); err != nil {
+			return false, 0, 0, fmt.Errorf("slot %s: %w", r.cfg.Slot, err)
+		}
+	}
+	return true, activePID, confirmed, nil
 }
 
 // ErrSlotInUse is returned (wrapped) when another connection streams from the slot.
 var ErrSlotInUse = errors.New("replication slot is in use")
 
+// ErrGap is returned (wrapped, terminal) when the server cannot be shown to hold every transaction
+// after the commit stream's resume position: the slot is gone or was confirmed past it, or the
+// server's history branched off before it.
+var ErrGap = errors.New("cannot prove that nothing between the commit stream and the slot is lost")
+
 // Run implements capture.Source. With resume empty it starts from scratch: it creates the slot (and,
 // with snapshot "initial", copies the tables from the slot's exported snapshot as one snapshot
 // transaction) or, when the slot exists without a resume position and a snapshot is configured,
 // drops it and starts over, since an earlier start never made its snapshot durable.
-func (r *Reader) Run(ctx context.Context, resume string, h capture.Handler) error {
-	exists, pid, err := r.slotState(ctx)
+func (r *Reader) Run(ctx context.Context, from capture.Resume, h capture.Handler) error {
+	resume := from.Position
+	exists, pid, confirmed, err := r.slotState(ctx)
 	if err != nil {
 		return err
 	}
@@ -312,7 +373,10 @@ func (r *Reader) Run(ctx context.Context, resume string, h capture.Handler) erro
 			return fmt.Errorf("resume position: %w", err)
 		}
 		if !exists {
-			return fmt.Errorf("slot %s does not exist, but the commit stream says cdcd wrote everything up to %s: the WAL since then may be gone; to start over with a fresh snapshot, point kafka.commit_topic at a new topic (or delete the old one)", r.cfg.Slot, resume)
+			return fault.Terminal("slot %s does not exist, but the commit stream says cdcd wrote everything up to %s: %w; the WAL since then may be gone; to start over with a fresh snapshot, point kafka.commit_topic at a new topic (or delete the old one)", r.cfg.Slot, resume, ErrGap)
+		}
+		if err := r.proveContinuity(ctx, rc, start, from.Lineage, confirmed); err != nil {
+			return err
 		}
 	case exists && r.cfg.Snapshot == "initial":
 		r.log.Warn("slot exists but nothing was ever written durably from it: an earlier start did not finish its snapshot; dropping the slot to start over")
@@ -328,6 +392,66 @@ func (r *Reader) Run(ctx context.Context, resume string, h capture.Handler) erro
 	}
 	r.advanceAck(start)
 	return r.stream(ctx, rc, start, h)
+}
+
+// proveContinuity refuses to resume at start unless the server still holds every transaction after
+// it: the history it was written on (lineage, a timeline) must lead to the server's current timeline
+// through a switch point at or after start, and the slot must not be confirmed past start.
+func (r *Reader) proveContinuity(ctx context.Context, rc *pgconn.PgConn, start bookmark.LSN, lineage string, confirmed bookmark.LSN) error {
+	if lineage != "" && lineage != r.Lineage() {
+		written, err := strconv.ParseInt(lineage, 10, 32)
+		if err != nil {
+			return fault.Terminal("the commit stream's lineage %q is not a PostgreSQL timeline: %w; it was not written by cdcd for PostgreSQL", lineage, ErrGap)
+		}
+		var history string
+		if r.timeline > 1 {
+			res, err := pglogrepl.TimelineHistory(ctx, rc, r.timeline)
+			if err != nil {
+				return fmt.Errorf("reading the history of timeline %d: %w", r.timeline, err)
+			}
+			history = string(res.Content)
+		}
+		end, ok := timelineEnd(history, int32(written))
+		switch {
+		case !ok:
+			return fault.Terminal("the commit stream was written on timeline %d, which is not in the history of this server's timeline %d: %w; the server is not the one cdcd read from (another cluster or backup). Start over with a fresh snapshot: point kafka.commit_topic at a new topic and drop slot %s",
+				written, r.timeline, ErrGap, r.cfg.Slot)
+		case start > end:
+			return fault.Terminal("the commit stream holds transactions up to %s on timeline %d, but this server's timeline %d branched off it at %s: %w; Kafka holds transactions this server no longer has (a failover or restore lost them). Start over with a fresh snapshot: point kafka.commit_topic at a new topic and drop slot %s",
+				start, written, r.timeline, end, ErrGap, r.cfg.Slot)
+		}
+		r.log.Info("the server's timeline changed since the last durable position; it branched off after it, so nothing is lost", "from_timeline", written, "timeline", r.timeline, "switch", end.String(), "resume", start.String())
+	}
+	if confirmed > start {
+		if r.cfg.AcceptGapTo == confirmed.String() {
+			r.log.Warn("slot was confirmed past the commit stream's resume position; continuing as source.postgres.accept_gap_to says: transactions between them are missing from Kafka", "resume", start.String(), "slot", confirmed.String())
+			return nil
+		}
+		return fault.Terminal("slot %s is confirmed up to %s, but the commit stream says cdcd wrote everything up to %s only: %w; transactions committed between them were never written to Kafka and the server will not send them again (the slot was dropped and re-created, or another process read from it, or the server was restored). Start over with a fresh snapshot (point kafka.commit_topic at a new topic and drop the slot), or accept the gap with --set source.postgres.accept_gap_to=%s",
+			r.cfg.Slot, confirmed, start, ErrGap, confirmed)
+	}
+	return nil
+}
+
+// timelineEnd finds, in the history file of the server's current timeline, where the ancestor
+// timeline tli ended (its child branched off); ok is false when tli is not an ancestor.
+func timelineEnd(history string, tli int32) (end bookmark.LSN, ok bool) {
+	for _, line := range strings.Split(history, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || strings.HasPrefix(f[0], "#") {
+			continue
+		}
+		id, err := strconv.ParseInt(f[0], 10, 32)
+		if err != nil || int32(id) != tli {
+			continue
+		}
+		lsn, err := bookmark.ParseLSN(f[1])
+		if err != nil {
+			return 0, false
+		}
+		return lsn, true
+	}
+	return 0, false
 }
 
 func (r *Reader) connectReplication(ctx context.Context) (*pgconn.PgConn, error) {
@@ -459,46 +583,103 @@ func (r *Reader) copyTable(ctx context.Context, conn *pgx.Conn, rel *relation, t
 	return n, err
 }
 
-// describe reads a table's shape from the catalog; with m nil it builds the Relation message the
-// stream would have sent.
+// describe turns a Relation message (the shape of the rows at this WAL position, with the replica
+// identity columns flagged) into a relation; with m nil it reads the table from the catalog as conn
+// sees it and builds the message the stream would send.
 func (r *Reader) describe(ctx context.Context, conn *pgx.Conn, oid uint32, m *pglogrepl.RelationMessage) (*relation, error) {
-	rows, err := conn.Query(ctx, `SELECT a.attname, a.atttypid, t.typname,
-			CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE 0 END,
-			coalesce(a.attnum = ANY(i.indkey::int2[]), false)
-		FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
-		LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
-		WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`, oid)
-	if err != nil {
-		return nil, fmt.Errorf("reading the columns of relation %d: %w", oid, err)
+	// A catalog query that a shutdown interrupts closes its connection; tests stall one here.
+	if failpoint.Hit(ctx, "postgres.slow-catalog-query") {
+		_, _ = conn.Exec(ctx, "SELECT pg_sleep(3600)")
 	}
-	catalog := map[string]columnInfo{}
-	var synth []*pglogrepl.RelationMessageColumn
+	if m == nil {
+		var err error
+		if m, err = relationFromCatalog(ctx, conn, oid); err != nil {
+			return nil, err
+		}
+	}
+	var unknown []uint32
+	for _, c := range m.Columns {
+		if _, ok := r.types[c.DataType]; !ok {
+			unknown = append(unknown, c.DataType)
+		}
+	}
+	if len(unknown) > 0 {
+		// Types outlive the tables that use them; what they are cannot change.
+		rows, err := conn.Query(ctx, `SELECT oid, typname, CASE WHEN typtype = 'd' THEN typbasetype ELSE 0 END
+			FROM pg_type WHERE oid = ANY($1)`, unknown)
+		if err != nil {
+			return nil, fmt.Errorf("reading the column types of %s.%s: %w", m.Namespace, m.RelationName, err)
+		}
+		for rows.Next() {
+			var t typeInfo
+			var typOID uint32
+			if err := rows.Scan(&typOID, &t.name, &t.baseOID); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			r.types[typOID] = t
+		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("reading the column types of %s.%s: %w", m.Namespace, m.RelationName, err)
+		}
+	}
+	var primaryKey []string
+	if m.ReplicaIdentity == 'f' || m.ReplicaIdentity == 'n' {
+		// The stream names no key columns under FULL (it flags them all) or NOTHING: the primary
+		// key as the catalog has it now may fill in, where its columns are in the message.
+		rows, err := conn.Query(ctx, `SELECT a.attname FROM pg_index i
+			JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey::int2[])
+			WHERE i.indrelid = $1 AND i.indisprimary ORDER BY a.attnum`, oid)
+		if err != nil {
+			return nil, fmt.Errorf("reading the primary key of %s.%s: %w", m.Namespace, m.RelationName, err)
+		}
+		if primaryKey, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+			return nil, fmt.Errorf("reading the primary key of %s.%s: %w", m.Namespace, m.RelationName, err)
+		}
+	}
+	return newRelation(r.database, m, r.types, primaryKey, r.tm), nil
+}
+
+// relationFromCatalog builds the Relation message pgoutput would send for table oid as conn's
+// snapshot of the catalog sees it: its columns, replica identity and identity columns.
+func relationFromCatalog(ctx context.Context, conn *pgx.Conn, oid uint32) (*pglogrepl.RelationMessage, error) {
+	m := &pglogrepl.RelationMessage{RelationID: oid}
+	var ident string
+	if err := conn.QueryRow(ctx, `SELECT n.nspname, c.relname, c.relreplident::text FROM pg_class c
+		JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1`, oid).Scan(&m.Namespace, &m.RelationName, &ident); err != nil {
+		return nil, fmt.Errorf("reading relation %d: %w", oid, err)
+	}
+	if ident != "" {
+		m.ReplicaIdentity = ident[0]
+	}
+	rows, err := conn.Query(ctx, `SELECT a.attname, a.atttypid, a.atttypmod,
+			CASE c.relreplident
+				WHEN 'f' THEN true
+				WHEN 'd' THEN EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary AND a.attnum = ANY(i.indkey::int2[]))
+				WHEN 'i' THEN EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident AND a.attnum = ANY(i.indkey::int2[]))
+				ELSE false END
+		FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+		WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' ORDER BY a.attnum`, oid)
+	if err != nil {
+		return nil, fmt.Errorf("reading the columns of %s.%s: %w", m.Namespace, m.RelationName, err)
+	}
 	for rows.Next() {
-		var name, typ string
-		var typOID, base uint32
-		var key bool
-		if err := rows.Scan(&name, &typOID, &typ, &base, &key); err != nil {
+		c := &pglogrepl.RelationMessageColumn{}
+		var identity bool
+		if err := rows.Scan(&c.Name, &c.DataType, &c.TypeModifier, &identity); err != nil {
 			rows.Close()
 			return nil, err
 		}
-		catalog[name] = columnInfo{typeName: typ, baseOID: base, key: key}
-		synth = append(synth, &pglogrepl.RelationMessageColumn{Name: name, DataType: typOID})
+		if identity {
+			c.Flags = 1
+		}
+		m.Columns = append(m.Columns, c)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("reading the columns of relation %d: %w", oid, err)
+		return nil, fmt.Errorf("reading the columns of %s.%s: %w", m.Namespace, m.RelationName, err)
 	}
-	if m == nil {
-		m = &pglogrepl.RelationMessage{RelationID: oid, Columns: synth}
-		var ident string
-		if err := conn.QueryRow(ctx, `SELECT n.nspname, c.relname, c.relreplident::text FROM pg_class c
-			JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1`, oid).Scan(&m.Namespace, &m.RelationName, &ident); err != nil {
-			return nil, fmt.Errorf("reading relation %d: %w", oid, err)
-		}
-		if ident != "" {
-			m.ReplicaIdentity = ident[0]
-		}
-	}
-	return newRelation(r.database, m, catalog, r.tm), nil
+	m.ColumnNum = uint16(len(m.Columns))
+	return m, nil
 }
 
 // stream runs the replication protocol from start until ctx ends or an error occurs.
@@ -546,7 +727,6 @@ func (r *Reader) stream(ctx context.Context, rc *pgconn.PgConn, start bookmark.L
 			}
 			s.lastData = now
 		}
-		s.confirmEmpty()
 		if now.After(nextStatus) || s.replyRequested {
 			acked := r.acked.Load()
 			// Every second while the position moves; at least every ten seconds regardless, well
@@ -595,7 +775,6 @@ type streamState struct {
 	relations      map[uint32]*relation
 	inTxn, skip    bool
 	begun          bool // the handler has heard Begin for the current transaction
-	emptyEnd       bookmark.LSN
 	lastData       time.Time
 	txn            *change.Txn
 	index          int64
@@ -658,10 +837,11 @@ func (s *streamState) message(ctx context.Context, msg pglogrepl.Message) error 
 		end := bookmark.LSN(m.TransactionEndLSN)
 		if !s.begun {
 			// Nothing for the handler (a heartbeat, or a transaction of logical messages only).
-			// Seeing its commit proves that everything before it was sent: once all that is
-			// durable, this position may be confirmed too.
-			s.emptyEnd = end
-			s.confirmEmpty()
+			// Seeing its commit proves that everything before it was sent: the handler may make
+			// this position durable and acknowledge it, so that the slot advances past it.
+			if p, ok := s.h.(capture.Progresser); ok {
+				return p.Progress(ctx, end.String())
+			}
 			return nil
 		}
 		err := s.h.Commit(ctx, &change.Commit{Txn: s.txn, End: end.String(), Changes: s.index})
@@ -767,14 +947,6 @@ func (r *Reader) heartbeat(ctx context.Context, conn **pgx.Conn) error {
 		return err
 	}
 	return nil
-}
-
-// confirmEmpty confirms the end of the last transaction that had nothing for the handler, once
-// every transaction handed over before it is durable.
-func (s *streamState) confirmEmpty() {
-	if s.emptyEnd > bookmark.LSN(s.r.received.Load()) && s.r.acked.Load() >= s.r.received.Load() {
-		s.r.advanceAck(s.emptyEnd)
-	}
 }
 
 func (s *streamState) emit(ctx context.Context, c *change.Change) error {

@@ -83,24 +83,11 @@ func buildKCOP(entries []map[string]any) (kcop.KCOP, error) {
 	return chain, nil
 }
 
-// sourceID names what a commit stream holds; it is checked on every start.
-func sourceID(cfg config.Config) (string, error) {
-	cc, err := pgx.ParseConfig(cfg.Source.Postgres.DSN)
-	if err != nil {
-		return "", fault.Terminal("source.postgres.dsn: %w", err)
-	}
-	return fmt.Sprintf("postgres/%s/%s", cc.Database, cfg.Source.Postgres.Slot), nil
-}
-
 func runDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if cfg.Source.Kind != "postgres" {
 		return fmt.Errorf("source.kind %q: only postgres can be captured so far (MySQL/MariaDB capture is not implemented yet)", cfg.Source.Kind)
 	}
 	k, err := buildKCOP(cfg.KCOPs)
-	if err != nil {
-		return err
-	}
-	id, err := sourceID(cfg)
 	if err != nil {
 		return err
 	}
@@ -137,7 +124,7 @@ func runDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	slotWait := time.Time{}
 	for {
 		started := time.Now()
-		err := runPipeline(ctx, cfg, id, k, m, log, func(r *pgcapture.Reader) {
+		err := runPipeline(ctx, cfg, k, m, log, func(r *pgcapture.Reader) {
 			mu.Lock()
 			reader = r
 			mu.Unlock()
@@ -177,24 +164,23 @@ func runDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 }
 
 // runPipeline runs writer and reader once, until ctx ends or either fails.
-func runPipeline(ctx context.Context, cfg config.Config, id string, k kcop.KCOP, m *metrics.Metrics, log *slog.Logger, publish func(*pgcapture.Reader)) error {
-	kc := cfg.Kafka
+func runPipeline(ctx context.Context, cfg config.Config, k kcop.KCOP, m *metrics.Metrics, log *slog.Logger, publish func(*pgcapture.Reader)) error {
+	kc, pc := cfg.Kafka, cfg.Source.Postgres
+	r, err := pgcapture.Open(ctx, pgcapture.Config{DSN: pc.DSN, Slot: pc.Slot, Publication: pc.Publication,
+		Tables: pc.Tables, Snapshot: pc.Snapshot, Heartbeat: pc.Heartbeat, AcceptGapTo: pc.AcceptGapTo, Logger: log})
+	if err != nil {
+		return err
+	}
 	w, err := writer.Open(ctx, writer.Config{
 		Brokers: kc.Brokers, ClientID: kc.ClientID, TransactionalID: kc.TransactionalID, CommitTopic: kc.CommitTopic,
-		Source: id, KCOP: k, MaxGroupRecords: kc.GroupMaxRecords, MaxGroupBytes: kc.GroupMaxBytes, MaxGroupDelay: kc.GroupMaxDelay,
+		Source: r.SourceID(), Lineage: r.Lineage(), KCOP: k, MaxGroupRecords: kc.GroupMaxRecords, MaxGroupBytes: kc.GroupMaxBytes, MaxGroupDelay: kc.GroupMaxDelay,
 		TransactionTimeout: kc.TransactionTimeout, MaxMessageBytes: kc.MaxMessageBytes,
 		TopicPartitions: kc.TopicPartitions, ReplicationFactor: kc.ReplicationFactor, Timeout: kc.Timeout,
 		Parallel: kc.Delivery == "parallel", ParallelProducers: kc.ParallelProducers,
 		Logger: log, Observer: m,
 	})
 	if err != nil {
-		return err
-	}
-	pc := cfg.Source.Postgres
-	r, err := pgcapture.Open(ctx, pgcapture.Config{DSN: pc.DSN, Slot: pc.Slot, Publication: pc.Publication,
-		Tables: pc.Tables, Snapshot: pc.Snapshot, Heartbeat: pc.Heartbeat, Logger: log})
-	if err != nil {
-		_ = w.Close(context.WithoutCancel(ctx), false)
+		_ = r.Close(context.WithoutCancel(ctx))
 		return err
 	}
 	publish(r)
@@ -219,7 +205,11 @@ func runPipeline(ctx context.Context, cfg config.Config, id string, k kcop.KCOP,
 	}()
 	// Decoding and writing overlap: the reader hands events to the writer through a queue.
 	pipe := capture.NewPipeline(ctx, w, 4096)
-	runErr := r.Run(rctx, w.Resume(), pipe)
+	from := capture.Resume{Position: w.Resume()}
+	if last := w.Last(); last != nil {
+		from.Lineage = last.Lineage
+	}
+	runErr := r.Run(rctx, from, pipe)
 	if perr := pipe.Close(); perr != nil && ctx.Err() == nil {
 		runErr = perr
 	}

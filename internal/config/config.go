@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/go-viper/mapstructure/v2"
+
+	"github.com/cdcd-dev/cdcd/bookmark"
 	"github.com/spf13/viper"
 )
 
@@ -61,6 +63,11 @@ type Postgres struct {
 	// Heartbeat is how long the stream may stay quiet before cdcd emits a logical decoding message
 	// whose commit lets the slot advance, so a quiet publication does not pin WAL (PostgreSQL 14+).
 	Heartbeat time.Duration `mapstructure:"heartbeat"`
+	// AcceptGapTo accepts, once, that the slot was confirmed past the commit stream's last position
+	// (a re-created slot, a restored server): it must name the slot's confirmed_flush_lsn exactly,
+	// and the transactions between the two positions are then missing from Kafka for good. Without
+	// it cdcd refuses to start over such a gap.
+	AcceptGapTo string `mapstructure:"accept_gap_to"`
 }
 
 // MySQL configures binlog capture from MySQL or MariaDB.
@@ -258,6 +265,11 @@ func (c Config) Check() error {
 		}
 		if p.Heartbeat <= 0 {
 			bad("source.postgres.heartbeat", "must be a positive duration such as 10s")
+		}
+		if p.AcceptGapTo != "" {
+			if _, err := bookmark.ParseLSN(p.AcceptGapTo); err != nil {
+				bad("source.postgres.accept_gap_to", "%q is not an LSN; copy the slot's confirmed position from cdcd's error, e.g. 0/16B3748", p.AcceptGapTo)
+			}
 		}
 	case "mysql", "mariadb":
 		m := c.Source.MySQL

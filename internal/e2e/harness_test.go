@@ -34,13 +34,19 @@ func TestMain(m *testing.M) {
 	}
 	cdcdBin = filepath.Join(dir, "cdcd")
 	pgapplyBin = filepath.Join(dir, "pgapply")
+	// Failpoints are compiled in, so that tests can crash cdcd at the dangerous instants.
 	for bin, pkg := range map[string]string{cdcdBin: "../../cmd/cdcd", pgapplyBin: "../../examples/pgapply"} {
-		build := exec.Command("go", "build", "-race", "-o", bin, pkg)
+		build := exec.Command("go", "build", "-race", "-tags", "failpoints", "-o", bin, pkg)
 		build.Stdout, build.Stderr = os.Stderr, os.Stderr
 		if err := build.Run(); err != nil {
 			fmt.Fprintln(os.Stderr, "building", pkg+":", err)
 			os.Exit(2)
 		}
+	}
+	// CDCD_E2E_CDCD runs the tests against another cdcd binary (e.g. an older build, to see a test
+	// fail on the code it was written against).
+	if other := os.Getenv("CDCD_E2E_CDCD"); other != "" {
+		cdcdBin = other
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
@@ -57,7 +63,8 @@ type harness struct {
 	conn    *pgx.Conn
 	cfgPath string
 	extra   []string
-	streams int // "streaming" lines seen in the log so far
+	env     []string // added to cdcd's environment, e.g. FAILPOINTS=...
+	streams int      // "streaming" lines seen in the log so far
 	proc    process
 }
 
@@ -65,6 +72,7 @@ type harness struct {
 type process struct {
 	t       *testing.T
 	logPath string
+	env     []string
 	mu      sync.Mutex
 	cmd     *exec.Cmd
 	done    chan struct{}
@@ -83,6 +91,9 @@ func (p *process) start(bin string, args ...string) {
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if len(p.env) > 0 {
+		cmd.Env = append(os.Environ(), p.env...)
+	}
 	if err := cmd.Start(); err != nil {
 		p.t.Fatal(err)
 	}
@@ -240,6 +251,7 @@ func (h *harness) cleanup() {
 func (h *harness) start(extraArgs ...string) {
 	h.t.Helper()
 	args := append(append([]string{"run", "-c", h.cfgPath}, h.extra...), extraArgs...)
+	h.proc.env = h.env
 	h.proc.start(cdcdBin, args...)
 }
 

@@ -334,17 +334,39 @@ func sameValue(typ string, want, got json.RawMessage) error {
 		} else if !wt.Equal(gt) || gt.Location() != time.UTC {
 			return fmt.Errorf("got %s, want %s (as UTC)", gs, ws)
 		}
+	case "json", "jsonb":
+		// The document travels as a string, so that the document null differs from SQL NULL.
+		var doc string
+		if err := json.Unmarshal(got, &doc); err != nil {
+			return fmt.Errorf("got %s, want the document as a JSON string", gs)
+		}
+		return sameJSON(want, []byte(doc))
 	default:
-		var wv, gv any
-		if err := json.Unmarshal(want, &wv); err != nil {
-			return err
-		}
-		if err := json.Unmarshal(got, &gv); err != nil {
-			return err
-		}
-		if !reflect.DeepEqual(wv, gv) {
-			return fmt.Errorf("got %s, want %s", gs, ws)
-		}
+		return sameJSON(want, got)
+	}
+	return nil
+}
+
+// sameJSON compares two JSON texts as values, numbers by their exact text (never through float64,
+// where 9223372036854775807 equals 9223372036854775806).
+func sameJSON(want, got []byte) error {
+	decode := func(b []byte) (any, error) {
+		d := json.NewDecoder(bytes.NewReader(b))
+		d.UseNumber()
+		var v any
+		err := d.Decode(&v)
+		return v, err
+	}
+	wv, err := decode(want)
+	if err != nil {
+		return err
+	}
+	gv, err := decode(got)
+	if err != nil {
+		return err
+	}
+	if !reflect.DeepEqual(wv, gv) {
+		return fmt.Errorf("got %s, want %s", got, want)
 	}
 	return nil
 }

@@ -20,6 +20,7 @@ type CheckConfig struct {
 	Brokers         []string
 	ClientID        string
 	TransactionalID string
+	CommitTopic     string
 	Timeout         time.Duration
 }
 
@@ -38,6 +39,7 @@ func Check(ctx context.Context, cfg CheckConfig, r *preflight.Report) error {
 	}
 	defer client.Close()
 	r.OK(comp, "brokers", fmt.Sprintf("%d broker(s) reachable via %s", len(client.Brokers()), strings.Join(cfg.Brokers, ",")))
+	checkCommitTopic(client, cfg.CommitTopic, r)
 
 	type result struct{ err error }
 	done := make(chan result, 1)
@@ -54,6 +56,48 @@ func Check(ctx context.Context, cfg CheckConfig, r *preflight.Report) error {
 	}
 	r.OK(comp, "transactions", "a transactional producer initialised, began and aborted a transaction")
 	return nil
+}
+
+// checkCommitTopic reports whether an existing commit topic has one partition and keeps every record.
+func checkCommitTopic(client sarama.Client, topic string, r *preflight.Report) {
+	const comp, what = "kafka", "commit topic"
+	if topic == "" {
+		return
+	}
+	admin, err := sarama.NewClusterAdminFromClient(client)
+	if err != nil {
+		r.Problem(comp, what, fmt.Sprintf("no admin client: %v", err), "check kafka.brokers")
+		return
+	}
+	// Closing this admin would close the shared client.
+	topics, err := admin.DescribeTopics([]string{topic})
+	if err != nil {
+		r.Problem(comp, what, fmt.Sprintf("describing %s: %v", topic, err), "grant the user DESCRIBE on the topic")
+		return
+	}
+	if len(topics) != 1 || topics[0].Err == sarama.ErrUnknownTopicOrPartition {
+		r.OK(comp, what, fmt.Sprintf("%s does not exist yet; cdcd creates it with one partition, cleanup.policy=delete and unlimited retention", topic))
+		return
+	}
+	if topics[0].Err != sarama.ErrNoError {
+		r.Problem(comp, what, fmt.Sprintf("describing %s: %v", topic, topics[0].Err), "grant the user DESCRIBE on the topic")
+		return
+	}
+	if n := len(topics[0].Partitions); n != 1 {
+		r.Problem(comp, what, fmt.Sprintf("%s has %d partitions; the commit stream needs exactly one", topic, n), "choose another kafka.commit_topic")
+		return
+	}
+	problems, err := commitTopicProblems(admin, topic)
+	if err != nil {
+		r.Problem(comp, what, err.Error(), "grant the user DESCRIBE_CONFIGS on the topic")
+		return
+	}
+	if len(problems) > 0 {
+		r.Problem(comp, what, fmt.Sprintf("%s would lose commit records, and with them whole transactions: %s", topic, strings.Join(problems, "; ")),
+			"keep every commit record: cleanup.policy=delete, retention.ms=-1, retention.bytes=-1 (the command above)")
+		return
+	}
+	r.OK(comp, what, fmt.Sprintf("%s has one partition and keeps every record", topic))
 }
 
 func probeTransactions(cfg CheckConfig) error {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -85,6 +86,47 @@ func lastCommittedIn(ctx context.Context, brokers []string, topic string, from, 
 		}
 	}
 	return last, nil
+}
+
+// commitTopicSettings are the commit topic's settings that keep every record: a commit stream whose
+// records are compacted away or expire loses the transactions they vouch for.
+var commitTopicSettings = [][2]string{{"cleanup.policy", "delete"}, {"retention.ms", "-1"}, {"retention.bytes", "-1"}}
+
+func commitTopicConfig() map[string]*string {
+	m := map[string]*string{}
+	for _, kv := range commitTopicSettings {
+		m[kv[0]] = ptr(kv[1])
+	}
+	return m
+}
+
+// commitTopicProblems lists what in an existing commit topic's configuration would lose records,
+// each with the command that fixes it.
+func commitTopicProblems(admin sarama.ClusterAdmin, topic string) ([]string, error) {
+	entries, err := admin.DescribeConfig(sarama.ConfigResource{Type: sarama.TopicResource, Name: topic})
+	if err != nil {
+		return nil, fmt.Errorf("reading the configuration of the commit topic %s: %w", topic, err)
+	}
+	have := map[string]string{}
+	for _, e := range entries {
+		have[e.Name] = e.Value
+	}
+	return checkCommitTopicConfig(topic, have), nil
+}
+
+func checkCommitTopicConfig(topic string, have map[string]string) []string {
+	var problems, fixes []string
+	for _, kv := range commitTopicSettings {
+		if v, ok := have[kv[0]]; ok && v != kv[1] {
+			problems = append(problems, fmt.Sprintf("%s is %s", kv[0], v))
+			fixes = append(fixes, kv[0]+"="+kv[1])
+		}
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	return []string{fmt.Sprintf("%s (fix: kafka-configs.sh --bootstrap-server <broker> --alter --entity-type topics --entity-name %s --add-config %s)",
+		strings.Join(problems, ", "), topic, strings.Join(fixes, ","))}
 }
 
 func sortRanges(rs []bookmark.Range) {

@@ -2,10 +2,12 @@ package writer
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/cdcd-dev/cdcd/bookmark"
 	"github.com/cdcd-dev/cdcd/capture"
 	"github.com/cdcd-dev/cdcd/change"
+	"github.com/cdcd-dev/cdcd/internal/failpoint"
 	"github.com/cdcd-dev/cdcd/internal/fault"
 	"github.com/cdcd-dev/cdcd/kcop"
 )
@@ -38,7 +41,9 @@ type Config struct {
 	CommitTopic     string
 	// Source identifies the captured source in commit records; a commit stream belongs to one.
 	Source string
-	KCOP   kcop.KCOP
+	// Lineage is the source's line of history, recorded with each commit record's Resume.
+	Lineage string
+	KCOP    kcop.KCOP
 	// A commit group (one Kafka transaction) closes, between source transactions, once it holds
 	// MaxGroupRecords records or MaxGroupBytes bytes, or MaxGroupDelay after it began.
 	MaxGroupRecords int
@@ -114,8 +119,17 @@ type Writer struct {
 	groupRecords int
 	groupBytes   int64
 	groupStart   time.Time
-	ranges       map[topicPartition]*bookmark.Range // guarded by rangesMu (the ack drainer writes it)
-	rangesMu     sync.Mutex
+	// commitBytes estimates the size of the open group's commit record.
+	commitBytes int
+	// progress is a source position past the group's last transaction (or past the last group)
+	// that held nothing to write; "" when the last transaction's End is the latest position.
+	progress      string
+	lastCommitted time.Time
+	// txnStarted is when the open Kafka transaction began (unix nanoseconds, 0 when none is open),
+	// to tell a transaction the coordinator aborted for its timeout from a fenced producer.
+	txnStarted atomic.Int64
+	ranges     map[topicPartition]*bookmark.Range // guarded by rangesMu (the ack drainer writes it)
+	rangesMu   sync.Mutex
 	// the source transaction in progress
 	inTxn       bool
 	txn         *change.Txn
@@ -141,7 +155,14 @@ type topicPartition struct {
 	partition int32
 }
 
-var _ capture.Handler = (*Writer)(nil)
+var (
+	_ capture.Handler    = (*Writer)(nil)
+	_ capture.Progresser = (*Writer)(nil)
+)
+
+// progressInterval is how often at most a commit record without transactions is written to make a
+// position durable that the source passed without anything to write.
+const progressInterval = time.Second
 
 func (c *Config) defaults() {
 	if c.MaxGroupRecords <= 0 {
@@ -274,11 +295,17 @@ func (w *Writer) ensureCommitTopic() error {
 		if n := len(topics[0].Partitions); n != 1 {
 			return terminal("commit topic %s has %d partitions; the commit stream needs exactly 1 (choose another kafka.commit_topic)", w.cfg.CommitTopic, n)
 		}
+		problems, err := commitTopicProblems(w.admin, w.cfg.CommitTopic)
+		if err != nil {
+			return err
+		}
+		if len(problems) > 0 {
+			return terminal("commit topic %s would lose commit records, and with them whole transactions: %s", w.cfg.CommitTopic, strings.Join(problems, "; "))
+		}
 		return nil
 	}
 	err = w.admin.CreateTopic(w.cfg.CommitTopic, &sarama.TopicDetail{
-		NumPartitions: 1, ReplicationFactor: w.cfg.ReplicationFactor,
-		ConfigEntries: map[string]*string{"cleanup.policy": ptr("delete"), "retention.ms": ptr("-1")},
+		NumPartitions: 1, ReplicationFactor: w.cfg.ReplicationFactor, ConfigEntries: commitTopicConfig(),
 	}, false)
 	if err != nil && !errors.Is(err, sarama.ErrTopicAlreadyExists) {
 		return fmt.Errorf("creating the commit topic %s: %w", w.cfg.CommitTopic, err)
@@ -314,16 +341,42 @@ func (w *Writer) Begin(ctx context.Context, txn *change.Txn) error {
 	if w.inTxn {
 		return fmt.Errorf("writer: transaction %s began inside transaction %s", txn.ID, w.txn.ID)
 	}
-	if !w.open {
-		if !w.cfg.Parallel {
-			if err := w.producer.BeginTxn(); err != nil {
-				return w.kafkaError("beginning a Kafka transaction", err)
-			}
-		}
-		w.open, w.groupStart = true, time.Now()
-		w.group++
+	if err := w.openGroup(); err != nil {
+		return err
 	}
 	w.inTxn, w.txn, w.txnRecords = true, txn, 0
+	return nil
+}
+
+// openGroup begins a commit group, and in transactional mode its Kafka transaction, unless one is
+// open. Called with mu held.
+func (w *Writer) openGroup() error {
+	if w.open {
+		return nil
+	}
+	if !w.cfg.Parallel {
+		if err := w.producer.BeginTxn(); err != nil {
+			return w.kafkaError("beginning a Kafka transaction", err)
+		}
+		w.txnStarted.Store(time.Now().UnixNano())
+	}
+	w.open, w.groupStart, w.commitBytes = true, time.Now(), commitRecordBase
+	w.group++
+	return nil
+}
+
+// Progress implements capture.Progresser: end is durable once a commit record carries it, in the
+// next group or, while the source stays quiet, in a commit record of its own.
+func (w *Writer) Progress(ctx context.Context, end string) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.failed(); err != nil {
+		return err
+	}
+	if w.inTxn {
+		return fmt.Errorf("writer: progress to %s inside transaction %s", end, w.txn.ID)
+	}
+	w.progress = end
 	return nil
 }
 
@@ -337,6 +390,7 @@ func (w *Writer) Change(ctx context.Context, c *change.Change) error {
 	if !w.inTxn {
 		return fmt.Errorf("writer: change outside a transaction")
 	}
+	failpoint.Hit(ctx, "writer.change")
 	recs, err := w.cfg.KCOP.Process(ctx, c, w.buf[:0])
 	if err != nil {
 		return terminal("KCOP failed on %v of %s in transaction %s (op %d): %w", c.Op, c.Table.QualifiedName(), c.Txn.ID, c.Index, err)
@@ -381,13 +435,41 @@ func (w *Writer) Commit(ctx context.Context, c *change.Commit) error {
 		e.CommitMillis = c.Txn.CommitTime.UnixMilli()
 	}
 	w.groupTxns = append(w.groupTxns, e)
+	w.commitBytes += entrySize(&e)
+	w.progress = "" // this transaction's End is later
 	w.inTxn, w.txn = false, nil
 	w.obs.Transaction()
-	if w.groupRecords >= w.cfg.MaxGroupRecords || w.groupBytes >= w.cfg.MaxGroupBytes || time.Since(w.groupStart) >= w.cfg.MaxGroupDelay {
+	if w.groupRecords >= w.cfg.MaxGroupRecords || w.groupBytes >= w.cfg.MaxGroupBytes || time.Since(w.groupStart) >= w.cfg.MaxGroupDelay ||
+		w.commitBytes+w.rangesSize() >= w.maxCommitBytes() {
 		return w.closeGroup(ctx)
 	}
 	return nil
 }
+
+// commitRecordBase bounds the size of a commit record's fields besides its transactions and ranges.
+const commitRecordBase = 512
+
+// entrySize is the size of e in a commit record: its JSON and a separating comma.
+func entrySize(e *bookmark.TxnEntry) int {
+	b, _ := json.Marshal(e)
+	return len(b) + 1
+}
+
+// rangesSize estimates the size of the open group's ranges in its commit record.
+func (w *Writer) rangesSize() int {
+	w.rangesMu.Lock()
+	defer w.rangesMu.Unlock()
+	n := 0
+	for tp := range w.ranges {
+		n += len(tp.topic) + 96
+	}
+	return n
+}
+
+// maxCommitBytes is where a group closes for the size of its commit record: three quarters of the
+// record size limit, leaving room for the ranges of records still unacknowledged and for the
+// entry of the transaction that crosses it.
+func (w *Writer) maxCommitBytes() int { return w.cfg.MaxMessageBytes / 4 * 3 }
 
 // flushPending sends the held-back records of the previous change, marking them as the
 // transaction's last when last is set.
@@ -590,19 +672,23 @@ func (w *Writer) closeGroup(ctx context.Context) error {
 	if err := w.waitAcks(ctx); err != nil {
 		return err
 	}
-	if len(w.groupTxns) == 0 {
+	if len(w.groupTxns) == 0 && w.progress == "" {
 		// Nothing to vouch for: end the Kafka transaction without a commit record.
 		if !w.cfg.Parallel {
 			if err := w.producer.AbortTxn(); err != nil {
 				return w.kafkaError("aborting an empty Kafka transaction", err)
 			}
+			w.txnStarted.Store(0)
 		}
 		w.open = false
 		w.group--
 		return nil
 	}
 	rec := &bookmark.CommitRecord{Version: bookmark.CommitVersion, Source: w.cfg.Source, Group: w.group,
-		Resume: w.groupTxns[len(w.groupTxns)-1].End, Txns: w.groupTxns, Written: time.Now().UTC()}
+		Resume: w.progress, Lineage: w.cfg.Lineage, Txns: w.groupTxns, Written: time.Now().UTC()}
+	if rec.Resume == "" {
+		rec.Resume = w.groupTxns[len(w.groupTxns)-1].End
+	}
 	w.rangesMu.Lock()
 	for _, r := range w.ranges {
 		rec.Ranges = append(rec.Ranges, *r)
@@ -614,12 +700,18 @@ func (w *Writer) closeGroup(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("encoding the commit record: %w", err)
 	}
+	if len(value) > w.cfg.MaxMessageBytes {
+		return terminal("the commit record of group %d (%d transactions, %d ranges) is %d bytes, over kafka.max_message_bytes (%d): lower kafka.group_max_records, or raise kafka.max_message_bytes with the commit topic's max.message.bytes; nothing was confirmed to the source",
+			rec.Group, len(rec.Txns), len(rec.Ranges), len(value), w.cfg.MaxMessageBytes)
+	}
+	failpoint.Hit(ctx, "writer.before-commit-record")
 	if w.cfg.Parallel {
 		// Every data record is acknowledged: now the commit record, alone in a Kafka transaction,
 		// which fences a zombie writer with the same transactional id.
 		if err := w.producer.BeginTxn(); err != nil {
 			return w.kafkaError("beginning the commit record's Kafka transaction", err)
 		}
+		w.txnStarted.Store(time.Now().UnixNano())
 	}
 	if err := w.send(ctx, w.producer, &sarama.ProducerMessage{Topic: w.cfg.CommitTopic, Partition: 0, Key: sarama.StringEncoder(w.cfg.Source), Value: sarama.ByteEncoder(value)}); err != nil {
 		return err
@@ -627,16 +719,31 @@ func (w *Writer) closeGroup(ctx context.Context) error {
 	if err := w.waitAcks(ctx); err != nil {
 		return err
 	}
+	failpoint.Hit(ctx, "writer.before-kafka-commit")
 	if err := w.producer.CommitTxn(); err != nil {
 		return w.kafkaError("committing the Kafka transaction", err)
 	}
+	w.txnStarted.Store(0)
 	w.obs.KafkaCommit(w.groupRecords, time.Since(start))
-	w.last = rec
-	w.open, w.groupTxns, w.groupRecords, w.groupBytes = false, nil, 0, 0
+	w.last, w.lastCommitted = rec, time.Now()
+	w.open, w.groupTxns, w.groupRecords, w.groupBytes, w.progress = false, nil, 0, 0, ""
+	failpoint.Hit(ctx, "writer.before-source-ack")
 	if w.OnDurable != nil {
 		w.OnDurable(rec.Resume)
 	}
 	return nil
+}
+
+// writeProgress writes a commit record without transactions for a position the source passed with
+// nothing to write. Called with mu held, outside a group.
+func (w *Writer) writeProgress(ctx context.Context) error {
+	if w.open || w.progress == "" {
+		return nil
+	}
+	if err := w.openGroup(); err != nil {
+		return err
+	}
+	return w.closeGroup(ctx)
 }
 
 // tick closes a group that has waited MaxGroupDelay while the source is quiet.
@@ -651,13 +758,19 @@ func (w *Writer) tick() {
 		case <-t.C:
 		}
 		w.mu.Lock()
-		if w.open && !w.inTxn && len(w.groupTxns) > 0 && time.Since(w.groupStart) >= w.cfg.MaxGroupDelay {
-			ctx, cancel := context.WithTimeout(context.Background(), w.cfg.Timeout+w.cfg.TransactionTimeout)
-			if err := w.closeGroup(ctx); err != nil {
-				w.setAsyncErr(err)
-			}
-			cancel()
+		ctx, cancel := context.WithTimeout(context.Background(), w.cfg.Timeout+w.cfg.TransactionTimeout)
+		var err error
+		switch {
+		case w.failed() != nil:
+		case w.open && !w.inTxn && (len(w.groupTxns) > 0 || w.progress != "") && time.Since(w.groupStart) >= w.cfg.MaxGroupDelay:
+			err = w.closeGroup(ctx)
+		case !w.open && w.progress != "" && time.Since(w.lastCommitted) >= progressInterval:
+			err = w.writeProgress(ctx)
 		}
+		if err != nil {
+			w.setAsyncErr(err)
+		}
+		cancel()
 		w.mu.Unlock()
 	}
 }
@@ -671,6 +784,9 @@ func (w *Writer) Close(ctx context.Context, finish bool) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var err error
+	if finish && !w.open && w.failed() == nil {
+		err = w.writeProgress(ctx)
+	}
 	if w.open {
 		if finish && !w.inTxn && w.failed() == nil {
 			err = w.closeGroup(ctx)
@@ -708,15 +824,52 @@ func (w *Writer) shutdownProducer() {
 	}
 }
 
-// kafkaError names what failed; fencing and oversize records are terminal.
+// kafkaError names what failed and decides whether a restart can cure it. A producer whose Kafka
+// transaction outlived kafka.transaction_timeout was aborted by the coordinator, which bumps the
+// epoch just as a second producer would: the time the transaction was open tells the two apart.
+// Errors a restart cannot cure (sizes, authorisation, configuration the broker refuses) are terminal
+// and name the setting to change; the others restart from the last durable position.
 func (w *Writer) kafkaError(what string, err error) error {
-	switch {
-	case errors.Is(err, sarama.ErrProducerFenced), errors.Is(err, sarama.ErrInvalidProducerEpoch):
-		return terminal("%s: this cdcd was fenced: another process started with kafka.transactional_id %q; run one cdcd per transactional id (%w)", what, w.cfg.TransactionalID, err)
-	case errors.Is(err, sarama.ErrMessageSizeTooLarge), errors.Is(err, sarama.ErrInvalidMessageSize):
-		return terminal("%s: a record is larger than the broker or topic accepts (message.max.bytes / max.message.bytes); raise those and kafka.max_message_bytes together; nothing was confirmed to the source (%w)", what, err)
-	case errors.Is(err, sarama.ErrTopicAuthorizationFailed), errors.Is(err, sarama.ErrTransactionalIDAuthorizationFailed):
-		return terminal("%s: not authorised (%w)", what, err)
+	if errors.Is(err, sarama.ErrProducerFenced) || errors.Is(err, sarama.ErrInvalidProducerEpoch) || errors.Is(err, sarama.ErrInvalidTxnState) {
+		if started := w.txnStarted.Load(); started != 0 {
+			if open := time.Since(time.Unix(0, started)); open >= w.cfg.TransactionTimeout {
+				return fmt.Errorf("%s: %w: the Kafka transaction was open for %v, longer than kafka.transaction_timeout (%v), so the transaction coordinator aborted it; restarting from the last durable position. Raise kafka.transaction_timeout (at most the broker's transaction.max.timeout.ms) above the time the largest source transaction takes to write (%w)",
+					what, ErrTransactionTimedOut, open.Round(time.Millisecond), w.cfg.TransactionTimeout, err)
+			}
+		}
+		if !errors.Is(err, sarama.ErrInvalidTxnState) {
+			return terminal("%s: this cdcd was fenced: another process started with kafka.transactional_id %q; run one cdcd per transactional id (%w)", what, w.cfg.TransactionalID, err)
+		}
+	}
+	var ke sarama.KError
+	if errors.As(err, &ke) {
+		if fix, ok := terminalKafkaErrors[ke]; ok {
+			return terminal("%s: %s; nothing was confirmed to the source (%w)", what, fix, err)
+		}
 	}
 	return fmt.Errorf("%s: %w", what, err)
+}
+
+// ErrTransactionTimedOut is wrapped by the (retryable) error of a Kafka transaction that the
+// coordinator aborted because it outlived kafka.transaction_timeout.
+var ErrTransactionTimedOut = errors.New("the Kafka transaction timed out")
+
+// terminalKafkaErrors are the broker's answers that no retry or restart changes, each with its fix.
+var terminalKafkaErrors = map[sarama.KError]string{
+	sarama.ErrMessageSizeTooLarge:                "a record is larger than the broker or topic accepts: raise the topic's max.message.bytes (broker message.max.bytes) and kafka.max_message_bytes together, or leave the large column out",
+	sarama.ErrMessageSetSizeTooLarge:             "a batch of records is larger than the broker accepts: raise the broker's message.max.bytes, or lower kafka.max_message_bytes",
+	sarama.ErrInvalidMessageSize:                 "a record size is invalid for the broker: check kafka.max_message_bytes against the broker's message.max.bytes",
+	sarama.ErrInvalidTopic:                       "a topic name is invalid: correct the KCOP's topic template or kafka.commit_topic",
+	sarama.ErrInvalidRequiredAcks:                "the broker refuses acks=all: check its configuration",
+	sarama.ErrTopicAuthorizationFailed:           "not authorised for a topic: grant the user WRITE and DESCRIBE on the data topics and kafka.commit_topic (and CREATE to let cdcd create them)",
+	sarama.ErrClusterAuthorizationFailed:         "not authorised on the cluster: grant the user IDEMPOTENT_WRITE (and CREATE to let cdcd create topics)",
+	sarama.ErrTransactionalIDAuthorizationFailed: "not authorised for kafka.transactional_id: grant the user WRITE and DESCRIBE on that TransactionalId",
+	sarama.ErrSASLAuthenticationFailed:           "authentication failed: check the Kafka credentials",
+	sarama.ErrInvalidTransactionTimeout:          "kafka.transaction_timeout is larger than the broker's transaction.max.timeout.ms: lower it or raise the broker's limit",
+	sarama.ErrUnsupportedVersion:                 "the broker does not speak the protocol cdcd needs (Kafka 3.6 or newer)",
+	sarama.ErrUnsupportedForMessageFormat:        "the topic's message format is too old for transactions: set its message.format.version to 0.11 or newer",
+	sarama.ErrPolicyViolation:                    "a topic cdcd creates breaks the broker's creation policy: create the topics beforehand, or change kafka.topic_partitions / kafka.replication_factor",
+	sarama.ErrInvalidReplicationFactor:           "kafka.replication_factor is larger than the number of brokers: lower it",
+	sarama.ErrInvalidPartitions:                  "kafka.topic_partitions is invalid: use a positive number",
+	sarama.ErrInvalidConfig:                      "the broker refuses a topic configuration cdcd sets: create the topic beforehand",
 }
