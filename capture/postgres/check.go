@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pglogrepl"
@@ -169,6 +170,10 @@ func checkTables(ctx context.Context, conn *pgx.Conn, cfg CheckConfig, r *prefli
 				fmt.Sprintf("run GRANT SELECT ON %s TO <cdcd role>;", quoteQualified(t.name)))
 			continue
 		}
+		pk, err := indexColumns(ctx, conn, t.oid, "indisprimary")
+		if err != nil {
+			return err
+		}
 		switch {
 		case t.identity == 'n':
 			r.Warn(component, what, "REPLICA IDENTITY NOTHING: updates and deletes carry no old row and cannot be keyed",
@@ -176,13 +181,37 @@ func checkTables(ctx context.Context, conn *pgx.Conn, cfg CheckConfig, r *prefli
 		case t.identity == 'd' && !t.hasKey:
 			r.Warn(component, what, "no primary key and REPLICA IDENTITY DEFAULT: updates and deletes carry no old row and cannot be keyed",
 				fmt.Sprintf("add a primary key, or run ALTER TABLE %s REPLICA IDENTITY FULL;", quoteQualified(t.name)))
+		case t.identity == 'f' && len(pk) > 0:
+			r.OK(component, what, fmt.Sprintf("REPLICA IDENTITY FULL: complete before images; records keyed by the primary key (%s)", strings.Join(pk, ", ")))
 		case t.identity == 'f':
-			r.OK(component, what, "REPLICA IDENTITY FULL: complete before images")
+			r.OK(component, what, "REPLICA IDENTITY FULL: complete before images; no primary key, so records carry no key")
+		case t.identity == 'i':
+			ident, err := indexColumns(ctx, conn, t.oid, "indisreplident")
+			if err != nil {
+				return err
+			}
+			detail := fmt.Sprintf("REPLICA IDENTITY USING INDEX: records keyed by the identity index's columns (%s), which are all that before images hold", strings.Join(ident, ", "))
+			if len(pk) > 0 && !slices.Equal(pk, ident) {
+				detail += fmt.Sprintf(", not by the primary key (%s); updating them is a key change (a delete of the old key, then the new row)", strings.Join(pk, ", "))
+			}
+			r.OK(component, what, detail)
 		default:
-			r.OK(component, what, "keyed; before images hold the key columns only (REPLICA IDENTITY FULL gives whole rows)")
+			r.OK(component, what, fmt.Sprintf("records keyed by the primary key (%s); before images hold the key columns only (REPLICA IDENTITY FULL gives whole rows)", strings.Join(pk, ", ")))
 		}
 	}
 	return nil
+}
+
+// indexColumns lists, in column order, the columns of the table's index that has flag set
+// (indisprimary or indisreplident).
+func indexColumns(ctx context.Context, conn *pgx.Conn, oid uint32, flag string) ([]string, error) {
+	rows, err := conn.Query(ctx, `SELECT a.attname FROM pg_index i
+		JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey::int2[])
+		WHERE i.indrelid = $1 AND i.`+flag+` ORDER BY a.attnum`, oid)
+	if err != nil {
+		return nil, fmt.Errorf("reading the key columns of relation %d: %w", oid, err)
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
 func checkPublication(ctx context.Context, conn *pgx.Conn, cfg CheckConfig, r *preflight.Report) error {

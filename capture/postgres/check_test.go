@@ -63,6 +63,26 @@ func TestCheckStackHoldsEverything(t *testing.T) {
 	finding(t, r, preflight.OK, "publication check_ok_pub")
 }
 
+// TestCheckDescribesKeys: validate names the columns records are keyed by, the identity index's
+// where REPLICA IDENTITY USING INDEX names one other than the primary key.
+func TestCheckDescribesKeys(t *testing.T) {
+	dsn := testenv.PostgresDSN(t)
+	conn := connect(t, dsn)
+	suffix := fmt.Sprint(rand.IntN(1_000_000))
+	byIndex, byPK := "public.ident_idx_"+suffix, "public.ident_pk_"+suffix
+	mustExec(t, conn, "CREATE TABLE "+byIndex+" (id int PRIMARY KEY, code text NOT NULL, v text, CONSTRAINT code_"+suffix+" UNIQUE (code))")
+	mustExec(t, conn, "ALTER TABLE "+byIndex+" REPLICA IDENTITY USING INDEX code_"+suffix)
+	mustExec(t, conn, "CREATE TABLE "+byPK+" (a int, b int, v text, PRIMARY KEY (a, b))")
+	t.Cleanup(func() { _, _ = conn.Exec(context.Background(), "DROP TABLE "+byIndex+", "+byPK) })
+	r := check(t, CheckConfig{DSN: dsn, Slot: "keys_slot", Publication: "keys_pub", Tables: []string{byIndex, byPK}})
+	if f := finding(t, r, preflight.OK, "table "+byIndex); !strings.Contains(f.Detail, "identity index's columns (code)") || !strings.Contains(f.Detail, "not by the primary key (id)") {
+		t.Errorf("identity-index table: %+v", f)
+	}
+	if f := finding(t, r, preflight.OK, "table "+byPK); !strings.Contains(f.Detail, "primary key (a, b)") {
+		t.Errorf("primary-key table: %+v", f)
+	}
+}
+
 func TestCheckFindsMissingPrerequisites(t *testing.T) {
 	dsn := testenv.PostgresDSN(t)
 	admin := connect(t, testenv.PostgresAdminDSN(t))

@@ -572,6 +572,7 @@ func (r *Reader) copyTable(ctx context.Context, conn *pgx.Conn, rel *relation, t
 			}
 			row[i] = change.Value{V: d}
 		}
+		failpoint.Hit(ctx, "postgres.snapshot-row")
 		if err := h.Change(ctx, &change.Change{Op: change.Read, Table: rel.table, After: row, Txn: txn, Index: *index}); err != nil {
 			rr.Close()
 			return n, err
@@ -627,14 +628,9 @@ func (r *Reader) describe(ctx context.Context, conn *pgx.Conn, oid uint32, m *pg
 	if m.ReplicaIdentity == 'f' || m.ReplicaIdentity == 'n' {
 		// The stream names no key columns under FULL (it flags them all) or NOTHING: the primary
 		// key as the catalog has it now may fill in, where its columns are in the message.
-		rows, err := conn.Query(ctx, `SELECT a.attname FROM pg_index i
-			JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey::int2[])
-			WHERE i.indrelid = $1 AND i.indisprimary ORDER BY a.attnum`, oid)
-		if err != nil {
-			return nil, fmt.Errorf("reading the primary key of %s.%s: %w", m.Namespace, m.RelationName, err)
-		}
-		if primaryKey, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
-			return nil, fmt.Errorf("reading the primary key of %s.%s: %w", m.Namespace, m.RelationName, err)
+		var err error
+		if primaryKey, err = indexColumns(ctx, conn, oid, "indisprimary"); err != nil {
+			return nil, err
 		}
 	}
 	return newRelation(r.database, m, r.types, primaryKey, r.tm), nil

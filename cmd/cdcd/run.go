@@ -16,6 +16,7 @@ import (
 	"github.com/cdcd-dev/cdcd/capture"
 	pgcapture "github.com/cdcd-dev/cdcd/capture/postgres"
 	"github.com/cdcd-dev/cdcd/internal/config"
+	"github.com/cdcd-dev/cdcd/internal/failpoint"
 	"github.com/cdcd-dev/cdcd/internal/fault"
 	"github.com/cdcd-dev/cdcd/internal/metrics"
 	"github.com/cdcd-dev/cdcd/internal/writer"
@@ -220,6 +221,9 @@ func runPipeline(ctx context.Context, cfg config.Config, k kcop.KCOP, m *metrics
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), kc.Timeout+5*time.Second)
 	defer cancel()
 	graceful := ctx.Err() != nil
+	if graceful {
+		failpoint.Hit(sctx, "cdcd.shutdown")
+	}
 	if cerr := w.Close(sctx, graceful); cerr != nil {
 		log.Warn("closing the writer", "err", cerr)
 		if runErr == nil || graceful {

@@ -125,6 +125,15 @@ func (p *process) signal(sig syscall.Signal) {
 	}
 }
 
+// send sends sig without waiting for the process to go.
+func (p *process) send(sig syscall.Signal) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil {
+		_ = p.cmd.Process.Signal(sig)
+	}
+}
+
 // exited reports whether the process has exited by itself within the given time, and its exit code.
 func (p *process) exited(within time.Duration) (bool, int) {
 	p.mu.Lock()

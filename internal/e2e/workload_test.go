@@ -30,18 +30,39 @@ type expected struct {
 // each committed transaction changed.
 type recorder struct {
 	h       *harness
+	conn    *pgx.Conn
 	tx      pgx.Tx
 	pending map[string][]expected
 	events  map[string][]expected
+	// xids are the committed transactions' ids as PostgreSQL gives them, in commit order.
+	xids []string
 }
 
 func newRecorder(h *harness) *recorder {
-	return &recorder{h: h, events: map[string][]expected{}}
+	return &recorder{h: h, conn: h.conn, events: map[string][]expected{}}
+}
+
+// newOwnRecorder is a recorder on a connection of its own, so that the test may use the harness's
+// connection while the workload runs.
+func newOwnRecorder(h *harness) *recorder {
+	h.t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, h.dsn)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { conn.Close(context.Background()) })
+	for _, set := range []string{"SET TimeZone = 'UTC'", "SET IntervalStyle = 'iso_8601'", "SET search_path = " + h.schema} {
+		if _, err := conn.Exec(ctx, set); err != nil {
+			h.t.Fatal(err)
+		}
+	}
+	return &recorder{h: h, conn: conn, events: map[string][]expected{}}
 }
 
 func (r *recorder) begin() {
 	r.h.t.Helper()
-	tx, err := r.h.conn.Begin(context.Background())
+	tx, err := r.conn.Begin(context.Background())
 	if err != nil {
 		r.h.t.Fatal(err)
 	}
@@ -50,12 +71,18 @@ func (r *recorder) begin() {
 
 func (r *recorder) commit() {
 	r.h.t.Helper()
+	var xid string
+	// pgoutput names a transaction by its 32-bit xid.
+	if err := r.tx.QueryRow(context.Background(), "SELECT (pg_current_xact_id()::text::numeric % 4294967296)::text").Scan(&xid); err != nil {
+		r.h.t.Fatal(err)
+	}
 	if err := r.tx.Commit(context.Background()); err != nil {
 		r.h.t.Fatal(err)
 	}
 	for t, evs := range r.pending {
 		r.events[t] = append(r.events[t], evs...)
 	}
+	r.xids = append(r.xids, xid)
 	r.tx, r.pending = nil, nil
 }
 
@@ -71,7 +98,7 @@ func (r *recorder) rows(sql string, args ...any) []map[string]json.RawMessage {
 	r.h.t.Helper()
 	var q interface {
 		Query(context.Context, string, ...any) (pgx.Rows, error)
-	} = r.h.conn
+	} = r.conn
 	if r.tx != nil {
 		q = r.tx
 	}

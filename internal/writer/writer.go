@@ -841,6 +841,11 @@ func (w *Writer) kafkaError(what string, err error) error {
 			return terminal("%s: this cdcd was fenced: another process started with kafka.transactional_id %q; run one cdcd per transactional id (%w)", what, w.cfg.TransactionalID, err)
 		}
 	}
+	var ce sarama.ConfigurationError
+	if errors.As(err, &ce) {
+		// sarama refuses before sending, e.g. a record over Producer.MaxMessageBytes.
+		return terminal("%s: %v; check kafka.max_message_bytes and the other kafka.* settings; nothing was confirmed to the source", what, err)
+	}
 	var ke sarama.KError
 	if errors.As(err, &ke) {
 		if fix, ok := terminalKafkaErrors[ke]; ok {

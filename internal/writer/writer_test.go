@@ -2,16 +2,21 @@ package writer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/IBM/sarama"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/cdcd-dev/cdcd/bookmark"
 	"github.com/cdcd-dev/cdcd/change"
+	"github.com/cdcd-dev/cdcd/internal/fault"
 	"github.com/cdcd-dev/cdcd/kcop"
 )
 
@@ -187,4 +192,121 @@ func TestWriterRejectsOversizeRecords(t *testing.T) {
 	}
 	t.Log(err)
 	_ = w.Close(ctx, false)
+}
+
+// TestCommitRecordStaysUnderTheSizeLimit: many one-change transactions in one group would make a
+// commit record over the record size limit; groups close for the commit record's size too, and every
+// transaction is vouched for once.
+func TestCommitRecordStaysUnderTheSizeLimit(t *testing.T) {
+	brokers := newFake(t)
+	const limit = 32 << 10
+	w := open(t, brokers, "src", func(c *Config) { c.MaxGroupRecords = 1_000_000; c.MaxMessageBytes = limit })
+	writeTxns(t, w, 1, 1500, 1)
+	if err := w.Close(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	commits := readCommits(t, brokers)
+	if len(commits) < 2 {
+		t.Fatalf("%d commit records for 1500 transactions under a %d-byte limit", len(commits), limit)
+	}
+	n := 0
+	for i, c := range commits {
+		b, _ := c.Marshal()
+		if len(b) > limit {
+			t.Errorf("commit record %d is %d bytes, over %d", i, len(b), limit)
+		}
+		for _, e := range c.Txns {
+			n++
+			if e.ID != strconv.Itoa(n) {
+				t.Fatalf("transaction %s where %d was due", e.ID, n)
+			}
+		}
+	}
+	if n != 1500 {
+		t.Errorf("%d transactions vouched for, want 1500", n)
+	}
+}
+
+// TestProgressRecords: a position the source passed with nothing to write becomes durable through a
+// commit record without transactions, in the next group or on its own, and only then is acknowledged.
+func TestProgressRecords(t *testing.T) {
+	brokers := newFake(t)
+	w := open(t, brokers, "src", func(c *Config) { c.MaxGroupDelay = 10 * time.Millisecond })
+	durable := make(chan string, 16)
+	w.OnDurable = func(r string) { durable <- r }
+	ctx := context.Background()
+	writeTxns(t, w, 1, 1, 1) // ends at 0/18
+	if got := <-durable; got != "0/18" {
+		t.Fatalf("durable %s, want 0/18", got)
+	}
+	if err := w.Progress(ctx, "0/40"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-durable:
+		if got != "0/40" {
+			t.Fatalf("durable %s, want 0/40", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the progress position never became durable")
+	}
+	// Progress followed by a transaction: the transaction's end is the group's resume position.
+	if err := w.Progress(ctx, "0/48"); err != nil {
+		t.Fatal(err)
+	}
+	writeTxns(t, w, 5, 1, 1) // ends at 0/58
+	if got := <-durable; got != "0/58" {
+		t.Fatalf("durable %s, want 0/58", got)
+	}
+	if err := w.Close(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	commits := readCommits(t, brokers)
+	var resumes []string
+	for i, c := range commits {
+		if c.Group != uint64(i+1) {
+			t.Errorf("commit record %d is group %d", i, c.Group)
+		}
+		resumes = append(resumes, fmt.Sprintf("%s/%d", c.Resume, len(c.Txns)))
+	}
+	if fmt.Sprint(resumes) != "[0/18/1 0/40/0 0/58/1]" {
+		t.Errorf("commit records (resume/transactions) %v", resumes)
+	}
+}
+
+// TestKafkaErrorClassification: what a restart cannot cure is terminal and names the setting; a
+// transaction the coordinator aborted for its age is told apart from a fenced producer.
+func TestKafkaErrorClassification(t *testing.T) {
+	w := &Writer{cfg: Config{TransactionalID: "tx", TransactionTimeout: time.Minute}}
+	tests := []struct {
+		name     string
+		err      error
+		openFor  time.Duration // 0: no transaction open
+		terminal bool
+		timedOut bool
+		mentions string
+	}{
+		{"a record over the producer's limit", sarama.ConfigurationError("Attempt to produce message larger than configured Producer.MaxMessageBytes"), 0, true, false, "kafka.max_message_bytes"},
+		{"the broker refuses the size", sarama.ErrMessageSizeTooLarge, 0, true, false, "max.message.bytes"},
+		{"not authorised", sarama.ErrTopicAuthorizationFailed, 0, true, false, "WRITE"},
+		{"a leader moved", sarama.ErrNotLeaderForPartition, 0, false, false, ""},
+		{"fenced by a second process", sarama.ErrProducerFenced, time.Second, true, false, "another process"},
+		{"aborted for its age", sarama.ErrInvalidProducerEpoch, 2 * time.Minute, false, true, "kafka.transaction_timeout"},
+		{"aborted for its age, as fenced", sarama.ErrProducerFenced, 2 * time.Minute, false, true, "kafka.transaction_timeout"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			w.txnStarted.Store(0)
+			if tc.openFor > 0 {
+				w.txnStarted.Store(time.Now().Add(-tc.openFor).UnixNano())
+			}
+			err := w.kafkaError("writing", tc.err)
+			if fault.IsTerminal(err) != tc.terminal || errors.Is(err, ErrTransactionTimedOut) != tc.timedOut {
+				t.Errorf("%v: terminal %v, timed out %v", err, fault.IsTerminal(err), errors.Is(err, ErrTransactionTimedOut))
+			}
+			if !strings.Contains(err.Error(), tc.mentions) {
+				t.Errorf("%v does not mention %q", err, tc.mentions)
+			}
+		})
+	}
 }

@@ -1,0 +1,225 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// tccTxnIDs reads the whole commit stream through the tcc and returns the ids of the transactions
+// it delivers (snapshots as "snapshot"), in order, each once.
+func (h *harness) tccTxnIDs() []string {
+	h.t.Helper()
+	want := 0
+	for _, c := range h.commitRecords() {
+		want += len(c.Txns)
+	}
+	var ids []string
+	for _, tx := range drain(h.t, newTCC(h.t, h), want) {
+		if tx.Last {
+			ids = append(ids, tx.ID)
+		}
+	}
+	return ids
+}
+
+// checkTCCHistory compares the transactions the tcc delivers with the ones PostgreSQL committed
+// (their xids, in commit order), after the snapshots.
+func (h *harness) checkTCCHistory(w *recorder) {
+	h.t.Helper()
+	var got []string
+	for _, id := range h.tccTxnIDs() {
+		if id != "snapshot" {
+			got = append(got, id)
+		}
+	}
+	if strings.Join(got, ",") != strings.Join(w.xids, ",") {
+		n := 0
+		for n < min(len(got), len(w.xids)) && got[n] == w.xids[n] {
+			n++
+		}
+		h.t.Errorf("the tcc delivered %d transactions, PostgreSQL committed %d; they part at #%d: tcc %v, source %v",
+			len(got), len(w.xids), n, got[n:min(n+5, len(got))], w.xids[n:min(n+5, len(w.xids))])
+	}
+}
+
+// waitFired waits until cdcd has hit the failpoint and died of it.
+func (h *harness) waitFired(name string, within time.Duration) {
+	h.t.Helper()
+	done, code := h.exited(within)
+	if !done {
+		h.t.Fatalf("cdcd still runs %v after it was armed to die at %s", within, name)
+	}
+	if !strings.Contains(h.log(), "failpoint "+name+" fired") || code != -1 {
+		h.t.Fatalf("cdcd exited with %d without its failpoint %s firing:\n%s", code, name, h.proc.tail(30))
+	}
+}
+
+// TestCrashAtEachWindow kills cdcd (SIGKILL, from inside, at the exact instant) between the data
+// records and the commit record, between the commit record and Kafka's commit, between Kafka's
+// commit and the slot's confirmation, in both delivery modes, and during a SIGTERM shutdown. After a
+// restart every committed change arrives once (read_committed) and the tcc delivers exactly the
+// transactions PostgreSQL committed, in commit order.
+func TestCrashAtEachWindow(t *testing.T) {
+	for _, delivery := range []string{"transactional", "parallel"} {
+		for _, fp := range []string{"writer.before-commit-record", "writer.before-kafka-commit", "writer.before-source-ack"} {
+			t.Run(delivery+"/"+fp, func(t *testing.T) { crashAt(t, delivery, fp) })
+		}
+	}
+	t.Run("transactional/cdcd.shutdown", func(t *testing.T) { crashAt(t, "transactional", "cdcd.shutdown") })
+}
+
+func crashAt(t *testing.T, delivery, fp string) {
+	h := newHarness(t, crashDDL, "--set", "kafka.delivery="+delivery, "--set", "kafka.topic_partitions=3")
+	w := newOwnRecorder(h)
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	stop := make(chan struct{})
+	done := bankWorkload(w, rand.New(rand.NewPCG(3, seed)), stop)
+	h.env = []string{"FAILPOINTS=" + fp + "=kill@5"}
+	if fp == "cdcd.shutdown" {
+		h.env = []string{"FAILPOINTS=" + fp + "=kill"}
+	}
+	h.start()
+	if fp == "cdcd.shutdown" {
+		h.waitStreaming(time.Minute)
+		time.Sleep(2 * time.Second)
+		h.proc.send(syscall.SIGTERM) // the shutdown dies at the failpoint
+	}
+	h.waitFired(fp, 2*time.Minute)
+	h.env = nil
+	h.start()
+	h.waitStreaming(time.Minute)
+	time.Sleep(time.Second)
+	close(stop)
+	t.Logf("%d transactions committed", <-done)
+	h.waitDurable(2 * time.Minute)
+	h.stop()
+	h.verify(w.events, h.readAll())
+	h.checkTCCHistory(w)
+}
+
+// TestCrashInTheMiddleOfALargeTransaction: cdcd dies while a 200,000-row transaction is half
+// written; after a restart it arrives whole and once, between its neighbours.
+func TestCrashInTheMiddleOfALargeTransaction(t *testing.T) {
+	h := newHarness(t, "CREATE TABLE big (id int PRIMARY KEY, v text)", "--set", "kafka.topic_partitions=2")
+	w := newOwnRecorder(h)
+	h.env = []string{"FAILPOINTS=writer.change=kill@100000"}
+	h.start()
+	h.waitStreaming(time.Minute)
+	w.begin()
+	w.insert("big", "id, v", 0, "before")
+	w.commit()
+	w.begin()
+	w.exec("INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 200000) g")
+	for _, row := range w.rows("SELECT to_jsonb(big.*)::text FROM big WHERE id > 0 ORDER BY id") {
+		w.pending["big"] = append(w.pending["big"], expected{op: "c", key: keyOf(row), after: row})
+	}
+	w.commit()
+	w.begin()
+	w.insert("big", "id, v", 200001, "after")
+	w.commit()
+	h.waitFired("writer.change", 3*time.Minute)
+	h.env = nil
+	h.start()
+	h.waitDurable(3 * time.Minute)
+	h.stop()
+	h.verify(w.events, h.readAll())
+	h.checkTCCHistory(w)
+}
+
+// TestSnapshotUnderWritesAndACrash: the initial snapshot is taken while writers keep committing,
+// and cdcd dies in the middle of it; after a restart, the snapshot and the stream replayed through
+// the tcc give exactly the table's final state: no change before the snapshot repeated (an insert
+// of a key that exists), none after it missing (an update or delete of a key that does not).
+func TestSnapshotUnderWritesAndACrash(t *testing.T) {
+	h := newHarness(t, crashDDL)
+	h.exec("INSERT INTO accounts SELECT g, 'owner' || g, g, NULL FROM generate_series(1000001, 1020000) g")
+	w := newOwnRecorder(h)
+	stop := make(chan struct{})
+	done := bankWorkload(w, rand.New(rand.NewPCG(4, uint64(time.Now().UnixNano()))), stop)
+	h.env = []string{"FAILPOINTS=postgres.snapshot-row=kill@10000"}
+	h.start()
+	h.waitFired("postgres.snapshot-row", 2*time.Minute)
+	h.env = []string{"FAILPOINTS=postgres.snapshot-row=sleep:200us"} // a slow snapshot, so writes overlap it
+	h.start()
+	h.waitStreaming(2 * time.Minute)
+	time.Sleep(time.Second)
+	close(stop)
+	t.Logf("%d transactions committed during the snapshots", <-done)
+	h.waitDurable(2 * time.Minute)
+	h.stop()
+
+	state := map[string]map[string]json.RawMessage{} // table/key -> row
+	snapshots := 0
+	c := newTCC(t, h)
+	want := 0
+	for _, cr := range h.commitRecords() {
+		want += len(cr.Txns)
+	}
+	for _, tx := range drain(t, c, want) {
+		if tx.Snapshot && tx.First {
+			snapshots++
+		}
+		for _, op := range tx.Ops {
+			if op.Value == nil {
+				continue // a tombstone
+			}
+			var env envelope
+			if err := json.Unmarshal(op.Value, &env); err != nil {
+				t.Fatal(err)
+			}
+			k := op.Topic + "/" + string(op.Key)
+			_, exists := state[k]
+			switch env.Op {
+			case "r", "c":
+				if exists {
+					t.Fatalf("%s of %s, which exists: a change before the snapshot repeated (txn %s)", env.Op, k, tx.ID)
+				}
+				state[k] = env.After
+			case "u":
+				if !exists {
+					t.Fatalf("update of %s, which does not exist: a change is missing (txn %s)", k, tx.ID)
+				}
+				state[k] = env.After
+			case "d":
+				if !exists {
+					t.Fatalf("delete of %s, which does not exist: a change is missing (txn %s)", k, tx.ID)
+				}
+				delete(state, k)
+			}
+		}
+	}
+	if snapshots != 1 {
+		t.Errorf("%d snapshots delivered, want 1 (the interrupted one never committed)", snapshots)
+	}
+	for _, table := range []string{"accounts", "transfers"} {
+		types := h.columnTypes(table)
+		rows := w.rows(fmt.Sprintf("SELECT to_jsonb(%s.*)::text FROM %s", table, table))
+		n := 0
+		for k := range state {
+			if strings.HasPrefix(k, h.id+"."+table+"/") {
+				n++
+			}
+		}
+		if n != len(rows) {
+			t.Errorf("%s: the tcc's history leaves %d rows, the table holds %d", table, n, len(rows))
+		}
+		for _, row := range rows {
+			got, ok := state[h.id+"."+table+"/"+keyOf(row)]
+			if !ok {
+				t.Errorf("%s: row %s is missing from the tcc's history", table, keyOf(row))
+				continue
+			}
+			for col, v := range row {
+				if err := sameValue(types[col], v, got[col]); err != nil {
+					t.Errorf("%s %s column %s: %v", table, keyOf(row), col, err)
+				}
+			}
+		}
+	}
+}
