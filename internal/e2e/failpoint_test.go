@@ -10,29 +10,45 @@ import (
 	"time"
 )
 
-// tccTxnIDs reads the whole commit stream through the tcc and returns the ids of the transactions
-// it delivers (snapshots as "snapshot"), in order, each once.
-func (h *harness) tccTxnIDs() []string {
+// tccHistory reads the whole commit stream through the tcc and returns the ids of the transactions
+// it delivers (snapshots as "snapshot"), in order, and their records by table, in source order.
+func (h *harness) tccHistory() ([]string, map[string][]consumed) {
 	h.t.Helper()
 	want := 0
 	for _, c := range h.commitRecords() {
 		want += len(c.Txns)
 	}
 	var ids []string
+	byTable := map[string][]consumed{}
 	for _, tx := range drain(h.t, newTCC(h.t, h), want) {
 		if tx.Last {
 			ids = append(ids, tx.ID)
 		}
+		for _, op := range tx.Ops {
+			c := consumed{topic: op.Topic, partition: op.Partition, offset: op.Offset, key: string(op.Key), value: op.Value, headers: map[string]string{}}
+			for _, hd := range op.Headers {
+				c.headers[hd.Key] = string(hd.Value)
+			}
+			if op.Value != nil {
+				c.env = &envelope{}
+				if err := json.Unmarshal(op.Value, c.env); err != nil {
+					h.t.Fatalf("%s/%d@%d: not an envelope: %v", op.Topic, op.Partition, op.Offset, err)
+				}
+			}
+			table := strings.TrimPrefix(op.Topic, h.id+".")
+			byTable[table] = append(byTable[table], c)
+		}
 	}
-	return ids
+	return ids, byTable
 }
 
-// checkTCCHistory compares the transactions the tcc delivers with the ones PostgreSQL committed
-// (their xids, in commit order), after the snapshots.
+// checkTCCHistory compares what the tcc delivers with what PostgreSQL committed: the transactions
+// (their xids, in commit order, after the snapshots) and every change in its place.
 func (h *harness) checkTCCHistory(w *recorder) {
 	h.t.Helper()
+	ids, byTable := h.tccHistory()
 	var got []string
-	for _, id := range h.tccTxnIDs() {
+	for _, id := range ids {
 		if id != "snapshot" {
 			got = append(got, id)
 		}
@@ -45,6 +61,7 @@ func (h *harness) checkTCCHistory(w *recorder) {
 		h.t.Errorf("the tcc delivered %d transactions, PostgreSQL committed %d; they part at #%d: tcc %v, source %v",
 			len(got), len(w.xids), n, got[n:min(n+5, len(got))], w.xids[n:min(n+5, len(w.xids))])
 	}
+	h.verify(w.events, byTable)
 }
 
 // waitFired waits until cdcd has hit the failpoint and died of it.
@@ -76,17 +93,17 @@ func TestCrashAtEachWindow(t *testing.T) {
 func crashAt(t *testing.T, delivery, fp string) {
 	h := newHarness(t, crashDDL, "--set", "kafka.delivery="+delivery, "--set", "kafka.topic_partitions=3")
 	w := newOwnRecorder(h)
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
-	stop := make(chan struct{})
-	done := bankWorkload(w, rand.New(rand.NewPCG(3, seed)), stop)
 	h.env = []string{"FAILPOINTS=" + fp + "=kill@5"}
 	if fp == "cdcd.shutdown" {
 		h.env = []string{"FAILPOINTS=" + fp + "=kill"}
 	}
 	h.start()
+	h.waitStreaming(time.Minute)
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	stop := make(chan struct{})
+	done := bankWorkload(w, rand.New(rand.NewPCG(3, seed)), stop)
 	if fp == "cdcd.shutdown" {
-		h.waitStreaming(time.Minute)
 		time.Sleep(2 * time.Second)
 		h.proc.send(syscall.SIGTERM) // the shutdown dies at the failpoint
 	}
@@ -99,7 +116,6 @@ func crashAt(t *testing.T, delivery, fp string) {
 	t.Logf("%d transactions committed", <-done)
 	h.waitDurable(2 * time.Minute)
 	h.stop()
-	h.verify(w.events, h.readAll())
 	h.checkTCCHistory(w)
 }
 
@@ -128,7 +144,6 @@ func TestCrashInTheMiddleOfALargeTransaction(t *testing.T) {
 	h.start()
 	h.waitDurable(3 * time.Minute)
 	h.stop()
-	h.verify(w.events, h.readAll())
 	h.checkTCCHistory(w)
 }
 
@@ -222,4 +237,47 @@ func TestSnapshotUnderWritesAndACrash(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestKafkaTransactionTimeoutIsNotAFence: a source transaction stalls longer than
+// kafka.transaction_timeout, so the coordinator aborts its Kafka transaction. cdcd must say so (and
+// which setting to raise), not that it was fenced, restart from the last durable position, and
+// deliver everything once.
+func TestKafkaTransactionTimeoutIsNotAFence(t *testing.T) {
+	h := newHarness(t, "CREATE TABLE t (id int PRIMARY KEY, v text)", "--set", "kafka.transaction_timeout=2s")
+	w := newOwnRecorder(h)
+	// The third change (the second of the middle transaction) stalls past the timeout, and past the
+	// coordinator's check for expired transactions (every 10 s by default).
+	h.env = []string{"FAILPOINTS=writer.change=sleep:15s@3"}
+	h.start()
+	h.waitStreaming(time.Minute)
+	w.begin()
+	w.insert("t", "id, v", 1, "first")
+	w.commit()
+	w.begin()
+	for i := 2; i <= 6; i++ {
+		w.insert("t", "id, v", i, "stalled")
+	}
+	w.commit()
+	w.begin()
+	w.insert("t", "id, v", 7, "last")
+	w.commit()
+	deadline := time.Now().Add(2 * time.Minute)
+	for !strings.Contains(h.log(), "resuming after the commit stream") {
+		if time.Now().After(deadline) {
+			t.Fatal("cdcd never restarted its pipeline after the timed-out transaction")
+		}
+		if done, code := h.exited(0); done {
+			t.Fatalf("cdcd exited with %d instead of restarting", code)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	h.waitDurable(time.Minute)
+	h.stop()
+	log := h.log()
+	if !strings.Contains(log, "kafka.transaction_timeout") || strings.Contains(log, "was fenced") {
+		t.Errorf("the log does not name kafka.transaction_timeout, or calls the timeout a fence:\n%s", h.proc.tail(20))
+	}
+	h.verify(w.events, h.readAll())
+	h.checkTCCHistory(w)
 }

@@ -167,7 +167,7 @@ func (p *process) tail(n int) string {
 func newHarness(t *testing.T, ddl string, extraConfig ...string) *harness {
 	t.Helper()
 	h := &harness{t: t, dsn: testenv.PostgresDSN(t), brokers: testenv.KafkaBrokers(t), extra: extraConfig}
-	h.id = fmt.Sprintf("e2e_%s_%06d", strings.ToLower(strings.NewReplacer("/", "_", "-", "_").Replace(t.Name())), rand.IntN(1_000_000))
+	h.id = fmt.Sprintf("e2e_%s_%06d", strings.ToLower(strings.NewReplacer("/", "_", "-", "_", ".", "_").Replace(t.Name())), rand.IntN(1_000_000))
 	if len(h.id) > 60 {
 		h.id = h.id[len(h.id)-60:]
 	}
