@@ -7,6 +7,7 @@
 #   registry  Apicurio Registry (Confluent-compatible API under /apis/ccompat/v7), from Maven Central
 #
 # Usage: scripts/stack.sh up|down|status|env|install [service...]   (no service: all of them)
+#        scripts/stack.sh crash postgres|kafka   (an immediate stop / SIGKILL, for fault tests)
 # Every step is idempotent: `up` installs what is missing, initialises what is new, starts what is
 # stopped and waits until each server answers. Ports and credentials come from the environment.
 set -euo pipefail
@@ -158,6 +159,16 @@ postgres_down() {
 	if run_as postgres "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
 		log "postgres: stopping"
 		run_as postgres "$bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null
+	fi
+}
+
+# crash: an immediate stop (no checkpoint; the next start runs crash recovery).
+postgres_crash() {
+	local bin data=$STACK/postgres/data
+	bin=$(pg_bindir) || return 0
+	if run_as postgres "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+		log "postgres: stopping in immediate mode"
+		run_as postgres "$bin/pg_ctl" -D "$data" -m immediate -w stop >/dev/null
 	fi
 }
 
@@ -410,6 +421,16 @@ kafka_down() {
 	rm -f "$STACK/kafka/kafka.pid"
 }
 
+# crash: stop at once, as a power cut or kill -9 would (for the fault tests).
+kafka_crash() {
+	kafka_running || return 0
+	log "kafka: killing (SIGKILL)"
+	kill -KILL "$(kafka_pid)" 2>/dev/null || true
+	local i
+	for ((i = 0; i < 30; i++)); do port_open "$KAFKA_PORT" || break; sleep 1; done
+	rm -f "$STACK/kafka/kafka.pid"
+}
+
 kafka_status() {
 	if kafka_ready; then echo "kafka: up on 127.0.0.1:$KAFKA_PORT"; else
 		echo "kafka: down"
@@ -535,11 +556,17 @@ up | install)
 down)
 	for ((i = ${#services[@]} - 1; i >= 0; i--)); do "${services[$i]}_down"; done
 	;;
+crash)
+	for s in "${services[@]}"; do
+		declare -F "${s}_crash" >/dev/null || die "crash: not for $s (postgres, kafka)"
+		"${s}_crash"
+	done
+	;;
 status)
 	rc=0
 	for s in "${services[@]}"; do "${s}_status" || rc=1; done
 	exit $rc
 	;;
 env) print_env ;;
-*) die "unknown command '$cmd' (use: up, down, status, env, install)" ;;
+*) die "unknown command '$cmd' (use: up, down, crash, status, env, install)" ;;
 esac

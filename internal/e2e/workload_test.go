@@ -46,18 +46,50 @@ func newRecorder(h *harness) *recorder {
 // connection while the workload runs.
 func newOwnRecorder(h *harness) *recorder {
 	h.t.Helper()
+	r := &recorder{h: h, events: map[string][]expected{}}
+	r.conn = h.connect()
+	h.t.Cleanup(func() { r.conn.Close(context.Background()) })
+	return r
+}
+
+// reconnect replaces the recorder's connection (after the server restarted).
+func (r *recorder) reconnect() {
+	r.h.t.Helper()
+	r.conn.Close(context.Background())
+	r.conn = r.h.connect()
+}
+
+// connect opens a session like the harness's own: UTC, ISO intervals, the test's schema; it waits
+// up to a minute for a restarting server.
+func (h *harness) connect() *pgx.Conn {
+	h.t.Helper()
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, h.dsn)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	h.t.Cleanup(func() { conn.Close(context.Background()) })
-	for _, set := range []string{"SET TimeZone = 'UTC'", "SET IntervalStyle = 'iso_8601'", "SET search_path = " + h.schema} {
-		if _, err := conn.Exec(ctx, set); err != nil {
-			h.t.Fatal(err)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		conn, err := pgx.Connect(ctx, h.dsn)
+		if err == nil {
+			for _, set := range []string{"SET TimeZone = 'UTC'", "SET IntervalStyle = 'iso_8601'", "SET search_path = " + h.schema} {
+				if _, err = conn.Exec(ctx, set); err != nil {
+					break
+				}
+			}
+			if err == nil {
+				return conn
+			}
+			conn.Close(ctx)
 		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("connecting to PostgreSQL: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
-	return &recorder{h: h, conn: conn, events: map[string][]expected{}}
+}
+
+// reconnect replaces the harness's connection (after the server restarted).
+func (h *harness) reconnect() {
+	h.t.Helper()
+	h.conn.Close(context.Background())
+	h.conn = h.connect()
 }
 
 func (r *recorder) begin() {
