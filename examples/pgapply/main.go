@@ -29,6 +29,7 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/cdcd-dev/cdcd/bookmark"
+	"github.com/cdcd-dev/cdcd/internal/failpoint"
 	"github.com/cdcd-dev/cdcd/tcc"
 )
 
@@ -37,17 +38,18 @@ func main() {
 	commitTopic := flag.String("commit-topic", "cdcd.commits", "cdcd's kafka.commit_topic")
 	target := flag.String("target", "", "the target database (PostgreSQL URL)")
 	name := flag.String("name", "pgapply", "this consumer's name in the bookmark table")
+	maxChunk := flag.Int("max-chunk", 10_000, "the most records of one delivered chunk of a large transaction")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, log, strings.Split(*brokers, ","), *commitTopic, *target, *name); err != nil {
+	if err := run(ctx, log, strings.Split(*brokers, ","), *commitTopic, *target, *name, *maxChunk); err != nil {
 		log.Error("pgapply stopped", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, log *slog.Logger, brokers []string, commitTopic, target, name string) error {
+func run(ctx context.Context, log *slog.Logger, brokers []string, commitTopic, target, name string, maxChunk int) error {
 	if target == "" {
 		return errors.New("-target is required")
 	}
@@ -64,7 +66,7 @@ func run(ctx context.Context, log *slog.Logger, brokers []string, commitTopic, t
 		consumer text NOT NULL, txn text NOT NULL, pos text NOT NULL, bookmark text NOT NULL)`); err != nil {
 		return err
 	}
-	opts := []tcc.Opt{tcc.Brokers(brokers...), tcc.CommitTopic(commitTopic), tcc.Logger(log)}
+	opts := []tcc.Opt{tcc.Brokers(brokers...), tcc.CommitTopic(commitTopic), tcc.Logger(log), tcc.MaxChunkOps(maxChunk)}
 	// saved is the bookmark this instance started from or saved last: every save is conditional on
 	// it, so a second instance of the same consumer fails instead of applying twice.
 	var saved *bookmark.Consumer
@@ -96,11 +98,13 @@ func run(ctx context.Context, log *slog.Logger, brokers []string, commitTopic, t
 			}
 		}
 		for _, op := range t.Ops {
+			failpoint.Hit(ctx, "pgapply.apply-op") // cdcd's crash tests die here (a no-op in release builds)
 			if err := a.apply(ctx, tx, op); err != nil {
 				return fmt.Errorf("applying %s (%s/%d@%d): %w", op.ID, op.Topic, op.Partition, op.Offset, err)
 			}
 		}
 		if !t.Last {
+			failpoint.Hit(ctx, "pgapply.after-chunk")
 			return nil // a large transaction continues in the next chunk, in the same target transaction
 		}
 		if err := store.Save(ctx, tx, saved, t.Bookmark); err != nil {

@@ -42,19 +42,17 @@ func TestTCCApplyExactlyOnceUnderKills(t *testing.T) {
 	}
 }
 
-func tccApplyUnderKills(t *testing.T, delivery string) {
-	kills := 20
-	if os.Getenv("CDCD_CRASH_KILLS") != "" {
-		fmt.Sscan(os.Getenv("CDCD_CRASH_KILLS"), &kills)
-	}
-	h := newHarness(t, crashDDL, "--set", "kafka.delivery="+delivery, "--set", "kafka.topic_partitions=3")
+// newTarget makes the harness's schema, its tables (ddl) and pgapply's tables in the target database,
+// and returns a connection to it and the DSN pgapply uses.
+func newTarget(t *testing.T, h *harness, ddl string) (*pgx.Conn, string) {
+	t.Helper()
 	targetDSN := testenv.PostgresTargetDSN(t)
 	target, err := pgx.Connect(context.Background(), targetDSN)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer target.Close(context.Background())
-	for _, s := range []string{"CREATE SCHEMA " + h.schema, "SET search_path = " + h.schema, crashDDL,
+	t.Cleanup(func() { target.Close(context.Background()) })
+	for _, s := range []string{"CREATE SCHEMA " + h.schema, "SET search_path = " + h.schema, ddl,
 		"CREATE TABLE cdcd_bookmarks (name text PRIMARY KEY, bookmark text NOT NULL, updated timestamptz NOT NULL DEFAULT now())",
 		"CREATE TABLE cdcd_applied (seq bigserial PRIMARY KEY, consumer text NOT NULL, txn text NOT NULL, pos text NOT NULL, bookmark text NOT NULL)"} {
 		if _, err := target.Exec(context.Background(), s); err != nil {
@@ -66,14 +64,94 @@ func tccApplyUnderKills(t *testing.T, delivery string) {
 	if !strings.Contains(targetDSN, "?") {
 		u = targetDSN + "?search_path=" + h.schema
 	}
+	return target, u
+}
+
+// newApplier prepares examples/pgapply for the harness's commit stream and the target.
+func newApplier(t *testing.T, h *harness, targetDSN string, extra ...string) *applier {
+	t.Helper()
 	app := &applier{process: process{t: t, logPath: filepath.Join(t.TempDir(), "pgapply.log")},
-		args: []string{"-brokers", strings.Join(h.brokers, ","), "-commit-topic", h.id + ".commits", "-target", u, "-name", h.id}}
+		args: append([]string{"-brokers", strings.Join(h.brokers, ","), "-commit-topic", h.id + ".commits", "-target", targetDSN, "-name", h.id}, extra...)}
 	t.Cleanup(func() {
 		app.signal(syscall.SIGKILL)
 		if t.Failed() {
 			t.Logf("last lines of the pgapply log:\n%s", app.tail(30))
 		}
 	})
+	return app
+}
+
+// waitSame waits until the target's tables hold what the source's do, as PostgreSQL renders them.
+func (h *harness) waitSame(target *pgx.Conn, tables ...string) {
+	h.t.Helper()
+	query := func(conn *pgx.Conn, table string) string {
+		var s string
+		if err := conn.QueryRow(context.Background(), fmt.Sprintf("SELECT coalesce(string_agg(to_jsonb(t.*)::text, E'\\n' ORDER BY id), '') FROM %s.%s t", h.schema, table)).Scan(&s); err != nil {
+			h.t.Fatal(err)
+		}
+		return s
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		same := true
+		for _, tb := range tables {
+			same = same && query(h.conn, tb) == query(target, tb)
+		}
+		if same {
+			return
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("the target never caught up with the source")
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// checkApplied is the order validator: pgapply's log of applied transactions holds every committed
+// source transaction once, whole, in commit order; want counts them.
+func checkApplied(t *testing.T, target *pgx.Conn, schema string, want int) {
+	t.Helper()
+	rows, err := target.Query(context.Background(), "SELECT txn, pos FROM "+schema+".cdcd_applied ORDER BY seq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var prev bookmark.LSN
+	applied := 0
+	seen := map[string]bool{}
+	for rows.Next() {
+		var txn, pos string
+		if err := rows.Scan(&txn, &pos); err != nil {
+			t.Fatal(err)
+		}
+		lsn, err := bookmark.ParseLSN(pos)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[txn+"@"+pos] {
+			t.Errorf("transaction %s at %s applied twice", txn, pos)
+		}
+		seen[txn+"@"+pos] = true
+		if applied > 0 && lsn <= prev {
+			t.Errorf("transaction %s at %s applied after one at %s: out of commit order", txn, pos, prev)
+		}
+		prev = lsn
+		applied++
+	}
+	if applied != want {
+		t.Errorf("%d transactions applied, %d committed", applied, want)
+	}
+	t.Logf("the target equals the source; %d transactions applied once each, in commit order", applied)
+}
+
+func tccApplyUnderKills(t *testing.T, delivery string) {
+	kills := 20
+	if os.Getenv("CDCD_CRASH_KILLS") != "" {
+		fmt.Sscan(os.Getenv("CDCD_CRASH_KILLS"), &kills)
+	}
+	h := newHarness(t, crashDDL, "--set", "kafka.delivery="+delivery, "--set", "kafka.topic_partitions=3")
+	target, targetDSN := newTarget(t, h, crashDDL)
+	app := newApplier(t, h, targetDSN)
 
 	w := newRecorder(h)
 	h.start()
@@ -101,61 +179,47 @@ func tccApplyUnderKills(t *testing.T, delivery string) {
 	txns := <-done
 	t.Logf("%d source transactions committed during %d kills of cdcd and %d of the consumer", txns, kills, kills)
 	h.waitDurable(3 * time.Minute)
-
-	// Wait for the consumer to apply everything: the source and target tables agree.
-	query := func(conn *pgx.Conn, table string) string {
-		var s string
-		if err := conn.QueryRow(context.Background(), fmt.Sprintf("SELECT coalesce(string_agg(to_jsonb(t.*)::text, E'\\n' ORDER BY id), '') FROM %s.%s t", h.schema, table)).Scan(&s); err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		same := true
-		for _, tb := range []string{"accounts", "transfers"} {
-			same = same && query(h.conn, tb) == query(target, tb)
-		}
-		if same {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the target never caught up with the source")
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
+	h.waitSame(target, "accounts", "transfers")
 	h.stop()
 	app.signal(syscall.SIGTERM)
+	checkApplied(t, target, h.schema, txns+1) // + the initial snapshot's transaction
+}
 
-	// The order validator: every committed source transaction applied once, whole, in commit order.
-	rows, err := target.Query(context.Background(), "SELECT txn, pos FROM "+h.schema+".cdcd_applied ORDER BY seq")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var prev bookmark.LSN
-	applied := 0
-	seen := map[string]bool{}
-	for rows.Next() {
-		var txn, pos string
-		if err := rows.Scan(&txn, &pos); err != nil {
+// TestPgapplyKilledInsideALargeTransaction: the consumer dies between two chunks of a 30,000-row
+// transaction, then in the middle of a chunk; each time it restarts from the bookmark of the last
+// transaction it committed and applies the large one again, whole, once.
+func TestPgapplyKilledInsideALargeTransaction(t *testing.T) {
+	const ddl = "CREATE TABLE big (id int PRIMARY KEY, v text)"
+	h := newHarness(t, ddl)
+	target, targetDSN := newTarget(t, h, ddl)
+	h.start()
+	h.waitStreaming(time.Minute)
+	h.exec("INSERT INTO big VALUES (0, 'before')")
+	h.exec("INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 30000) g")
+	h.exec("INSERT INTO big VALUES (30001, 'after')")
+	h.waitDurable(2 * time.Minute)
+
+	app := newApplier(t, h, targetDSN, "-max-chunk", "4000")
+	for _, fp := range []string{"pgapply.after-chunk=kill@3", "pgapply.apply-op=kill@18001"} {
+		app.env = []string{"FAILPOINTS=" + fp}
+		app.start()
+		name, _, _ := strings.Cut(fp, "=")
+		done, _ := app.exited(2 * time.Minute)
+		if !done || !strings.Contains(app.log(), "failpoint "+name+" fired") {
+			t.Fatalf("pgapply did not die at %s:\n%s", name, app.tail(20))
+		}
+		var n int
+		if err := target.QueryRow(context.Background(), "SELECT count(*) FROM "+h.schema+".big").Scan(&n); err != nil {
 			t.Fatal(err)
 		}
-		lsn, err := bookmark.ParseLSN(pos)
-		if err != nil {
-			t.Fatal(err)
+		if n != 1 {
+			t.Fatalf("after dying inside the large transaction the target holds %d rows of big, want the 1 before it", n)
 		}
-		if seen[txn+"@"+pos] {
-			t.Errorf("transaction %s at %s applied twice", txn, pos)
-		}
-		seen[txn+"@"+pos] = true
-		if applied > 0 && lsn <= prev {
-			t.Errorf("transaction %s at %s applied after one at %s: out of commit order", txn, pos, prev)
-		}
-		prev = lsn
-		applied++
 	}
-	if want := txns + 1; applied != want { // + the initial snapshot's transaction
-		t.Errorf("%d transactions applied, %d committed (+1 snapshot)", applied, txns)
-	}
-	t.Logf("the target equals the source; %d transactions applied once each, in commit order", applied)
+	app.env = nil
+	app.start()
+	h.waitSame(target, "big")
+	h.stop()
+	app.signal(syscall.SIGTERM)
+	checkApplied(t, target, h.schema, 4) // the snapshot, the row before, the large transaction, the row after
 }
