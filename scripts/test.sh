@@ -32,6 +32,11 @@ if [ -n "${CI:-}" ] && [ "${CI}" != false ]; then
 	go test -run '^$' -fuzz '^FuzzModel$' -fuzztime 45s ./tcc
 	go test -run '^$' -fuzz '^FuzzParseConsumer$' -fuzztime 10s ./bookmark
 	go test -run '^$' -fuzz '^FuzzDecodeArray$' -fuzztime 10s ./capture/postgres
+	go test -run '^$' -fuzz '^FuzzDecodeMessage$' -fuzztime 20s ./capture/postgres
+	go test -run '^$' -fuzz '^FuzzDecodeText$' -fuzztime 10s ./capture/postgres
+	go test -run '^$' -fuzz '^FuzzParseCommitRecord$' -fuzztime 10s ./bookmark
+	go test -run '^$' -fuzz '^FuzzConsumerBinary$' -fuzztime 10s ./bookmark
+	go test -run '^$' -fuzz '^FuzzOrderingHeaders$' -fuzztime 10s ./tcc
 	go test -run '^$' -fuzz '^FuzzAppendString$' -fuzztime 10s ./kcop
 fi
 echo "[test] done in $((SECONDS - started))s"

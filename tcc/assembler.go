@@ -58,24 +58,25 @@ func (r *rec) readHeaders() {
 			r.op, r.sub, haveOp = op, sub, ok
 		case bookmark.HeaderGroup:
 			g, err := strconv.ParseUint(string(h.Value), 10, 64)
-			r.group, haveGroup = g, err == nil
+			r.group, haveGroup = g, err == nil && g > 0 && strconv.FormatUint(g, 10) == string(h.Value)
 		}
 	}
 	r.valid = haveTxn && havePos && haveOp && haveGroup
 }
 
-// parseOp reads "<op>" or "<op>.<rec>".
+// parseOp reads "<op>" or "<op>.<rec>" as the writer spells them (decimal, no sign, no leading
+// zero); any other spelling is a foreign record's.
 func parseOp(s string) (int64, int, bool) {
 	opText, subText, hasSub := cutByte(s, '.')
 	op, err := strconv.ParseInt(opText, 10, 64)
-	if err != nil || op < 0 {
+	if err != nil || op < 0 || strconv.FormatInt(op, 10) != opText {
 		return 0, 0, false
 	}
 	if !hasSub {
 		return op, 0, true
 	}
 	sub, err := strconv.Atoi(subText)
-	if err != nil || sub < 1 {
+	if err != nil || sub < 1 || strconv.Itoa(sub) != subText {
 		return 0, 0, false
 	}
 	return op, sub, true

@@ -1,7 +1,9 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -804,11 +806,96 @@ func (s *streamState) copyData(ctx context.Context, data []byte) error {
 	if uint64(xld.ServerWALEnd) > s.r.serverWALEnd.Load() {
 		s.r.serverWALEnd.Store(uint64(xld.ServerWALEnd))
 	}
-	msg, err := pglogrepl.Parse(xld.WALData)
+	msg, err := parseMessage(xld.WALData)
 	if err != nil {
 		return fmt.Errorf("parsing pgoutput message at %s: %w", xld.WALStart, err)
 	}
 	return s.message(ctx, msg)
+}
+
+// parseMessage parses a pgoutput message. pglogrepl indexes into what it is given without checking
+// its length, so a short or empty message is turned into an error here rather than a panic.
+func parseMessage(data []byte) (msg pglogrepl.Message, err error) {
+	if len(data) == 0 {
+		return nil, errors.New("empty message")
+	}
+	if err := checkTuples(data); err != nil {
+		return nil, fmt.Errorf("malformed %q message of %d bytes: %w", data[0], len(data), err)
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			msg, err = nil, fmt.Errorf("malformed %q message of %d bytes: %v", data[0], len(data), p)
+		}
+	}()
+	return pglogrepl.Parse(data)
+}
+
+// checkTuples makes sure the tuples of an Insert, Update or Delete message (protocol 1) lie within
+// it, so that a length field cannot make the parser allocate what the message does not hold.
+func checkTuples(data []byte) error {
+	p := 5 // the message type and the relation id
+	tuple := func() error {
+		if p+2 > len(data) {
+			return errors.New("truncated tuple")
+		}
+		n := int(binary.BigEndian.Uint16(data[p:]))
+		p += 2
+		for range n {
+			if p >= len(data) {
+				return errors.New("truncated column")
+			}
+			kind := data[p]
+			p++
+			if kind != pglogrepl.TupleDataTypeText && kind != pglogrepl.TupleDataTypeBinary {
+				continue
+			}
+			if p+4 > len(data) {
+				return errors.New("truncated column length")
+			}
+			l := int64(binary.BigEndian.Uint32(data[p:]))
+			p += 4
+			if l > int64(len(data)-p) {
+				return fmt.Errorf("a column of %d bytes in the %d that remain", l, len(data)-p)
+			}
+			p += int(l)
+		}
+		return nil
+	}
+	switch data[0] {
+	case 'I', 'U', 'D':
+	case 'T': // relation count, options, then the relation ids
+		if len(data) < 6 || int64(binary.BigEndian.Uint32(data[1:]))*4 > int64(len(data)-6) {
+			return errors.New("more relations than the message holds")
+		}
+		return nil
+	case 'M': // transactional flag, LSN, prefix, then the content's length and the content
+		end := bytes.IndexByte(data[min(10, len(data)):], 0)
+		if len(data) < 10 || end < 0 {
+			return errors.New("truncated logical decoding message")
+		}
+		p = 10 + end + 1
+		if p+4 > len(data) || int64(binary.BigEndian.Uint32(data[p:])) > int64(len(data)-p-4) {
+			return errors.New("a logical decoding message longer than the message")
+		}
+		return nil
+	default:
+		return nil
+	}
+	for p < len(data) {
+		switch data[p] {
+		case 'N', 'K', 'O':
+			p++
+			if err := tuple(); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("unknown tuple marker %q", data[p])
+		}
+	}
+	if p == 5 {
+		return errors.New("no tuple")
+	}
+	return nil
 }
 
 func (s *streamState) message(ctx context.Context, msg pglogrepl.Message) error {
