@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
+	"sort"
 	"strconv"
 	"testing"
 
@@ -15,7 +17,9 @@ import (
 // The model: a source history of transactions, written to simulated partitions the way cdcd's writer
 // does (in commit groups, with a commit stream naming them), plus what goes wrong in real life:
 // records of a writer that crashed before its commit record (orphans, reusing the next group's
-// number), duplicates, foreign records without cdcd's headers. The consumer is fed the records in
+// number), duplicates, foreign records without cdcd's headers, offsets that read_committed never
+// shows (records of aborted Kafka transactions, transaction markers) in the data partitions and on
+// the commit topic, and retention removing records the consumer had already delivered. The consumer is fed the records in
 // random interleavings and batch sizes, and is itself "killed" at random points and restarted from
 // the last bookmark it delivered. Its output must be the history: every record once, in order, with
 // correct transaction boundaries.
@@ -35,19 +39,38 @@ type simTxn struct {
 }
 
 type simLog struct {
-	recs  []rec
+	recs  []rec // in offset order; offsets have gaps
+	next  int64 // the offset the next record gets
 	start int64 // records before it were removed (retention)
+}
+
+// add appends x at the log's next offset, after a gap of invisible offsets now and then.
+func (l *simLog) add(rng *rand.Rand, x rec) int64 {
+	if rng.IntN(4) == 0 {
+		l.next += int64(1 + rng.IntN(3)) // an aborted transaction's records, or a marker
+	}
+	x.offset = l.next
+	l.next++
+	l.recs = append(l.recs, x)
+	return x.offset
+}
+
+// at is the index of the first record at or after offset.
+func (l *simLog) at(offset int64) int {
+	return sort.Search(len(l.recs), func(i int) bool { return l.recs[i].offset >= offset })
 }
 
 type simWorld struct {
 	history []simTxn
 	commits []*bookmark.CommitRecord
+	offsets []int64 // each commit record's offset on the commit topic (markers lie between)
 	logs    map[topicPartition]*simLog
 	tps     []topicPartition
+	rng     *rand.Rand
 }
 
 func buildWorld(rng *rand.Rand) *simWorld {
-	w := &simWorld{logs: map[topicPartition]*simLog{}}
+	w := &simWorld{logs: map[topicPartition]*simLog{}, rng: rng}
 	for t := range 1 + rng.IntN(3) {
 		for p := range 1 + rng.IntN(3) {
 			tp := topicPartition{fmt.Sprintf("topic%d", t), int32(p)}
@@ -92,7 +115,7 @@ func buildWorld(rng *rand.Rand) *simWorld {
 		if rng.IntN(4) == 0 {
 			tp := w.tps[rng.IntN(len(w.tps))]
 			l := w.logs[tp]
-			l.recs = append(l.recs, rec{tp: tp, offset: int64(len(l.recs)), value: []byte("foreign")})
+			l.add(rng, rec{tp: tp, value: []byte("foreign")})
 		}
 		ranges := map[topicPartition]*bookmark.Range{}
 		cr := &bookmark.CommitRecord{Version: bookmark.CommitVersion, Source: "sim/db/slot", Group: group}
@@ -117,6 +140,7 @@ func buildWorld(rng *rand.Rand) *simWorld {
 			cr.Ranges = append(cr.Ranges, *rg)
 		}
 		w.commits = append(w.commits, cr)
+		w.offsets = append(w.offsets, int64(2*len(w.offsets))) // each record followed by its marker
 	}
 	return w
 }
@@ -128,13 +152,12 @@ func (w *simWorld) append(r simRecord, group uint64, t simTxn) int64 {
 	if r.sub > 0 {
 		opText += "." + strconv.Itoa(r.sub)
 	}
-	x := rec{tp: r.tp, offset: int64(len(l.recs)), value: []byte(r.payload), headers: []Header{
+	x := rec{tp: r.tp, value: []byte(r.payload), headers: []Header{
 		{bookmark.HeaderTxn, []byte(t.id)}, {bookmark.HeaderPos, []byte(t.pos)},
 		{bookmark.HeaderOp, []byte(opText)}, {bookmark.HeaderGroup, []byte(strconv.FormatUint(group, 10))},
 	}}
 	x.readHeaders()
-	l.recs = append(l.recs, x)
-	return x.offset
+	return l.add(w.rng, x)
 }
 
 // simFetcher serves the world to one consumer incarnation.
@@ -152,7 +175,7 @@ func (f *simFetcher) nextCommit(ctx context.Context) (*bookmark.CommitRecord, in
 	}
 	c := f.w.commits[f.commitAt]
 	f.commitAt++
-	return c, int64(f.commitAt - 1), nil
+	return c, f.w.offsets[f.commitAt-1], nil
 }
 
 var errEndOfWorld = errors.New("end of the simulated history")
@@ -171,7 +194,8 @@ func (f *simFetcher) fetch(ctx context.Context) ([]rec, error) {
 	var ready []topicPartition
 	for _, tp := range f.w.tps {
 		cur, ok := f.cursor[tp]
-		if ok && !f.paused[tp] && cur < int64(len(f.w.logs[tp].recs)) {
+		l := f.w.logs[tp]
+		if ok && !f.paused[tp] && l.at(cur) < len(l.recs) {
 			ready = append(ready, tp)
 		}
 	}
@@ -180,15 +204,38 @@ func (f *simFetcher) fetch(ctx context.Context) ([]rec, error) {
 	}
 	tp := ready[f.rng.IntN(len(ready))]
 	l := f.w.logs[tp]
-	cur := f.cursor[tp]
-	n := min(int64(1+f.rng.IntN(7)), int64(len(l.recs))-cur)
-	f.cursor[tp] = cur + n
-	return append([]rec(nil), l.recs[cur:cur+n]...), nil
+	if f.cursor[tp] < l.start {
+		// As Kafka: an offset retention removed cannot be read.
+		return nil, errorf(ErrDataGone, "%s/%d: offset %d is before the log start %d", tp.topic, tp.partition, f.cursor[tp], l.start)
+	}
+	i := l.at(f.cursor[tp])
+	n := min(1+f.rng.IntN(7), len(l.recs)-i)
+	f.cursor[tp] = l.recs[i+n-1].offset + 1
+	return append([]rec(nil), l.recs[i:i+n]...), nil
 }
 
 func (f *simFetcher) pause(tp topicPartition)  { f.paused[tp] = true }
 func (f *simFetcher) resume(tp topicPartition) { f.paused[tp] = false }
 func (f *simFetcher) close()                   {}
+
+// expire removes, as retention would, the records of every partition that lie before the first
+// record of a transaction after b (which the consumer has delivered whole).
+func (w *simWorld) expire(b bookmark.Consumer) {
+	id := w.commits[slices.Index(w.offsets, b.CommitOffset)].Txns[b.Txn].ID
+	after := slices.IndexFunc(w.history, func(st simTxn) bool { return st.id == id }) + 1
+	for tp, l := range w.logs {
+		start := l.next
+		for _, x := range l.recs {
+			if x.valid {
+				if i := slices.IndexFunc(w.history[after:], func(st simTxn) bool { return st.id == x.txnID }); i >= 0 {
+					start = x.offset
+					break
+				}
+			}
+		}
+		w.logs[tp].start = max(l.start, start)
+	}
+}
 
 func runModel(t *testing.T, seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
@@ -202,6 +249,10 @@ func runModel(t *testing.T, seed uint64) {
 
 	var got []string
 	var last *bookmark.Consumer
+	// A consumer that stores transaction bookmarks only (as examples/pgapply does) restarts from
+	// the last Done one and receives again what it had delivered after it.
+	var lastDone *bookmark.Consumer
+	gotAtDone := 0
 	var openTxn string // a transaction whose First chunk arrived and whose Last has not
 	completed := map[string]bool{}
 	for incarnation := 0; ; incarnation++ {
@@ -210,9 +261,15 @@ func runModel(t *testing.T, seed uint64) {
 		}
 		f := &simFetcher{w: w, rng: rng, cursor: map[topicPartition]int64{}, paused: map[topicPartition]bool{}}
 		a := newAssembler(f, 1+rng.IntN(6), 4+rng.IntN(8))
+		if lastDone != nil && last != nil && !last.Done && rng.IntN(2) == 0 {
+			last, got = lastDone, got[:gotAtDone]
+		}
 		if last != nil {
 			a.resumeAfter(*last)
-			f.commitAt = int(last.CommitOffset)
+			f.commitAt = slices.Index(w.offsets, last.CommitOffset)
+			if last.Done && rng.IntN(3) == 0 {
+				w.expire(*last)
+			}
 		}
 		crashAfter := rng.IntN(3 * (len(want) + 1))
 		delivered := 0
@@ -246,7 +303,7 @@ func runModel(t *testing.T, seed uint64) {
 					completed[tx.ID] = true
 					openTxn = ""
 					b := tx.Bookmark
-					last = &b
+					last, lastDone, gotAtDone = &b, &b, len(got)
 				}
 			}
 			if err != nil {
