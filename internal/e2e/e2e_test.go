@@ -45,6 +45,7 @@ func TestEndToEndMixedWorkload(t *testing.T) {
 	for _, tb := range []string{"full_items", "items", "other", "typed"} {
 		w.snapshot(tb)
 	}
+	h.watchCommits()
 	h.start()
 	h.waitStreaming(time.Minute)
 
@@ -132,6 +133,8 @@ func TestEndToEndMixedWorkload(t *testing.T) {
 	h.checkMetrics()
 	h.stop()
 	h.verify(w.events, h.readAll())
+	// The transactions' ids and commit positions are PostgreSQL's own.
+	h.checkTCCHistory(w)
 	if strings.Contains(h.log(), "level=ERROR") {
 		t.Errorf("cdcd logged errors:\n%s", h.log())
 	}

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -20,9 +21,20 @@ func (h *harness) tccHistory() ([]string, map[string][]consumed) {
 	}
 	var ids []string
 	byTable := map[string][]consumed{}
+	var ends map[string]string
+	if h.oracle {
+		if ends = h.commitEnds(); len(ends) == 0 {
+			h.t.Error("PostgreSQL decoded no commit for the oracle slot")
+		}
+	}
 	for _, tx := range drain(h.t, newTCC(h.t, h), want) {
 		if tx.Last {
 			ids = append(ids, tx.ID)
+			if end, ok := ends[tx.ID]; ok && end != tx.End {
+				h.t.Errorf("transaction %s ends at %s in the commit stream; PostgreSQL's commit record ends at %s", tx.ID, tx.End, end)
+			} else if ends != nil && !ok && !tx.Snapshot {
+				h.t.Errorf("transaction %s (ending at %s) is not among the transactions PostgreSQL decoded", tx.ID, tx.End)
+			}
 		}
 		for _, op := range tx.Ops {
 			c := consumed{topic: op.Topic, partition: op.Partition, offset: op.Offset, key: string(op.Key), value: op.Value, headers: map[string]string{}}
@@ -40,6 +52,43 @@ func (h *harness) tccHistory() ([]string, map[string][]consumed) {
 		}
 	}
 	return ids, byTable
+}
+
+// watchCommits makes PostgreSQL itself record, from now on, where each transaction's commit record
+// ends: a second logical slot with the contrib test_decoding plugin, read back by commitEnds.
+func (h *harness) watchCommits() {
+	h.t.Helper()
+	h.exec("SELECT pg_create_logical_replication_slot($1, 'test_decoding')", h.id+"_oracle")
+	h.oracle = true
+	h.t.Cleanup(func() {
+		conn := h.connect()
+		defer conn.Close(context.Background())
+		_, _ = conn.Exec(context.Background(), "SELECT pg_drop_replication_slot($1)", h.id+"_oracle")
+	})
+}
+
+// commitEnds maps each transaction id (as pgoutput names it) to the end of its commit record, as
+// PostgreSQL's logical decoding reports it.
+func (h *harness) commitEnds() map[string]string {
+	h.t.Helper()
+	rows, err := h.conn.Query(context.Background(), `SELECT lsn::text, xid::text FROM pg_logical_slot_peek_changes($1, NULL, NULL,
+		'include-xids', '1', 'skip-empty-xacts', '1') WHERE data LIKE 'COMMIT%'`, h.id+"_oracle")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer rows.Close()
+	ends := map[string]string{}
+	for rows.Next() {
+		var lsn, xid string
+		if err := rows.Scan(&lsn, &xid); err != nil {
+			h.t.Fatal(err)
+		}
+		ends[xid] = lsn
+	}
+	if err := rows.Err(); err != nil {
+		h.t.Fatal(err)
+	}
+	return ends
 }
 
 // checkTCCHistory compares what the tcc delivers with what PostgreSQL committed: the transactions
@@ -99,6 +148,7 @@ func crashAt(t *testing.T, delivery, fp string) {
 	}
 	h.start()
 	h.waitStreaming(time.Minute)
+	h.watchCommits()
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	stop := make(chan struct{})

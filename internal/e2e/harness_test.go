@@ -64,6 +64,7 @@ type harness struct {
 	cfgPath string
 	extra   []string
 	env     []string // added to cdcd's environment, e.g. FAILPOINTS=...
+	oracle  bool     // watchCommits made a test_decoding slot
 	streams int      // "streaming" lines seen in the log so far
 	proc    process
 }

@@ -24,6 +24,9 @@ type expected struct {
 	key       string
 	after     map[string]json.RawMessage
 	unchanged []string
+	// before is the old row as PostgreSQL rendered it just before an update or delete; a record's
+	// before image must agree with it on every column it carries.
+	before map[string]json.RawMessage
 }
 
 // recorder runs a workload on one connection, so commit order is program order, and records what
@@ -170,21 +173,33 @@ func (r *recorder) insert(table, cols string, args ...any) {
 // the new one when the key changes. unchanged names the columns the source will not send.
 func (r *recorder) update(table string, id int, set string, unchanged []string, args ...any) {
 	r.h.t.Helper()
+	old := r.oldRow(table, id)
 	sql := fmt.Sprintf("UPDATE %s SET %s WHERE id = %d RETURNING to_jsonb(%s.*)::text", table, set, id, table)
 	for _, row := range r.rows(sql, args...) {
 		oldKey := fmt.Sprintf(`{"id":%d}`, id)
 		if k := keyOf(row); k != oldKey {
-			r.pending[table] = append(r.pending[table], expected{op: "d", key: oldKey})
+			r.pending[table] = append(r.pending[table], expected{op: "d", key: oldKey, before: old})
 		}
-		r.pending[table] = append(r.pending[table], expected{op: "u", key: keyOf(row), after: row, unchanged: unchanged})
+		r.pending[table] = append(r.pending[table], expected{op: "u", key: keyOf(row), after: row, unchanged: unchanged, before: old})
 	}
 }
 
 func (r *recorder) delete(table string, id int) {
 	r.h.t.Helper()
+	old := r.oldRow(table, id)
 	for _, row := range r.rows(fmt.Sprintf("DELETE FROM %s WHERE id = %d RETURNING json_build_object('id', id)::text", table, id)) {
-		r.pending[table] = append(r.pending[table], expected{op: "d", key: keyOf(row)})
+		r.pending[table] = append(r.pending[table], expected{op: "d", key: keyOf(row), before: old})
 	}
+}
+
+// oldRow is the row as PostgreSQL renders it before the change, in the change's transaction.
+func (r *recorder) oldRow(table string, id int) map[string]json.RawMessage {
+	r.h.t.Helper()
+	rows := r.rows(fmt.Sprintf("SELECT to_jsonb(%s.*)::text FROM %s WHERE id = %d", table, table, id))
+	if len(rows) != 1 {
+		return nil
+	}
+	return rows[0]
 }
 
 func (r *recorder) truncate(tables ...string) {
@@ -243,6 +258,10 @@ func (h *harness) verify(events map[string][]expected, got map[string][]consumed
 	}
 	for table, exp := range events {
 		types := h.columnTypes(table)
+		var identity string
+		if err := h.conn.QueryRow(context.Background(), "SELECT relreplident::text FROM pg_class WHERE oid = $1::regclass", h.schema+"."+table).Scan(&identity); err != nil {
+			identity = "" // dropped since: before images are checked column by column only
+		}
 		recs := got[table]
 		var data []consumed
 		for i, c := range recs {
@@ -268,12 +287,16 @@ func (h *harness) verify(events map[string][]expected, got map[string][]consumed
 				continue
 			}
 			if e.op == "t" {
+				if c.env.Before != nil || c.env.After != nil || c.env.Source.Table != table {
+					h.t.Errorf("%s: a truncate of %s with before %v, after %v", where, c.env.Source.Table, c.env.Before, c.env.After)
+				}
 				continue
 			}
 			if c.key != e.key {
 				h.t.Errorf("%s: key %s, want %s", where, c.key, e.key)
 				continue
 			}
+			h.checkBefore(where, identity, types, e, c)
 			if e.after == nil {
 				if c.env.After != nil {
 					h.t.Errorf("%s: after = %v, want none", where, c.env.After)
@@ -318,6 +341,41 @@ func (h *harness) verify(events map[string][]expected, got map[string][]consumed
 				h.t.Logf("  missing: %s %s", exp[i].op, exp[i].key)
 			}
 		}
+	}
+}
+
+// checkBefore compares a record's before image with the old row PostgreSQL rendered: every column
+// it carries holds the old value; a delete carries at least the key; under REPLICA IDENTITY FULL
+// updates and deletes carry every column.
+func (h *harness) checkBefore(where, identity string, types map[string]string, e expected, c consumed) {
+	h.t.Helper()
+	if e.before == nil {
+		if c.env.Before != nil && e.op == "c" {
+			h.t.Errorf("%s: an insert with a before image %v", where, c.env.Before)
+		}
+		return
+	}
+	if c.env.Before == nil {
+		if e.op == "d" || identity == "f" {
+			h.t.Errorf("%s: no before image; PostgreSQL logged the old row %v", where, e.before)
+		}
+		return
+	}
+	if _, ok := c.env.Before["id"]; !ok {
+		h.t.Errorf("%s: the before image %v lacks the key", where, c.env.Before)
+	}
+	for col, got := range c.env.Before {
+		want, ok := e.before[col]
+		if !ok {
+			h.t.Errorf("%s: before image column %s, which the old row does not have", where, col)
+			continue
+		}
+		if err := sameValue(types[col], want, got); err != nil {
+			h.t.Errorf("%s: before image column %s (%s): %v", where, col, types[col], err)
+		}
+	}
+	if identity == "f" && len(c.env.Before) != len(e.before) {
+		h.t.Errorf("%s: under REPLICA IDENTITY FULL the before image has %d of the %d columns", where, len(c.env.Before), len(e.before))
 	}
 }
 
