@@ -160,7 +160,7 @@ type assembler struct {
 
 // newAssembler reads src from its first group on; resumeAfter and fromEnd change that.
 func newAssembler(src fetcher, maxChunk, maxBuffered int) *assembler {
-	return &assembler{src: src, maxChunk: max(maxChunk, 1), maxBuffered: max(maxBuffered, 16),
+	return &assembler{src: src, maxChunk: max(maxChunk, 1), maxBuffered: max(maxBuffered, 1),
 		queues: map[topicPartition]*queue{}, paused: map[topicPartition]bool{}, next: 1}
 }
 
@@ -371,7 +371,7 @@ func (a *assembler) popFrom(tp topicPartition) {
 		a.done[tp] = true
 	}
 	q.pop()
-	if a.paused[tp] && q.len() < a.maxBuffered/2 {
+	if a.paused[tp] && q.len() <= a.maxBuffered/2 {
 		a.src.resume(tp)
 		a.paused[tp] = false
 	}

@@ -260,7 +260,7 @@ func runModel(t *testing.T, seed uint64) {
 			t.Fatalf("seed %d: no progress after %d restarts", seed, incarnation)
 		}
 		f := &simFetcher{w: w, rng: rng, cursor: map[topicPartition]int64{}, paused: map[topicPartition]bool{}}
-		a := newAssembler(f, 1+rng.IntN(6), 4+rng.IntN(8))
+		a := newAssembler(f, 1+rng.IntN(6), 1+rng.IntN(8))
 		if lastDone != nil && last != nil && !last.Done && rng.IntN(2) == 0 {
 			last, got = lastDone, got[:gotAtDone]
 		}

@@ -14,6 +14,14 @@
 // Kafka committed) and duplicates nothing for read_committed consumers (what the crashed writer had
 // not committed is aborted, and the source resumes right after what it had).
 //
+// The commit stream is the bookmark, so it must keep every record: the writer creates the commit
+// topic with cleanup.policy=delete and no retention and refuses one that compacts or expires. A
+// group also closes for the size of its commit record, which stays under MaxMessageBytes. A position
+// the source passed with nothing to write (capture.Progresser) is durable only once a commit record
+// carries it (one without transactions when the source is quiet); only then does OnDurable hear it.
+// Errors a restart cannot cure are terminal (package fault) and name the setting to change; a
+// transaction the coordinator aborted for its age is ErrTransactionTimedOut, and retried.
+//
 // A source transaction is never split across Kafka transactions, so read_committed consumers never
 // see part of one. A long one holds its Kafka transaction open with its records already sent:
 // memory stays flat, and its duration is bounded by the transaction timeout (kafka.transaction_timeout,
