@@ -224,9 +224,33 @@ scratch_postgres() {
 		if [ -s "$dir/data/PG_VERSION" ]; then
 			run_as postgres "$bin/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
 		fi
-		rm -rf "$dir"
+		rm -rf "$dir" "$dir".saved.*
 		;;
-	*) die "usage: scratch-postgres up|down NAME PORT [setting=value...]" ;;
+	save)
+		# save NAME COPY: a cold copy of the data directory (slots included), as a backup would be.
+		local copy=$port
+		[ -n "$copy" ] || die "usage: scratch-postgres save NAME COPY"
+		run_as postgres "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
+		rm -rf "$dir.saved.$copy"
+		cp -a "$dir/data" "$dir.saved.$copy"
+		run_as postgres "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null ||
+			die "scratch postgres $name did not start; see $dir/server.log"
+		;;
+	restore)
+		# restore NAME COPY: the server is replaced by the saved copy, which recovers as a standby
+		# and is promoted: a new timeline, as after a restore or a failover.
+		local copy=$port
+		[ -d "$dir.saved.$copy" ] || die "scratch postgres $name has no saved copy $copy"
+		run_as postgres "$bin/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
+		rm -rf "$dir/data"
+		cp -a "$dir.saved.$copy" "$dir/data"
+		run_as postgres touch "$dir/data/standby.signal"
+		run_as postgres "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null ||
+			die "scratch postgres $name did not start as a standby; see $dir/server.log"
+		run_as postgres "$bin/pg_ctl" -D "$dir/data" -w -t 60 promote >/dev/null ||
+			die "scratch postgres $name was not promoted; see $dir/server.log"
+		;;
+	*) die "usage: scratch-postgres up|down|save|restore NAME PORT|COPY [setting=value...]" ;;
 	esac
 }
 

@@ -57,9 +57,14 @@ type Reader struct {
 	database string
 	tm       *pgtype.Map
 	types    map[uint32]typeInfo // pg_type rows by OID, as read so far
-	// systemID and timeline are the server's identity and current line of history (IDENTIFY_SYSTEM).
-	systemID string
-	timeline int32
+	// systemID and timeline are the server's identity and current line of history (IDENTIFY_SYSTEM);
+	// history is the timeline's history file, timelineStart where the timeline began, walEnd how
+	// far the server's WAL reached when cdcd connected.
+	systemID      string
+	timeline      int32
+	history       string
+	timelineStart bookmark.LSN
+	walEnd        bookmark.LSN
 
 	acked        atomic.Uint64 // bookmark.LSN confirmed durable downstream
 	serverWALEnd atomic.Uint64
@@ -135,7 +140,8 @@ func Open(ctx context.Context, cfg Config) (*Reader, error) {
 	return r, nil
 }
 
-// identify reads the server's system identifier and timeline over a replication connection.
+// identify reads the server's system identifier, timeline and the timeline's history over a
+// replication connection.
 func (r *Reader) identify(ctx context.Context) error {
 	rc, err := r.connectReplication(ctx)
 	if err != nil {
@@ -146,7 +152,19 @@ func (r *Reader) identify(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("IDENTIFY_SYSTEM: %w", err)
 	}
-	r.systemID, r.timeline = sys.SystemID, sys.Timeline
+	r.systemID, r.timeline, r.walEnd = sys.SystemID, sys.Timeline, bookmark.LSN(sys.XLogPos)
+	if r.timeline > 1 {
+		res, err := pglogrepl.TimelineHistory(ctx, rc, r.timeline)
+		if err != nil {
+			return fmt.Errorf("reading the history of timeline %d: %w", r.timeline, err)
+		}
+		r.history = string(res.Content)
+		entries := parseTimelineHistory(r.history)
+		if len(entries) == 0 {
+			return fmt.Errorf("the history of timeline %d is empty", r.timeline)
+		}
+		r.timelineStart = entries[len(entries)-1].end
+	}
 	return nil
 }
 
@@ -156,8 +174,27 @@ func (r *Reader) SourceID() string {
 	return fmt.Sprintf("postgres/%s/%s/%s", r.systemID, r.database, r.cfg.Slot)
 }
 
-// Lineage implements capture.Source: the server's current timeline.
-func (r *Reader) Lineage() string { return strconv.FormatInt(int64(r.timeline), 10) }
+// Lineage implements capture.Source: the server's current timeline and where it began,
+// "<timeline>@<LSN>". Timeline numbers alone repeat when two copies of a server are promoted
+// independently; their starting points tell them apart.
+func (r *Reader) Lineage() string { return formatLineage(r.timeline, r.timelineStart) }
+
+func formatLineage(tli int32, start bookmark.LSN) string {
+	return strconv.FormatInt(int64(tli), 10) + "@" + start.String()
+}
+
+func parseLineage(s string) (int32, bookmark.LSN, error) {
+	t, l, ok := strings.Cut(s, "@")
+	tli, err := strconv.ParseInt(t, 10, 32)
+	if !ok || err != nil || tli < 1 {
+		return 0, 0, fmt.Errorf("%q is not <timeline>@<LSN>", s)
+	}
+	start, err := bookmark.ParseLSN(l)
+	if err != nil {
+		return 0, 0, fmt.Errorf("%q is not <timeline>@<LSN>: %w", s, err)
+	}
+	return int32(tli), start, nil
+}
 
 // Close implements capture.Source.
 func (r *Reader) Close(ctx context.Context) error { return r.meta.Close(ctx) }
@@ -401,28 +438,24 @@ func (r *Reader) Run(ctx context.Context, from capture.Resume, h capture.Handler
 // through a switch point at or after start, and the slot must not be confirmed past start.
 func (r *Reader) proveContinuity(ctx context.Context, rc *pgconn.PgConn, start bookmark.LSN, lineage string, confirmed bookmark.LSN) error {
 	if lineage != "" && lineage != r.Lineage() {
-		written, err := strconv.ParseInt(lineage, 10, 32)
+		written, begun, err := parseLineage(lineage)
 		if err != nil {
-			return fault.Terminal("the commit stream's lineage %q is not a PostgreSQL timeline: %w; it was not written by cdcd for PostgreSQL", lineage, ErrGap)
+			return fault.Terminal("the commit stream's lineage: %v: %w; it was not written by cdcd for PostgreSQL", err, ErrGap)
 		}
-		var history string
-		if r.timeline > 1 {
-			res, err := pglogrepl.TimelineHistory(ctx, rc, r.timeline)
-			if err != nil {
-				return fmt.Errorf("reading the history of timeline %d: %w", r.timeline, err)
-			}
-			history = string(res.Content)
-		}
-		end, ok := timelineEnd(history, int32(written))
+		end, ok := ancestorEnd(r.history, written, begun)
 		switch {
 		case !ok:
-			return fault.Terminal("the commit stream was written on timeline %d, which is not in the history of this server's timeline %d: %w; the server is not the one cdcd read from (another cluster or backup). Start over with a fresh snapshot: point kafka.commit_topic at a new topic and drop slot %s",
-				written, r.timeline, ErrGap, r.cfg.Slot)
+			return fault.Terminal("the commit stream was written on timeline %d (begun at %s), which is not in the history of this server's timeline %d: %w; the server is not the one cdcd read from (another copy or backup, promoted on its own). Start over with a fresh snapshot: point kafka.commit_topic at a new topic and drop slot %s",
+				written, begun, r.timeline, ErrGap, r.cfg.Slot)
 		case start > end:
 			return fault.Terminal("the commit stream holds transactions up to %s on timeline %d, but this server's timeline %d branched off it at %s: %w; Kafka holds transactions this server no longer has (a failover or restore lost them). Start over with a fresh snapshot: point kafka.commit_topic at a new topic and drop slot %s",
 				start, written, r.timeline, end, ErrGap, r.cfg.Slot)
 		}
 		r.log.Info("the server's timeline changed since the last durable position; it branched off after it, so nothing is lost", "from_timeline", written, "timeline", r.timeline, "switch", end.String(), "resume", start.String())
+	}
+	if r.walEnd != 0 && r.walEnd < start {
+		return fault.Terminal("this server's WAL ends at %s, before %s, where the commit stream says cdcd read up to: %w; the server lost transactions that Kafka holds (restored from an older backup?). Start over with a fresh snapshot: point kafka.commit_topic at a new topic and drop slot %s",
+			r.walEnd, start, ErrGap, r.cfg.Slot)
 	}
 	if confirmed > start {
 		if r.cfg.AcceptGapTo == confirmed.String() {
@@ -435,23 +468,44 @@ func (r *Reader) proveContinuity(ctx context.Context, rc *pgconn.PgConn, start b
 	return nil
 }
 
-// timelineEnd finds, in the history file of the server's current timeline, where the ancestor
-// timeline tli ended (its child branched off); ok is false when tli is not an ancestor.
-func timelineEnd(history string, tli int32) (end bookmark.LSN, ok bool) {
+// timelineEntry is one line of a timeline history file: timeline tli ended at end, where its child
+// branched off.
+type timelineEntry struct {
+	tli int32
+	end bookmark.LSN
+}
+
+// parseTimelineHistory reads a timeline history file ("<tli>\t<switch LSN>\t<reason>" per line,
+// oldest first); lines it cannot read are left out.
+func parseTimelineHistory(history string) []timelineEntry {
+	var out []timelineEntry
 	for _, line := range strings.Split(history, "\n") {
 		f := strings.Fields(line)
 		if len(f) < 2 || strings.HasPrefix(f[0], "#") {
 			continue
 		}
 		id, err := strconv.ParseInt(f[0], 10, 32)
-		if err != nil || int32(id) != tli {
+		if err != nil {
 			continue
 		}
 		lsn, err := bookmark.ParseLSN(f[1])
 		if err != nil {
-			return 0, false
+			continue
 		}
-		return lsn, true
+		out = append(out, timelineEntry{int32(id), lsn})
+	}
+	return out
+}
+
+// ancestorEnd finds, in the history of the server's current timeline, the ancestor timeline tli
+// that began at begun, and where it ended; ok is false when there is no such ancestor.
+func ancestorEnd(history string, tli int32, begun bookmark.LSN) (end bookmark.LSN, ok bool) {
+	var prev bookmark.LSN // timeline 1 begins at 0/0; each later one where its parent ended
+	for _, e := range parseTimelineHistory(history) {
+		if e.tli == tli && prev == begun {
+			return e.end, true
+		}
+		prev = e.end
 	}
 	return 0, false
 }

@@ -4,6 +4,8 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/cdcd-dev/cdcd/bookmark"
+
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgtype"
 )
@@ -50,19 +52,37 @@ func TestNewRelationKeys(t *testing.T) {
 	}
 }
 
-func TestTimelineEnd(t *testing.T) {
+func TestAncestorEnd(t *testing.T) {
 	history := "1\t0/3000158\tno recovery target specified\n\n2\t0/5000000\tat restore point \"x\"\n"
 	for _, tc := range []struct {
-		tli  int32
-		want string
-		ok   bool
-	}{{1, "0/3000158", true}, {2, "0/5000000", true}, {3, "", false}} {
-		end, ok := timelineEnd(history, tc.tli)
+		tli   int32
+		begun string
+		want  string
+		ok    bool
+	}{
+		{1, "0/0", "0/3000158", true},
+		{2, "0/3000158", "0/5000000", true},
+		{2, "0/4000000", "", false}, // a timeline 2 of another promotion
+		{3, "0/5000000", "", false}, // the current timeline is no ancestor
+	} {
+		begun, _ := bookmark.ParseLSN(tc.begun)
+		end, ok := ancestorEnd(history, tc.tli, begun)
 		if ok != tc.ok || (ok && end.String() != tc.want) {
-			t.Errorf("timeline %d: %v %v, want %s %v", tc.tli, end, ok, tc.want, tc.ok)
+			t.Errorf("timeline %d from %s: %v %v, want %s %v", tc.tli, tc.begun, end, ok, tc.want, tc.ok)
 		}
 	}
-	if _, ok := timelineEnd("", 1); ok {
+	if _, ok := ancestorEnd("", 1, 0); ok {
 		t.Error("an empty history names timeline 1")
+	}
+	for _, s := range []string{"1@0/0", "3@0/5000000"} {
+		tli, start, err := parseLineage(s)
+		if err != nil || formatLineage(tli, start) != s {
+			t.Errorf("lineage %q: %d %v %v", s, tli, start, err)
+		}
+	}
+	for _, s := range []string{"", "1", "0@0/0", "x@0/0", "1@zz"} {
+		if _, _, err := parseLineage(s); err == nil {
+			t.Errorf("lineage %q parsed", s)
+		}
 	}
 }

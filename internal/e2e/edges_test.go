@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/cdcd-dev/cdcd/bookmark"
+	"github.com/cdcd-dev/cdcd/internal/testenv"
 	"github.com/cdcd-dev/cdcd/tcc"
 )
 
@@ -296,4 +297,59 @@ func TestTCCCommitStreamGapsAndRetention(t *testing.T) {
 	}
 	t.Logf("reported: %v", f.Err)
 	h.stop()
+}
+
+// TestTimelineChanges: the server is replaced by a copy of itself that is promoted (a restore, a
+// failover): a new timeline. When it branched off after everything cdcd wrote, cdcd continues; when
+// it branched off before (Kafka holds transactions the server no longer has), cdcd refuses, even
+// though the new timeline has the same number as the one it wrote on.
+func TestTimelineChanges(t *testing.T) {
+	const name = "timeline"
+	dsn := testenv.ScratchPostgres(t, name, 15496, "wal_level=logical")
+	h := newHarnessOn(t, dsn, "CREATE TABLE t (id int PRIMARY KEY)")
+	save := func(copy string) {
+		h.conn.Close(context.Background())
+		testenv.Stack(t, "scratch-postgres", "save", name, copy)
+		h.reconnect()
+	}
+	restore := func(copy string) {
+		h.conn.Close(context.Background())
+		testenv.Stack(t, "scratch-postgres", "restore", name, copy)
+		h.reconnect()
+	}
+	h.start()
+	h.waitStreaming(time.Minute)
+	h.exec("INSERT INTO t VALUES (1)")
+	h.waitDurable(time.Minute)
+	h.stop()
+	save("before2")
+	h.exec("INSERT INTO t VALUES (2)")
+	h.start()
+	h.waitStreaming(time.Minute)
+	h.waitDurable(time.Minute)
+	h.stop()
+	save("after2")
+
+	// A copy with everything cdcd wrote, promoted: it continues.
+	restore("after2")
+	h.start()
+	h.waitStreaming(time.Minute)
+	h.exec("INSERT INTO t VALUES (3)")
+	h.waitDurable(time.Minute)
+	h.stop()
+	if !strings.Contains(h.log(), "branched off after it, so nothing is lost") {
+		t.Errorf("cdcd did not notice the new timeline:\n%s", h.proc.tail(10))
+	}
+	if got := fmt.Sprint(keysOf(h.readAll()["t"])); got != `[c {"id":1} c {"id":2} c {"id":3}]` {
+		t.Errorf("records %s", got)
+	}
+	recs := h.commitRecords()
+	if l := recs[len(recs)-1].Lineage; !strings.HasPrefix(l, "2@") {
+		t.Errorf("the last commit record's lineage is %q, want timeline 2", l)
+	}
+
+	// A copy from before row 2, promoted to another timeline 2: refused.
+	restore("before2")
+	h.start()
+	expectExit(t, h, 90*time.Second, 1, "is not in the history of this server's timeline 2", "cannot prove")
 }

@@ -296,9 +296,10 @@ func TestSnapshotUnderWritesAndACrash(t *testing.T) {
 func TestKafkaTransactionTimeoutIsNotAFence(t *testing.T) {
 	h := newHarness(t, "CREATE TABLE t (id int PRIMARY KEY, v text)", "--set", "kafka.transaction_timeout=2s")
 	w := newOwnRecorder(h)
-	// The third change (the second of the middle transaction) stalls past the timeout, and past the
-	// coordinator's check for expired transactions (every 10 s by default).
-	h.env = []string{"FAILPOINTS=writer.change=sleep:15s@3"}
+	// The fourth change (the third of the middle transaction, when the first one's records are
+	// written, so the coordinator's clock runs) stalls past the timeout, and past the coordinator's
+	// check for expired transactions (every 10 s by default).
+	h.env = []string{"FAILPOINTS=writer.change=sleep:15s@4"}
 	h.start()
 	h.waitStreaming(time.Minute)
 	w.begin()

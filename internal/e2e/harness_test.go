@@ -167,7 +167,13 @@ func (p *process) tail(n int) string {
 
 func newHarness(t *testing.T, ddl string, extraConfig ...string) *harness {
 	t.Helper()
-	h := &harness{t: t, dsn: testenv.PostgresDSN(t), brokers: testenv.KafkaBrokers(t), extra: extraConfig}
+	return newHarnessOn(t, testenv.PostgresDSN(t), ddl, extraConfig...)
+}
+
+// newHarnessOn is newHarness on another PostgreSQL (e.g. a scratch server).
+func newHarnessOn(t *testing.T, dsn, ddl string, extraConfig ...string) *harness {
+	t.Helper()
+	h := &harness{t: t, dsn: dsn, brokers: testenv.KafkaBrokers(t), extra: extraConfig}
 	h.id = fmt.Sprintf("e2e_%s_%06d", strings.ToLower(strings.NewReplacer("/", "_", "-", "_", ".", "_").Replace(t.Name())), rand.IntN(1_000_000))
 	if len(h.id) > 60 {
 		h.id = h.id[len(h.id)-60:]
