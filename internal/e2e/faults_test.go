@@ -27,6 +27,18 @@ func (h *harness) alive(after string) {
 	}
 }
 
+// newFaultHarness starts cdcd streaming the bank tables and returns a recorder on its own
+// connection and the seed of the test's randomness.
+func newFaultHarness(t *testing.T) (*harness, *recorder, uint64) {
+	t.Helper()
+	h := newHarness(t, crashDDL)
+	h.start()
+	h.waitStreaming(time.Minute)
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	return h, newOwnRecorder(h), seed
+}
+
 // TestPostgresFaultsUnderLoad: while cdcd works through bursts of transactions, its walsender is
 // terminated and PostgreSQL is stopped in immediate mode (crash recovery on the next start), three
 // times each. cdcd never exits; every committed change arrives once, in order, and the tcc
@@ -35,12 +47,7 @@ func TestPostgresFaultsUnderLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fault test skipped in -short mode")
 	}
-	h := newHarness(t, crashDDL)
-	h.start()
-	h.waitStreaming(time.Minute)
-	w := newOwnRecorder(h)
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
+	h, w, seed := newFaultHarness(t)
 	rng := rand.New(rand.NewPCG(5, seed))
 	b := &bank{nextAccount: 1, nextTransfer: 1}
 	txns := 0
@@ -73,12 +80,7 @@ func TestBrokerKilledUnderLiveWriter(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fault test skipped in -short mode")
 	}
-	h := newHarness(t, crashDDL)
-	h.start()
-	h.waitStreaming(time.Minute)
-	w := newOwnRecorder(h)
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
+	h, w, seed := newFaultHarness(t)
 	stop := make(chan struct{})
 	done := bankWorkload(w, rand.New(rand.NewPCG(6, seed)), stop)
 	for i := range 3 {
