@@ -33,7 +33,8 @@ const CommitVersion = 1
 // stream is cdcd's bookmark: the source resumes right after Resume.
 type CommitRecord struct {
 	Version int `json:"v"`
-	// Source identifies what was captured, e.g. "postgres/shop/cdcd_slot"; one commit stream
+	// Source identifies what was captured, e.g. "postgres/7713937006978238479/shop/cdcd_slot" (the
+	// server's system identifier, the database, the slot); one commit stream
 	// belongs to one source.
 	Source string `json:"source"`
 	// Group numbers the records of a commit stream from 1, without gaps.
