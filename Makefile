@@ -4,8 +4,9 @@ GO ?= go
 
 .PHONY: demo test stack stack-down stack-status build unit lint bench
 
-## demo: bring the servers up and run cdcd's main job against them
-demo: build stack
+## demo: bring up the servers it needs (PostgreSQL and Kafka) and run cdcd's main job against them
+demo: build
+	scripts/stack.sh up postgres kafka
 	scripts/demo.sh
 
 ## test: bring the servers up, then run every test (race detector on) against them

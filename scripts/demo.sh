@@ -6,7 +6,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 eval "$(scripts/stack.sh env)"
 DEMO=$CDCD_STACK_DIR/demo
 mkdir -p "$DEMO"
-PSQL=(psql "$CDCD_PG_DSN" -v ON_ERROR_STOP=1 -qAt)
+PSQL=(psql "$CDCD_STACK_PG_DSN" -v ON_ERROR_STOP=1 -qAt)
 
 echo "== resetting the demo (tables, slot, publication, topics)"
 "${PSQL[@]}" <<'SQL'
@@ -16,7 +16,7 @@ DROP TABLE IF EXISTS public.orders, public.customers;
 SQL
 "${PSQL[@]}" -f scripts/demo/schema.sql
 for t in cdcd.demo.commits cdcd.public.customers cdcd.public.orders; do
-	java -cp "$CDCD_STACK_DIR/kafka/lib/*" org.apache.kafka.tools.TopicCommand --bootstrap-server "$CDCD_KAFKA_BROKERS" \
+	java -cp "$CDCD_STACK_DIR/kafka/lib/*" org.apache.kafka.tools.TopicCommand --bootstrap-server "$CDCD_STACK_KAFKA_BROKERS" \
 		--delete --if-exists --topic "$t" >/dev/null 2>&1 || true
 done
 "${PSQL[@]}" -c "INSERT INTO customers (id, name) VALUES (0, 'already there before cdcd started')"
@@ -42,12 +42,12 @@ done
 for t in cdcd.public.customers cdcd.public.orders; do
 	echo
 	echo "== $t, as a read_committed consumer sees it (kcat): key | value | ordering headers"
-	kcat -b "$CDCD_KAFKA_BROKERS" -C -t "$t" -o beginning -e -q -X isolation.level=read_committed \
+	kcat -b "$CDCD_STACK_KAFKA_BROKERS" -C -t "$t" -o beginning -e -q -X isolation.level=read_committed \
 		-f '%k | %s | %h\n'
 done
 echo
 echo "== cdcd.demo.commits, the commit stream (one record per Kafka transaction)"
-kcat -b "$CDCD_KAFKA_BROKERS" -C -t cdcd.demo.commits -o beginning -e -q -X isolation.level=read_committed -f '%s\n'
+kcat -b "$CDCD_STACK_KAFKA_BROKERS" -C -t cdcd.demo.commits -o beginning -e -q -X isolation.level=read_committed -f '%s\n'
 
 echo
 echo "== cdcd tail: the same history through the tcc, whole transactions in source order, each with its bookmark"

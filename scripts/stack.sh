@@ -15,20 +15,20 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STACK=${CDCD_STACK_DIR:-$ROOT/.stack}
 
-PG_PORT=${CDCD_PG_PORT:-15432}
-PG_USER=${CDCD_PG_USER:-cdc}
-PG_PASSWORD=${CDCD_PG_PASSWORD:-cdc}
-PG_DB=${CDCD_PG_DB:-cdcd}
-MY_PORT=${CDCD_MYSQL_PORT:-13306}
-MY_USER=${CDCD_MYSQL_USER:-cdc}
-MY_PASSWORD=${CDCD_MYSQL_PASSWORD:-cdc}
-MY_DB=${CDCD_MYSQL_DB:-cdcd}
-MY_SERVER_ID=${CDCD_MYSQL_SERVER_ID:-1}
-KAFKA_PORT=${CDCD_KAFKA_PORT:-19092}
-KAFKA_CONTROLLER_PORT=${CDCD_KAFKA_CONTROLLER_PORT:-19093}
-KAFKA_HEAP=${CDCD_KAFKA_HEAP:-1g}
-REGISTRY_PORT=${CDCD_REGISTRY_PORT:-18081}
-APICURIO_VERSION=${CDCD_APICURIO_VERSION:-3.3.3}
+PG_PORT=${CDCD_STACK_PG_PORT:-15432}
+PG_USER=${CDCD_STACK_PG_USER:-cdc}
+PG_PASSWORD=${CDCD_STACK_PG_PASSWORD:-cdc}
+PG_DB=${CDCD_STACK_PG_DB:-cdcd}
+MY_PORT=${CDCD_STACK_MYSQL_PORT:-13306}
+MY_USER=${CDCD_STACK_MYSQL_USER:-cdc}
+MY_PASSWORD=${CDCD_STACK_MYSQL_PASSWORD:-cdc}
+MY_DB=${CDCD_STACK_MYSQL_DB:-cdcd}
+MY_SERVER_ID=${CDCD_STACK_MYSQL_SERVER_ID:-1}
+KAFKA_PORT=${CDCD_STACK_KAFKA_PORT:-19092}
+KAFKA_CONTROLLER_PORT=${CDCD_STACK_KAFKA_CONTROLLER_PORT:-19093}
+KAFKA_HEAP=${CDCD_STACK_KAFKA_HEAP:-1g}
+REGISTRY_PORT=${CDCD_STACK_REGISTRY_PORT:-18081}
+APICURIO_VERSION=${CDCD_STACK_APICURIO_VERSION:-3.3.3}
 
 ALL_SERVICES=(postgres mariadb kafka registry)
 
@@ -131,7 +131,7 @@ postgres_up() {
 		EOF
 	fi
 	if ! run_as postgres "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
-		port_free postgres "$PG_PORT" CDCD_PG_PORT
+		port_free postgres "$PG_PORT" CDCD_STACK_PG_PORT
 		log "postgres: starting on 127.0.0.1:$PG_PORT"
 		run_as postgres "$bin/pg_ctl" -D "$data" -l "$STACK/postgres/server.log" -w -t 60 \
 			-o "-p $PG_PORT -k $sock" start >/dev/null ||
@@ -298,7 +298,7 @@ mariadb_up() {
 			--skip-test-db >"$dir/install.log" 2>&1 || die "mariadb-install-db failed; see $dir/install.log"
 	fi
 	if ! mariadb_client -e 'SELECT 1' >/dev/null 2>&1; then
-		port_free mariadb "$MY_PORT" CDCD_MYSQL_PORT
+		port_free mariadb "$MY_PORT" CDCD_STACK_MYSQL_PORT
 		log "mariadb: starting on 127.0.0.1:$MY_PORT"
 		start-stop-daemon --start --background --chuid mysql --pidfile "$dir/mysqld.pid" \
 			--exec /usr/sbin/mariadbd -- --defaults-file="$dir/my.cnf"
@@ -421,8 +421,8 @@ kafka_up() {
 			die "kafka storage format failed; see $dir/format.log"
 	fi
 	if ! kafka_running; then
-		port_free kafka "$KAFKA_PORT" CDCD_KAFKA_PORT
-		port_free kafka "$KAFKA_CONTROLLER_PORT" CDCD_KAFKA_CONTROLLER_PORT
+		port_free kafka "$KAFKA_PORT" CDCD_STACK_KAFKA_PORT
+		port_free kafka "$KAFKA_CONTROLLER_PORT" CDCD_STACK_KAFKA_CONTROLLER_PORT
 		log "kafka: starting on 127.0.0.1:$KAFKA_PORT"
 		mkdir -p "$dir/logs"
 		# setsid: the broker outlives the shell that started it and ignores its terminal's signals.
@@ -467,7 +467,7 @@ kafka_status() {
 # registry_java: Apicurio Registry 3.3 is compiled for Java 21; the broker is happy with 17.
 registry_java() {
 	local j v
-	for j in ${CDCD_REGISTRY_JAVA:-} /usr/lib/jvm/*/bin/java $(command -v java); do
+	for j in ${CDCD_STACK_REGISTRY_JAVA:-} /usr/lib/jvm/*/bin/java $(command -v java); do
 		[ -x "$j" ] || continue
 		v=$("$j" -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = //p')
 		if [ "${v%%.*}" -ge 21 ] 2>/dev/null; then
@@ -480,16 +480,21 @@ registry_java() {
 
 registry_install() {
 	java_check
-	registry_java >/dev/null || die "the schema registry needs Java 21 or newer and none was found under /usr/lib/jvm (set CDCD_REGISTRY_JAVA to its java binary)"
+	registry_java >/dev/null || die "the schema registry needs Java 21 or newer and none was found under /usr/lib/jvm (set CDCD_STACK_REGISTRY_JAVA to its java binary)"
 	local dir=$STACK/registry
 	if [ ! -f "$dir/app/quarkus-run.jar" ] || [ "$(cat "$dir/app/.version" 2>/dev/null)" != "$APICURIO_VERSION" ]; then
 		log "registry: resolving Apicurio Registry $APICURIO_VERSION from Maven Central"
 		rm -rf "$dir/app"
 		mkdir -p "$dir/app"
-		mvn -q -B org.apache.maven.plugins:maven-dependency-plugin:3.8.1:unpack \
+		# Without a pom, the unpack goal writes its markers under a literal "${project.basedir}" in the
+		# working directory (markersDirectory cannot be set from the command line), and skips the
+		# unpack while they exist: so it runs inside the stack directory, and they go afterwards.
+		rm -rf "$dir/\${project.basedir}"
+		(cd "$dir" && mvn -q -B org.apache.maven.plugins:maven-dependency-plugin:3.8.1:unpack \
 			-Dartifact="io.apicurio:apicurio-registry-app:$APICURIO_VERSION:tar.gz:all" \
-			-DoutputDirectory="$dir/unpack" -DmarkersDirectory="$dir/markers" >"$dir/mvn.log" 2>&1 ||
+			-DoutputDirectory="$dir/unpack" >"$dir/mvn.log" 2>&1) ||
 			die "maven could not resolve Apicurio Registry; see $dir/mvn.log"
+		rm -rf "$dir/\${project.basedir}"
 		local run
 		run=$(find "$dir/unpack" -name quarkus-run.jar | head -n 1)
 		[ -n "$run" ] || die "quarkus-run.jar not found in the Apicurio archive ($dir/unpack)"
@@ -512,7 +517,7 @@ registry_up() {
 	registry_install
 	local dir=$STACK/registry
 	if ! registry_running; then
-		port_free registry "$REGISTRY_PORT" CDCD_REGISTRY_PORT
+		port_free registry "$REGISTRY_PORT" CDCD_STACK_REGISTRY_PORT
 		log "registry: starting on 127.0.0.1:$REGISTRY_PORT"
 		# In-memory storage: schemas live as long as the process, which is what tests and the demo need.
 		local java
@@ -546,15 +551,15 @@ registry_status() {
 
 print_env() {
 	cat <<-EOF
-		export CDCD_PG_DSN='postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB?sslmode=disable'
-		export CDCD_PG_TARGET_DSN='postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/${PG_DB}_target?sslmode=disable'
-		export CDCD_PG_ADMIN_DSN='postgres://postgres@127.0.0.1:$PG_PORT/$PG_DB?host=$STACK/postgres&sslmode=disable'
-		export CDCD_MYSQL_ADDR='127.0.0.1:$MY_PORT'
-		export CDCD_MYSQL_USER='$MY_USER'
-		export CDCD_MYSQL_PASSWORD='$MY_PASSWORD'
-		export CDCD_MYSQL_DB='$MY_DB'
-		export CDCD_KAFKA_BROKERS='127.0.0.1:$KAFKA_PORT'
-		export CDCD_REGISTRY_URL='http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7'
+		export CDCD_STACK_PG_DSN='postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB?sslmode=disable'
+		export CDCD_STACK_PG_TARGET_DSN='postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/${PG_DB}_target?sslmode=disable'
+		export CDCD_STACK_PG_ADMIN_DSN='postgres://postgres@127.0.0.1:$PG_PORT/$PG_DB?host=$STACK/postgres&sslmode=disable'
+		export CDCD_STACK_MYSQL_ADDR='127.0.0.1:$MY_PORT'
+		export CDCD_STACK_MYSQL_USER='$MY_USER'
+		export CDCD_STACK_MYSQL_PASSWORD='$MY_PASSWORD'
+		export CDCD_STACK_MYSQL_DB='$MY_DB'
+		export CDCD_STACK_KAFKA_BROKERS='127.0.0.1:$KAFKA_PORT'
+		export CDCD_STACK_REGISTRY_URL='http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7'
 		export CDCD_STACK_DIR='$STACK'
 	EOF
 }

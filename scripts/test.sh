@@ -23,7 +23,7 @@ go vet ./...
 go build -o bin/cdcd ./cmd/cdcd
 # CI runs the tcc's randomized model longer, and fuzzes it and the parsers for a while.
 if [ -n "${CI:-}" ] && [ "${CI}" != false ]; then
-	export CDCD_TCC_MODEL_RUNS=${CDCD_TCC_MODEL_RUNS:-20000}
+	export CDCD_TEST_TCC_MODEL_RUNS=${CDCD_TEST_TCC_MODEL_RUNS:-20000}
 fi
 # The end-to-end suite crashes and restarts the shared servers, so it runs alone, after the rest.
 go test -race -count=1 -timeout 20m $(go list ./... | grep -v /internal/e2e)

@@ -338,7 +338,7 @@ done:
 
 func TestModel(t *testing.T) {
 	n := 2000
-	if s := os.Getenv("CDCD_TCC_MODEL_RUNS"); s != "" {
+	if s := os.Getenv("CDCD_TEST_TCC_MODEL_RUNS"); s != "" {
 		n, _ = strconv.Atoi(s)
 	}
 	for seed := range uint64(n) {

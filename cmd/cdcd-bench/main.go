@@ -41,8 +41,8 @@ func main() {
 	delivery := flag.String("delivery", "transactional", "cdcd's kafka.delivery: transactional or parallel")
 	partitions := flag.Int("partitions", 1, "partitions of the data topic")
 	flag.Parse()
-	dsn := env("CDCD_PG_DSN", "postgres://cdc:cdc@127.0.0.1:15432/cdcd?sslmode=disable")
-	brokers := env("CDCD_KAFKA_BROKERS", "127.0.0.1:19092")
+	dsn := env("CDCD_STACK_PG_DSN", "postgres://cdc:cdc@127.0.0.1:15432/cdcd?sslmode=disable")
+	brokers := env("CDCD_STACK_KAFKA_BROKERS", "127.0.0.1:19092")
 	ctx := context.Background()
 
 	conn, err := pgx.Connect(ctx, dsn)

@@ -10,6 +10,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -162,6 +163,9 @@ func Load(path string, overrides []string) (Config, error) {
 			return Config{}, fmt.Errorf("config: binding %s: %w", k, err)
 		}
 	}
+	if err := unknownEnv(keys, os.Environ()); err != nil {
+		return Config{}, err
+	}
 	if path != "" {
 		v.SetConfigFile(path)
 		if err := v.ReadInConfig(); err != nil {
@@ -222,6 +226,36 @@ func keysOf(t reflect.Type, prefix string) []string {
 
 // Keys lists every configuration key cdcd knows, in declaration order.
 func Keys() []string { return keysOf(reflect.TypeOf(Config{}), "") }
+
+// Environment variables of these prefixes belong to the local servers' scripts and to the tests,
+// never to cdcd's settings, so cdcd leaves them alone.
+var foreignEnvPrefixes = []string{"CDCD_STACK_", "CDCD_TEST_"}
+
+// envName is the environment variable of key.
+func envName(key string) string { return "CDCD_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_")) }
+
+// unknownEnv reports CDCD_* variables that name no key: a misspelt one would otherwise leave a
+// default in force without a word.
+func unknownEnv(keys []string, environ []string) error {
+	known := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		known[envName(k)] = true
+	}
+	var unknown []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, "CDCD_") || known[name] || slices.ContainsFunc(foreignEnvPrefixes, func(p string) bool { return strings.HasPrefix(name, p) }) {
+			continue
+		}
+		unknown = append(unknown, name)
+	}
+	if len(unknown) == 0 {
+		return nil
+	}
+	slices.Sort(unknown)
+	return fmt.Errorf("environment: %s %s no configuration key (a key's variable is CDCD_ and the key in upper case with dots as underscores, e.g. CDCD_KAFKA_BROKERS for kafka.brokers; `cdcd config keys` lists them; CDCD_STACK_* and CDCD_TEST_* are left to the scripts and tests)",
+		strings.Join(unknown, ", "), map[bool]string{true: "names", false: "name"}[len(unknown) == 1])
+}
 
 func unknownKeyError(path string, err error) error {
 	where := "configuration"

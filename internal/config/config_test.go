@@ -9,7 +9,7 @@ import (
 )
 
 // hermetic clears every CDCD_* variable that names a key, so that the environment the tests run in
-// (scripts/stack.sh exports CDCD_KAFKA_BROKERS, for one) does not leak into them.
+// does not leak into them.
 func hermetic(t *testing.T) {
 	t.Helper()
 	for _, k := range Keys() {
@@ -133,5 +133,21 @@ func TestKeysCoverEveryLeaf(t *testing.T) {
 		if !found {
 			t.Errorf("Keys() lacks %s: %v", want, keys)
 		}
+	}
+}
+
+// TestUnknownEnvironmentVariable: a CDCD_* variable that names no key is an error naming it, like an
+// unknown key in the file; the scripts' and tests' own namespaces are left alone.
+func TestUnknownEnvironmentVariable(t *testing.T) {
+	p := writeFile(t, minimal)
+	t.Setenv("CDCD_STACK_PG_DSN", "postgres://elsewhere")
+	t.Setenv("CDCD_TEST_CRASH_KILLS", "3")
+	if _, err := Load(p, nil); err != nil {
+		t.Fatalf("the scripts' variables were taken for settings: %v", err)
+	}
+	t.Setenv("CDCD_KAFKA_BROKER", "k1:9092")
+	_, err := Load(p, nil)
+	if err == nil || !strings.Contains(err.Error(), "CDCD_KAFKA_BROKER ") || !strings.Contains(err.Error(), "CDCD_KAFKA_BROKERS for kafka.brokers") {
+		t.Fatalf("a misspelt variable: %v", err)
 	}
 }

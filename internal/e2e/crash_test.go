@@ -86,8 +86,8 @@ func TestCrashRecovery(t *testing.T) {
 		t.Skip("crash test skipped in -short mode")
 	}
 	kills := 20
-	if os.Getenv("CDCD_CRASH_KILLS") != "" {
-		fmt.Sscan(os.Getenv("CDCD_CRASH_KILLS"), &kills)
+	if os.Getenv("CDCD_TEST_CRASH_KILLS") != "" {
+		fmt.Sscan(os.Getenv("CDCD_TEST_CRASH_KILLS"), &kills)
 	}
 	h := newHarness(t, crashDDL)
 	w := newRecorder(h)

@@ -43,9 +43,9 @@ func TestMain(m *testing.M) {
 			os.Exit(2)
 		}
 	}
-	// CDCD_E2E_CDCD runs the tests against another cdcd binary (e.g. an older build, to see a test
+	// CDCD_TEST_CDCD_BIN runs the tests against another cdcd binary (e.g. an older build, to see a test
 	// fail on the code it was written against).
-	if other := os.Getenv("CDCD_E2E_CDCD"); other != "" {
+	if other := os.Getenv("CDCD_TEST_CDCD_BIN"); other != "" {
 		cdcdBin = other
 	}
 	code := m.Run()

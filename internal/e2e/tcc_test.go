@@ -146,8 +146,8 @@ func checkApplied(t *testing.T, target *pgx.Conn, schema string, want int) {
 
 func tccApplyUnderKills(t *testing.T, delivery string) {
 	kills := 20
-	if os.Getenv("CDCD_CRASH_KILLS") != "" {
-		fmt.Sscan(os.Getenv("CDCD_CRASH_KILLS"), &kills)
+	if os.Getenv("CDCD_TEST_CRASH_KILLS") != "" {
+		fmt.Sscan(os.Getenv("CDCD_TEST_CRASH_KILLS"), &kills)
 	}
 	h := newHarness(t, crashDDL, "--set", "kafka.delivery="+delivery, "--set", "kafka.topic_partitions=3")
 	target, targetDSN := newTarget(t, h, crashDDL)

@@ -7,6 +7,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -62,6 +64,18 @@ func call(t *testing.T, method, url string, body []byte, out any) {
 	if out != nil {
 		if err := json.Unmarshal(data, out); err != nil {
 			t.Fatalf("%s %s: %v in %s", method, url, err, data)
+		}
+	}
+}
+
+// TestStackWritesOnlyItsDirectory: installing the servers leaves nothing in the checkout outside
+// the stack directory (Maven's unpack goal once left a "${project.basedir}" folder there, and then
+// skipped every later unpack while it existed).
+func TestStackWritesOnlyItsDirectory(t *testing.T) {
+	RegistryURL(t) // the stack, registry included, is installed
+	for _, stray := range []string{"${project.basedir}", "target"} {
+		if _, err := os.Stat(filepath.Join(RepoRoot(), stray)); err == nil {
+			t.Errorf("the stack left %q in the checkout", stray)
 		}
 	}
 }

@@ -57,7 +57,7 @@ func requireTCP(t testing.TB, what, addr string) {
 // PostgresDSN is the cdc role's connection to the test database.
 func PostgresDSN(t testing.TB) string {
 	t.Helper()
-	dsn := env("CDCD_PG_DSN", "postgres://cdc:cdc@127.0.0.1:15432/cdcd?sslmode=disable")
+	dsn := env("CDCD_STACK_PG_DSN", "postgres://cdc:cdc@127.0.0.1:15432/cdcd?sslmode=disable")
 	requireTCP(t, "PostgreSQL", hostPort(t, dsn))
 	return dsn
 }
@@ -65,7 +65,7 @@ func PostgresDSN(t testing.TB) string {
 // PostgresTargetDSN is the cdc role's connection to the second database, the one consumers write to.
 func PostgresTargetDSN(t testing.TB) string {
 	t.Helper()
-	dsn := env("CDCD_PG_TARGET_DSN", "postgres://cdc:cdc@127.0.0.1:15432/cdcd_target?sslmode=disable")
+	dsn := env("CDCD_STACK_PG_TARGET_DSN", "postgres://cdc:cdc@127.0.0.1:15432/cdcd_target?sslmode=disable")
 	requireTCP(t, "PostgreSQL", hostPort(t, dsn))
 	return dsn
 }
@@ -74,7 +74,7 @@ func PostgresTargetDSN(t testing.TB) string {
 func PostgresAdminDSN(t testing.TB) string {
 	t.Helper()
 	PostgresDSN(t)
-	return env("CDCD_PG_ADMIN_DSN", "postgres://postgres@127.0.0.1:15432/cdcd?host="+StackDir()+"/postgres&sslmode=disable")
+	return env("CDCD_STACK_PG_ADMIN_DSN", "postgres://postgres@127.0.0.1:15432/cdcd?host="+StackDir()+"/postgres&sslmode=disable")
 }
 
 func hostPort(t testing.TB, dsn string) string {
@@ -95,10 +95,10 @@ type MySQL struct {
 func MariaDB(t testing.TB) MySQL {
 	t.Helper()
 	m := MySQL{
-		Addr:     env("CDCD_MYSQL_ADDR", "127.0.0.1:13306"),
-		User:     env("CDCD_MYSQL_USER", "cdc"),
-		Password: env("CDCD_MYSQL_PASSWORD", "cdc"),
-		Database: env("CDCD_MYSQL_DB", "cdcd"),
+		Addr:     env("CDCD_STACK_MYSQL_ADDR", "127.0.0.1:13306"),
+		User:     env("CDCD_STACK_MYSQL_USER", "cdc"),
+		Password: env("CDCD_STACK_MYSQL_PASSWORD", "cdc"),
+		Database: env("CDCD_STACK_MYSQL_DB", "cdcd"),
 	}
 	requireTCP(t, "MariaDB", m.Addr)
 	return m
@@ -107,7 +107,7 @@ func MariaDB(t testing.TB) MySQL {
 // KafkaBrokers returns the bootstrap addresses of the real broker.
 func KafkaBrokers(t testing.TB) []string {
 	t.Helper()
-	brokers := strings.Split(env("CDCD_KAFKA_BROKERS", "127.0.0.1:19092"), ",")
+	brokers := strings.Split(env("CDCD_STACK_KAFKA_BROKERS", "127.0.0.1:19092"), ",")
 	requireTCP(t, "Kafka", brokers[0])
 	return brokers
 }
@@ -115,10 +115,10 @@ func KafkaBrokers(t testing.TB) []string {
 // RegistryURL is the Confluent-compatible API of the schema registry.
 func RegistryURL(t testing.TB) string {
 	t.Helper()
-	u := env("CDCD_REGISTRY_URL", "http://127.0.0.1:18081/apis/ccompat/v7")
+	u := env("CDCD_STACK_REGISTRY_URL", "http://127.0.0.1:18081/apis/ccompat/v7")
 	pu, err := url.Parse(u)
 	if err != nil {
-		t.Fatalf("testenv: CDCD_REGISTRY_URL %q: %v", u, err)
+		t.Fatalf("testenv: CDCD_STACK_REGISTRY_URL %q: %v", u, err)
 	}
 	requireTCP(t, "the schema registry", pu.Host)
 	return u
