@@ -9,7 +9,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/cdcd-dev/cdcd/internal/config"
 )
 
 // TestStackSchemaRegistry proves the stack's schema registry speaks the Confluent API the Avro KCOP
@@ -77,5 +80,30 @@ func TestStackWritesOnlyItsDirectory(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(RepoRoot(), stray)); err == nil {
 			t.Errorf("the stack left %q in the checkout", stray)
 		}
+	}
+}
+
+// TestStackEnvSharesNoNameWithASetting: what `scripts/stack.sh env` exports never names a cdcd
+// setting (CDCD_KAFKA_BROKERS once did, and silently overrode the YAML), and stays in the
+// CDCD_STACK_ namespace cdcd leaves alone.
+func TestStackEnvSharesNoNameWithASetting(t *testing.T) {
+	settings := map[string]bool{}
+	for _, k := range config.Keys() {
+		settings["CDCD_"+strings.ToUpper(strings.ReplaceAll(k, ".", "_"))] = true
+	}
+	out := Stack(t, "env")
+	n := 0
+	for _, line := range strings.Split(out, "\n") {
+		name, _, ok := strings.Cut(strings.TrimPrefix(strings.TrimSpace(line), "export "), "=")
+		if !ok {
+			continue
+		}
+		n++
+		if settings[name] || !strings.HasPrefix(name, "CDCD_STACK_") {
+			t.Errorf("scripts/stack.sh env exports %s, outside CDCD_STACK_* (a cdcd setting: %v)", name, settings[name])
+		}
+	}
+	if n == 0 {
+		t.Fatalf("scripts/stack.sh env exported nothing:\n%s", out)
 	}
 }
