@@ -117,12 +117,18 @@ func Open(ctx context.Context, cfg Config) (*Reader, error) {
 	if err != nil {
 		return nil, fault.Mark(err)
 	}
+	// A connection first: its failure says whether waiting can help.
+	probe, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		return nil, connectError(cfg.DSN, err)
+	}
+	probe.Close(ctx)
 	if err := preflightProblems(ctx, cfg); err != nil {
 		return nil, err
 	}
 	meta, err := pgx.ConnectConfig(ctx, cc)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to PostgreSQL (%s): %w; check source.postgres.dsn and that the server runs (cdcd validate tells more)", redactDSN(cfg.DSN), err)
+		return nil, connectError(cfg.DSN, err)
 	}
 	r := &Reader{cfg: cfg, log: cfg.Logger.With("source", "postgres", "slot", cfg.Slot), meta: meta, tm: pgtype.NewMap(), types: map[uint32]typeInfo{}}
 	if err := meta.QueryRow(ctx, "SELECT current_database()").Scan(&r.database); err != nil {
@@ -216,6 +222,18 @@ func (r *Reader) advanceAck(lsn bookmark.LSN) {
 			return
 		}
 	}
+}
+
+// connectError names a failed connection and its fix. What a retry cannot cure (a wrong password, a
+// role pg_hba.conf refuses, a database that does not exist) is terminal; a server that is down,
+// starting up or out of connections is waited for.
+func connectError(dsn string, err error) error {
+	err = fmt.Errorf("connecting to PostgreSQL (%s): %w; %s", redactDSN(dsn), err, connectFix(err))
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (strings.HasPrefix(pgErr.Code, "28") || pgErr.Code == "3D000") {
+		return fault.Mark(err)
+	}
+	return err
 }
 
 // preflightProblems runs the checks of `cdcd validate` and turns their problems into one terminal

@@ -123,6 +123,7 @@ func runDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 
 	backoff := time.Second
 	slotWait := time.Time{}
+	var failingSince time.Time // the first failure of the current streak
 	for {
 		started := time.Now()
 		err := runPipeline(ctx, cfg, k, m, log, func(r *pgcapture.Reader) {
@@ -151,9 +152,14 @@ func runDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			slotWait = time.Time{}
 		}
 		if time.Since(started) > time.Minute {
-			backoff = time.Second
+			backoff, failingSince = time.Second, time.Time{}
 		}
-		log.Warn("pipeline failed; restarting from the last durable position", "err", err, "in", backoff)
+		if failingSince.IsZero() {
+			failingSince = time.Now()
+		}
+		m.SetWaiting(err.Error(), failingSince)
+		log.Warn("pipeline failed; restarting from the last durable position", "err", err, "in", backoff,
+			"failing_since", failingSince.UTC().Format(time.RFC3339), "for", time.Since(failingSince).Round(time.Second))
 		m.Restart()
 		select {
 		case <-ctx.Done():

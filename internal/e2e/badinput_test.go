@@ -105,6 +105,28 @@ func TestRunWaitsForBusySlotThenStops(t *testing.T) {
 	expectExit(t, h, 90*time.Second, 1, "replication slot is in use by the process with pid", "another cdcd with the same source.postgres.slot")
 }
 
+// TestRunConfigurationErrorsAreTerminal: a wrong password and a database that does not exist cannot
+// heal by waiting: cdcd exits 1 at once with the fix, instead of retrying forever.
+func TestRunConfigurationErrorsAreTerminal(t *testing.T) {
+	t.Parallel()
+	for name, tc := range map[string]struct{ from, to, mention string }{
+		"wrong password":   {"cdc:cdc@", "cdc:wrong@", "check the user and password in source.postgres.dsn"},
+		"missing database": {"/cdcd?", "/no_such_db?", "create the database or correct its name in source.postgres.dsn"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t, "CREATE TABLE t (id int PRIMARY KEY)")
+			if !strings.Contains(h.dsn, tc.from) {
+				t.Skipf("the stack's DSN %s has no %q to change", h.dsn, tc.from)
+			}
+			h.start("--set", "source.postgres.dsn="+strings.Replace(h.dsn, tc.from, tc.to, 1))
+			expectExit(t, h, 30*time.Second, 1, tc.mention)
+			if strings.Contains(h.log(), "restarting from the last durable position") {
+				t.Errorf("cdcd retried a configuration error:\n%s", h.log())
+			}
+		})
+	}
+}
+
 func TestRunKafkaUnreachableIsRetriedAndNamed(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, "CREATE TABLE t (id int PRIMARY KEY)", "--set", "kafka.brokers=127.0.0.1:1", "--set", "metrics.listen=127.0.0.1:19199")
@@ -122,8 +144,11 @@ func TestRunKafkaUnreachableIsRetriedAndNamed(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusServiceUnavailable {
-		t.Errorf("/healthz = %d %s while Kafka is unreachable, want 503", resp.StatusCode, body)
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "waiting since") || !strings.Contains(string(body), "connecting to Kafka at [127.0.0.1:1]") {
+		t.Errorf("/healthz = %d %s while Kafka is unreachable, want 503 saying what cdcd waits for and since when", resp.StatusCode, body)
+	}
+	if !strings.Contains(h.log(), "failing_since=") {
+		t.Errorf("the log does not say since when cdcd has been failing:\n%s", h.log())
 	}
 	if done, _ := h.exited(time.Second); done {
 		t.Errorf("cdcd gave up on an unreachable broker; it should keep retrying:\n%s", h.log())

@@ -2,6 +2,7 @@
 package metrics
 
 import (
+	"fmt"
 	"context"
 	"errors"
 	"log/slog"
@@ -29,6 +30,7 @@ type Metrics struct {
 	commitTime   prometheus.Histogram
 	restarts     prometheus.Counter
 	healthy      atomic.Bool
+	waiting      atomic.Pointer[string]
 }
 
 // New registers the collectors; lag reports the source lag in bytes and seconds and the WAL the slot
@@ -96,7 +98,19 @@ func (m *Metrics) KafkaAbort() { m.aborts.Inc() }
 func (m *Metrics) Restart() { m.restarts.Inc() }
 
 // SetHealthy sets what /healthz answers: 200 while the pipeline streams, 503 otherwise.
-func (m *Metrics) SetHealthy(ok bool) { m.healthy.Store(ok) }
+func (m *Metrics) SetHealthy(ok bool) {
+	m.healthy.Store(ok)
+	if ok {
+		m.waiting.Store(nil)
+	}
+}
+
+// SetWaiting says, while the pipeline does not stream, what cdcd is waiting for and since when;
+// /healthz answers it with its 503.
+func (m *Metrics) SetWaiting(what string, since time.Time) {
+	w := fmt.Sprintf("waiting since %s (%s): %s", since.UTC().Format(time.RFC3339), time.Since(since).Round(time.Second), what)
+	m.waiting.Store(&w)
+}
 
 // Serve answers /metrics and /healthz on addr until ctx ends.
 func (m *Metrics) Serve(ctx context.Context, addr string, log *slog.Logger) error {
@@ -107,7 +121,11 @@ func (m *Metrics) Serve(ctx context.Context, addr string, log *slog.Logger) erro
 			_, _ = w.Write([]byte("ok\n"))
 			return
 		}
-		http.Error(w, "not streaming", http.StatusServiceUnavailable)
+		msg := "not streaming"
+		if w := m.waiting.Load(); w != nil {
+			msg = "not streaming: " + *w
+		}
+		http.Error(w, msg, http.StatusServiceUnavailable)
 	})
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
