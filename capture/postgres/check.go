@@ -349,8 +349,16 @@ func checkSlot(ctx context.Context, conn *pgx.Conn, cfg CheckConfig, r *prefligh
 		r.Problem(component, what, fmt.Sprintf("exists but belongs to database %q, not %q", *database, currentDB),
 			"choose another source.postgres.slot (slot names are unique per server)")
 	case activePID != nil:
-		r.Problem(component, what, fmt.Sprintf("is in use by another connection (pid %d)", *activePID),
-			"stop the other consumer of this slot (another cdcd with the same slot?), or choose another source.postgres.slot")
+		var app, client string
+		_ = conn.QueryRow(ctx, `SELECT coalesce(application_name, ''), coalesce(host(client_addr), 'local')
+			FROM pg_stat_replication WHERE pid = $1`, *activePID).Scan(&app, &client)
+		if strings.HasPrefix(app, applicationName) {
+			// A running cdcd: nothing is missing, so this is information, not a problem.
+			r.OK(component, what, fmt.Sprintf("in use by %s from %s (walsender pid %d): cdcd is streaming from it", app, client, *activePID))
+			break
+		}
+		r.Problem(component, what, fmt.Sprintf("is in use by another connection (%q from %s, walsender pid %d)", app, client, *activePID),
+			"stop the other consumer of this slot, or choose another source.postgres.slot")
 	default:
 		r.OK(component, what, "exists (pgoutput) and is free; cdcd resumes from it")
 	}

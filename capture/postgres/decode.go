@@ -25,6 +25,11 @@ var sessionSettings = map[string]string{
 	"client_encoding":    "UTF8",
 }
 
+// applicationName starts the application_name cdcd's connections carry (followed by the process
+// id), so that pg_stat_activity, pg_stat_replication and cdcd validate can tell which process holds
+// a slot.
+const applicationName = "cdcd"
+
 // relation is what the stream knows of a table as of its latest Relation message.
 type relation struct {
 	table *change.Table

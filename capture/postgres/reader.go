@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -101,7 +102,15 @@ func connConfig(dsn string) (*pgx.ConnConfig, error) {
 	for k, v := range sessionSettings {
 		cfg.RuntimeParams[k] = v
 	}
+	setApplicationName(cfg.RuntimeParams)
 	return cfg, nil
+}
+
+// setApplicationName names cdcd's connections "cdcd (pid N)", unless the DSN names them.
+func setApplicationName(params map[string]string) {
+	if params["application_name"] == "" {
+		params["application_name"] = fmt.Sprintf("%s (pid %d)", applicationName, os.Getpid())
+	}
 }
 
 // Open connects to the database and makes sure the publication exists and covers the configured
@@ -536,6 +545,7 @@ func (r *Reader) connectReplication(ctx context.Context) (*pgconn.PgConn, error)
 	for k, v := range sessionSettings {
 		cfg.RuntimeParams[k] = v
 	}
+	setApplicationName(cfg.RuntimeParams)
 	cfg.RuntimeParams["replication"] = "database"
 	rc, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {

@@ -230,3 +230,19 @@ func TestRunFencedBySecondProcess(t *testing.T) {
 		t.Errorf("the second cdcd stopped too:\n%s", b.log())
 	}
 }
+
+// TestValidateWhileCdcdRuns: validating the configuration of a running cdcd reports its slot as in
+// use by cdcd, naming the process, as information: exit 0.
+func TestValidateWhileCdcdRuns(t *testing.T) {
+	h := newHarness(t, "CREATE TABLE t (id int PRIMARY KEY)")
+	h.start()
+	h.waitStreaming(time.Minute)
+	h.proc.mu.Lock()
+	pid := h.proc.cmd.Process.Pid
+	h.proc.mu.Unlock()
+	out, err := exec.Command(cdcdBin, "validate", "-c", h.cfgPath).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), fmt.Sprintf("in use by cdcd (pid %d)", pid)) {
+		t.Errorf("validate while cdcd (pid %d) streams: %v\n%s", pid, err, out)
+	}
+	h.stop()
+}
