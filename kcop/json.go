@@ -13,7 +13,18 @@ import (
 	"github.com/cdcd-dev/cdcd/change"
 )
 
-func init() { Register("json", NewJSON) }
+// The json KCOP's defaults.
+const (
+	jsonDefaultTopic      = "cdcd.{schema}.{table}"
+	jsonDefaultTombstones = true
+)
+
+func init() {
+	Register("json", NewJSON)
+	Document("json",
+		OptionDoc{"topic", "string", jsonDefaultTopic, "the topic of each table's records; {database}, {schema} and {table} are replaced"},
+		OptionDoc{"tombstones", "bool", strconv.FormatBool(jsonDefaultTombstones), "write a tombstone (the key with a null value) after each delete"})
+}
 
 // JSON writes a Debezium-like envelope without a schema registry:
 //
@@ -42,7 +53,7 @@ type JSON struct {
 
 // NewJSON is the Factory of the json KCOP.
 func NewJSON(opts Options) (KCOP, error) {
-	tmpl, err := opts.String("topic", "cdcd.{schema}.{table}")
+	tmpl, err := opts.String("topic", jsonDefaultTopic)
 	if err != nil {
 		return nil, err
 	}
@@ -50,7 +61,7 @@ func NewJSON(opts Options) (KCOP, error) {
 	if err != nil {
 		return nil, err
 	}
-	tomb, err := opts.Bool("tombstones", true)
+	tomb, err := opts.Bool("tombstones", jsonDefaultTombstones)
 	if err != nil {
 		return nil, err
 	}

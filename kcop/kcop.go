@@ -67,6 +67,28 @@ func Register(name string, f Factory) {
 	registry[name] = f
 }
 
+// OptionDoc describes one option of a KCOP, for `cdcd config keys`.
+type OptionDoc struct {
+	Name, Type, Default, Doc string
+}
+
+var docs = map[string][]OptionDoc{} // guarded by registryMu
+
+// Document records what the options of the KCOP registered as name mean; like Register, it is meant
+// for init functions.
+func Document(name string, opts ...OptionDoc) {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	docs[name] = append(docs[name], opts...)
+}
+
+// OptionsOf returns the documented options of the KCOP registered as name.
+func OptionsOf(name string) []OptionDoc {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	return append([]OptionDoc(nil), docs[name]...)
+}
+
 // Names lists the registered KCOPs.
 func Names() []string {
 	registryMu.RLock()

@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime/debug"
-	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -14,6 +14,7 @@ import (
 	"github.com/cdcd-dev/cdcd/internal/config"
 	"github.com/cdcd-dev/cdcd/internal/preflight"
 	"github.com/cdcd-dev/cdcd/internal/writer"
+	"github.com/cdcd-dev/cdcd/kcop"
 )
 
 // version is set at build time with -ldflags "-X main.version=..."; otherwise the module's.
@@ -73,16 +74,42 @@ func newConfigCommand(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "config", Short: "Inspect the configuration"}
 	cmd.AddCommand(&cobra.Command{
 		Use:   "keys",
-		Short: "List every configuration key with its environment variable",
+		Short: "List every configuration key: its environment variable, type, default and meaning",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			for _, k := range config.Keys() {
-				env := "CDCD_" + strings.ToUpper(strings.ReplaceAll(k, ".", "_"))
-				if _, err := fmt.Fprintf(cmd.OutOrStdout(), "%-32s %s\n", k, env); err != nil {
-					return err
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+			fmt.Fprintln(w, "KEY\tENVIRONMENT\tTYPE\tDEFAULT\tMEANING")
+			for _, k := range config.Describe() {
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", k.Key, k.Env, k.Type, k.Default, k.Doc)
+			}
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintln(out, "\nKCOP options (in each kcops entry, beside its type):")
+			for _, name := range kcop.Names() {
+				for _, o := range kcop.OptionsOf(name) {
+					fmt.Fprintf(out, "  %s.%s (%s, default %s): %s\n", name, o.Name, o.Type, o.Default, o.Doc)
 				}
 			}
-			return nil
+			_, err := fmt.Fprintln(out, "\nPer-table settings: none yet; every captured table uses the settings above.")
+			return err
+		},
+	})
+	cmd.AddCommand(&cobra.Command{
+		Use:   "show",
+		Short: "Print the effective configuration, each value with where it came from (file, env, flag, default); secrets masked",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			settings, err := config.Show(g.configPath, g.overrides)
+			if err != nil {
+				return err
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+			for _, s := range settings {
+				fmt.Fprintf(w, "%s\t%s\t(%s)\n", s.Key, s.Value, s.Source)
+			}
+			return w.Flush()
 		},
 	})
 	return cmd

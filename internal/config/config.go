@@ -28,7 +28,7 @@ type Config struct {
 	Kafka  Kafka  `mapstructure:"kafka"`
 	// KCOPs is the chain every change goes through; each entry names its KCOP with "type" and
 	// carries that KCOP's options, e.g. {type: json, topic: "shop.{table}", tombstones: false}.
-	KCOPs   []map[string]any `mapstructure:"kcops"`
+	KCOPs   []map[string]any `mapstructure:"kcops" doc:"the KCOP chain every change goes through: a list of {type: <kcop>, <option>: ...}"`
 	Metrics Metrics          `mapstructure:"metrics"`
 	Log     Log              `mapstructure:"log"`
 }
@@ -36,13 +36,13 @@ type Config struct {
 // Metrics configures the HTTP endpoint that serves /metrics (Prometheus) and /healthz.
 type Metrics struct {
 	// Listen is host:port; empty turns the endpoint off.
-	Listen string `mapstructure:"listen"`
+	Listen string `mapstructure:"listen" doc:"host:port of /metrics and /healthz; empty turns them off"`
 }
 
 // Source names the database cdcd captures from; exactly the section for Kind is used.
 type Source struct {
 	// Kind is postgres, mysql or mariadb.
-	Kind     string   `mapstructure:"kind"`
+	Kind     string   `mapstructure:"kind" doc:"the source database: postgres, mysql or mariadb"`
 	Postgres Postgres `mapstructure:"postgres"`
 	MySQL    MySQL    `mapstructure:"mysql"`
 }
@@ -51,74 +51,74 @@ type Source struct {
 type Postgres struct {
 	// DSN is a libpq-style URL or key=value string for an ordinary connection; cdcd derives the
 	// replication connection from it.
-	DSN string `mapstructure:"dsn"`
+	DSN string `mapstructure:"dsn" doc:"PostgreSQL connection URL or key=value string; the replication connection is derived from it"`
 	// Slot is the logical replication slot (plugin pgoutput) cdcd reads from and advances.
-	Slot string `mapstructure:"slot"`
+	Slot string `mapstructure:"slot" doc:"the logical replication slot (pgoutput) cdcd reads and advances"`
 	// Publication is the pgoutput publication that selects the captured tables.
-	Publication string `mapstructure:"publication"`
+	Publication string `mapstructure:"publication" doc:"the publication that selects the captured tables"`
 	// Tables lists schema-qualified tables to capture; empty means every table in the publication,
 	// or all tables when cdcd creates the publication.
-	Tables []string `mapstructure:"tables"`
+	Tables []string `mapstructure:"tables" doc:"schema-qualified tables to capture; empty: every table of the publication"`
 	// Snapshot is initial (copy existing rows once, when the slot is created) or never.
-	Snapshot string `mapstructure:"snapshot"`
+	Snapshot string `mapstructure:"snapshot" doc:"initial (copy existing rows once, when the slot is created) or never"`
 	// Heartbeat is how long the stream may stay quiet before cdcd emits a logical decoding message
 	// whose commit lets the slot advance, so a quiet publication does not pin WAL (PostgreSQL 14+).
-	Heartbeat time.Duration `mapstructure:"heartbeat"`
+	Heartbeat time.Duration `mapstructure:"heartbeat" doc:"how long a quiet stream waits before a heartbeat lets the slot advance (PostgreSQL 14+)"`
 	// AcceptGapTo accepts, once, that the slot was confirmed past the commit stream's last position
 	// (a re-created slot, a restored server): it must name the slot's confirmed_flush_lsn exactly,
 	// and the transactions between the two positions are then missing from Kafka for good. Without
 	// it cdcd refuses to start over such a gap.
-	AcceptGapTo string `mapstructure:"accept_gap_to"`
+	AcceptGapTo string `mapstructure:"accept_gap_to" doc:"accept, once, a slot confirmed past the commit stream: its exact LSN, from the refusal"`
 }
 
 // MySQL configures binlog capture from MySQL or MariaDB.
 type MySQL struct {
-	Addr     string `mapstructure:"addr"`
-	User     string `mapstructure:"user"`
-	Password string `mapstructure:"password"`
+	Addr     string `mapstructure:"addr" doc:"host:port of MySQL or MariaDB"`
+	User     string `mapstructure:"user" doc:"the replication user"`
+	Password string `mapstructure:"password" doc:"the replication user's password"`
 	// ServerID identifies cdcd to the server as a replica; it must differ from every server's and
 	// replica's server_id in the topology.
-	ServerID uint32 `mapstructure:"server_id"`
+	ServerID uint32 `mapstructure:"server_id" doc:"cdcd's server_id as a replica; unique in the topology"`
 	// Tables lists database-qualified tables to capture; empty means all.
-	Tables []string `mapstructure:"tables"`
+	Tables []string `mapstructure:"tables" doc:"database-qualified tables to capture; empty: all"`
 }
 
 // Kafka configures the brokers and cdcd's Kafka identities.
 type Kafka struct {
-	Brokers  []string `mapstructure:"brokers"`
-	ClientID string   `mapstructure:"client_id"`
+	Brokers  []string `mapstructure:"brokers" doc:"bootstrap brokers, host:port"`
+	ClientID string   `mapstructure:"client_id" doc:"the Kafka client id"`
 	// TransactionalID is the producer's transactional.id; a second cdcd with the same id fences the first.
-	TransactionalID string `mapstructure:"transactional_id"`
+	TransactionalID string `mapstructure:"transactional_id" doc:"the producer's transactional.id; a second cdcd with the same id fences the first"`
 	// CommitTopic is the commit stream: one record per commit group, the last one being cdcd's bookmark.
-	CommitTopic string `mapstructure:"commit_topic"`
+	CommitTopic string `mapstructure:"commit_topic" doc:"the commit stream topic: one record per commit group, the last is cdcd's bookmark"`
 	// Delivery is transactional (each commit group one Kafka transaction: read_committed consumers
 	// see every change once) or parallel (data records through ParallelProducers idempotent producers
 	// without transactions, only the commit record transactional: exactly-once through the tcc only).
-	Delivery          string `mapstructure:"delivery"`
-	ParallelProducers int    `mapstructure:"parallel_producers"`
+	Delivery          string `mapstructure:"delivery" doc:"transactional (exactly once for any read_committed consumer) or parallel (exactly once through the tcc)"`
+	ParallelProducers int    `mapstructure:"parallel_producers" doc:"idempotent producers for data records in parallel delivery"`
 	// Timeout bounds each request to the brokers.
-	Timeout time.Duration `mapstructure:"timeout"`
+	Timeout time.Duration `mapstructure:"timeout" doc:"bound of each request to the brokers"`
 	// TransactionTimeout is the Kafka transaction timeout: the longest a source transaction may
 	// take to write (the broker caps it at transaction.max.timeout.ms, 15 minutes by default).
-	TransactionTimeout time.Duration `mapstructure:"transaction_timeout"`
+	TransactionTimeout time.Duration `mapstructure:"transaction_timeout" doc:"Kafka transaction timeout: the longest one source transaction may take to write"`
 	// MaxMessageBytes is the largest record cdcd writes; keep it at or below the broker's
 	// message.max.bytes and the topics' max.message.bytes.
-	MaxMessageBytes int `mapstructure:"max_message_bytes"`
+	MaxMessageBytes int `mapstructure:"max_message_bytes" doc:"the largest record cdcd writes (at most the topics' max.message.bytes)"`
 	// A commit group (one Kafka transaction of whole source transactions) closes once it holds
 	// GroupMaxRecords records or GroupMaxBytes bytes, or GroupMaxDelay after it began.
-	GroupMaxRecords int           `mapstructure:"group_max_records"`
-	GroupMaxBytes   int64         `mapstructure:"group_max_bytes"`
-	GroupMaxDelay   time.Duration `mapstructure:"group_max_delay"`
+	GroupMaxRecords int           `mapstructure:"group_max_records" doc:"a commit group closes once it holds this many records"`
+	GroupMaxBytes   int64         `mapstructure:"group_max_bytes" doc:"a commit group closes once it holds this many bytes"`
+	GroupMaxDelay   time.Duration `mapstructure:"group_max_delay" doc:"a commit group closes this long after it began"`
 	// TopicPartitions and ReplicationFactor are used for data topics cdcd creates
 	// (ReplicationFactor -1: the broker's default).
-	TopicPartitions   int32 `mapstructure:"topic_partitions"`
-	ReplicationFactor int16 `mapstructure:"replication_factor"`
+	TopicPartitions   int32 `mapstructure:"topic_partitions" doc:"partitions of the data topics cdcd creates"`
+	ReplicationFactor int16 `mapstructure:"replication_factor" doc:"replication factor of the topics cdcd creates (-1: the broker's default)"`
 }
 
 // Log configures slog.
 type Log struct {
-	Level  string `mapstructure:"level"`
-	Format string `mapstructure:"format"`
+	Level  string `mapstructure:"level" doc:"log level: debug, info, warn or error"`
+	Format string `mapstructure:"format" doc:"log format: text or json"`
 }
 
 // Default returns the configuration in force when nothing is set.

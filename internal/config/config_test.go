@@ -151,3 +151,58 @@ func TestUnknownEnvironmentVariable(t *testing.T) {
 		t.Fatalf("a misspelt variable: %v", err)
 	}
 }
+
+// TestDescribeEveryKey: every key has a type, its default and a line of meaning.
+func TestDescribeEveryKey(t *testing.T) {
+	infos := Describe()
+	if len(infos) != len(Keys()) {
+		t.Fatalf("%d keys described, %d known", len(infos), len(Keys()))
+	}
+	for _, k := range infos {
+		if k.Type == "" || k.Doc == "" || k.Env != envName(k.Key) {
+			t.Errorf("%+v lacks its type, meaning or variable", k)
+		}
+	}
+}
+
+// TestShowSourcesAndSecrets: every value says where it came from, and passwords never show.
+func TestShowSourcesAndSecrets(t *testing.T) {
+	p := writeFile(t, `
+source:
+  kind: postgres
+  postgres:
+    dsn: postgres://cdc:s3cret@db:5432/app
+    slot: from_file
+  mysql:
+    password: hunter2
+kafka:
+  brokers: [k:9092]
+`)
+	t.Setenv("CDCD_KAFKA_TIMEOUT", "20s")
+	settings, err := Show(p, []string{"log.level=debug"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]Setting{}
+	for _, s := range settings {
+		got[s.Key] = s
+		if strings.Contains(s.Value, "s3cret") || strings.Contains(s.Value, "hunter2") {
+			t.Errorf("%s shows a secret: %s", s.Key, s.Value)
+		}
+	}
+	for key, want := range map[string]Setting{
+		"source.postgres.slot":  {Value: "from_file", Source: "file"},
+		"source.postgres.dsn":   {Value: "postgres://cdc:****@db:5432/app", Source: "file"},
+		"source.mysql.password": {Value: "****", Source: "file"},
+		"kafka.timeout":         {Value: "20s", Source: "env CDCD_KAFKA_TIMEOUT"},
+		"log.level":             {Value: "debug", Source: "flag"},
+		"kafka.group_max_delay": {Value: "100ms", Source: "default"},
+	} {
+		if g := got[key]; g.Value != want.Value || g.Source != want.Source {
+			t.Errorf("%s = %q (%s), want %q (%s)", key, g.Value, g.Source, want.Value, want.Source)
+		}
+	}
+	if m := mask("source.postgres.dsn", "host=db user=cdc password='a b' dbname=app"); strings.Contains(m, "a b") {
+		t.Errorf("a key=value DSN shows its password: %s", m)
+	}
+}
