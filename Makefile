@@ -25,6 +25,7 @@ stack-status:
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/cdcd ./cmd/cdcd
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/cdcd-demo ./cmd/cdcd-demo
 
 ## unit: the tests that need no server (the others skip when the stack is down)
 unit:

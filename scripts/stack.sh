@@ -75,10 +75,15 @@ apt_install() {
 	done
 	[ ${#missing[@]} -eq 0 ] && return 0
 	[ "$(id -u)" -eq 0 ] || die "need root to install ${missing[*]} (apt-get install ${missing[*]})"
-	log "installing ${missing[*]} from Debian's packages"
-	# The packages' maintainer scripts must not try to start the system-wide services.
-	DEBIAN_FRONTEND=noninteractive apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	log "installing ${missing[*]} from Debian's packages (apt-get; its output goes to $STACK/apt.log)"
+	mkdir -p "$STACK"
+	# The packages' maintainer scripts must not try to start the system-wide services. apt's and
+	# debconf's chatter is shown only when something fails.
+	if ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$STACK/apt.log" 2>&1; then
+		tail -n 30 "$STACK/apt.log" >&2
+		die "apt-get could not install ${missing[*]}; see $STACK/apt.log"
+	fi
 }
 
 # run_as USER COMMAND...: the database servers refuse to run as root.
