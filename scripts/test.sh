@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 command -v go >/dev/null || { echo "Go is not installed; cdcd needs Go 1.26 or newer" >&2; exit 1; }
-command -v gcc >/dev/null || { echo "installing gcc for the race detector" >&2; apt-get install -y -qq gcc >/dev/null; }
+command -v gcc >/dev/null || { echo "installing gcc for the race detector" >&2; apt-get install -y -qq gcc >/dev/null 2>&1; }
 
 started=$SECONDS
 scripts/stack.sh up
@@ -19,15 +19,20 @@ if [ -n "$unformatted" ]; then
 	echo "$unformatted" >&2
 	exit 1
 fi
+echo "[test] gofmt, go vet, build"
 go vet ./...
 go build -o bin/cdcd ./cmd/cdcd
 # CI runs the tcc's randomized model longer, and fuzzes it and the parsers for a while.
 if [ -n "${CI:-}" ] && [ "${CI}" != false ]; then
 	export CDCD_TEST_TCC_MODEL_RUNS=${CDCD_TEST_TCC_MODEL_RUNS:-20000}
 fi
-# The end-to-end suite crashes and restarts the shared servers, so it runs alone, after the rest.
-go test -race -count=1 -timeout 20m $(go list ./... | grep -v /internal/e2e)
-go test -race -count=1 -timeout 45m ./internal/e2e
+# gotestsum prints each test as it ends (so a long suite shows how far it got) and a summary of
+# passed, failed and skipped tests. The end-to-end suite crashes and restarts the shared servers, so
+# it runs alone, after the rest.
+echo "[test] unit, golden, model and server tests of every package but internal/e2e"
+go tool gotestsum --format testname --format-hide-empty-pkg -- -race -count=1 -timeout 20m $(go list ./... | grep -v /internal/e2e)
+echo "[test] internal/e2e: cdcd as a process against PostgreSQL and Kafka (about 10 minutes)"
+go tool gotestsum --format testname -- -race -count=1 -timeout 45m ./internal/e2e
 if [ -n "${CI:-}" ] && [ "${CI}" != false ]; then
 	go test -run '^$' -fuzz '^FuzzModel$' -fuzztime 45s ./tcc
 	go test -run '^$' -fuzz '^FuzzParseConsumer$' -fuzztime 10s ./bookmark
