@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -105,5 +106,33 @@ func TestStackEnvSharesNoNameWithASetting(t *testing.T) {
 	}
 	if n == 0 {
 		t.Fatalf("scripts/stack.sh env exported nothing:\n%s", out)
+	}
+}
+
+// TestDemoNeedsNoRegistry: `make demo` starts only the servers it uses, so a machine without the
+// schema registry's Java 21 runs it.
+func TestDemoNeedsNoRegistry(t *testing.T) {
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("make is not installed")
+	}
+	cmd := exec.Command("make", "-n", "demo")
+	cmd.Dir = RepoRoot()
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("make -n demo: %v", err)
+	}
+	var starts []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, "stack.sh up") {
+			starts = append(starts, strings.TrimSpace(line))
+		}
+	}
+	if len(starts) == 0 {
+		t.Fatalf("make demo starts no servers:\n%s", out)
+	}
+	for _, s := range starts {
+		if strings.HasSuffix(s, "stack.sh up") || strings.Contains(s, "registry") {
+			t.Errorf("make demo starts the schema registry (%s); it does not use it", s)
+		}
 	}
 }
