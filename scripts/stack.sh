@@ -67,6 +67,26 @@ stop_pid() {
 	kill -KILL "$pid" 2>/dev/null || true
 }
 
+# progress WHAT LOG CMD...: runs CMD with its output in LOG, saying every ten seconds that WHAT is
+# still under way, so that no download or install stays silent for long.
+progress() {
+	local what=$1 out=$2 pid i=0
+	shift 2
+	"$@" >"$out" 2>&1 &
+	pid=$!
+	while kill -0 "$pid" 2>/dev/null; do
+		sleep 1
+		i=$((i + 1))
+		if ((i % 10 == 0)); then log "$what: still under way (${i}s)"; fi
+	done
+	wait "$pid"
+}
+
+apt_get_install() {
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+}
+
 apt_install() {
 	local missing=()
 	local p
@@ -79,8 +99,7 @@ apt_install() {
 	mkdir -p "$STACK"
 	# The packages' maintainer scripts must not try to start the system-wide services. apt's and
 	# debconf's chatter is shown only when something fails.
-	if ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$STACK/apt.log" 2>&1; then
+	if ! progress "installing ${missing[*]}" "$STACK/apt.log" apt_get_install "${missing[@]}"; then
 		tail -n 30 "$STACK/apt.log" >&2
 		die "apt-get could not install ${missing[*]}; see $STACK/apt.log"
 	fi
@@ -358,8 +377,8 @@ kafka_install() {
 		log "kafka: resolving the broker's jars from Maven Central"
 		rm -rf "$lib"
 		mkdir -p "$lib"
-		mvn -q -B -f "$ROOT/deploy/kafka/pom.xml" dependency:copy-dependencies \
-			-DincludeScope=runtime -DoutputDirectory="$lib" >"$STACK/kafka/mvn.log" 2>&1 ||
+		progress "kafka: resolving the jars" "$STACK/kafka/mvn.log" mvn -q -B -f "$ROOT/deploy/kafka/pom.xml" \
+			dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$lib" ||
 			die "maven could not resolve the Kafka jars; see $STACK/kafka/mvn.log"
 		echo "$stamp" >"$lib/.pom"
 	fi
@@ -495,9 +514,10 @@ registry_install() {
 		# working directory (markersDirectory cannot be set from the command line), and skips the
 		# unpack while they exist: so it runs inside the stack directory, and they go afterwards.
 		rm -rf "$dir/\${project.basedir}"
-		(cd "$dir" && mvn -q -B org.apache.maven.plugins:maven-dependency-plugin:3.8.1:unpack \
+		(cd "$dir" && progress "registry: resolving Apicurio Registry" "$dir/mvn.log" \
+			mvn -q -B org.apache.maven.plugins:maven-dependency-plugin:3.8.1:unpack \
 			-Dartifact="io.apicurio:apicurio-registry-app:$APICURIO_VERSION:tar.gz:all" \
-			-DoutputDirectory="$dir/unpack" >"$dir/mvn.log" 2>&1) ||
+			-DoutputDirectory="$dir/unpack") ||
 			die "maven could not resolve Apicurio Registry; see $dir/mvn.log"
 		rm -rf "$dir/\${project.basedir}"
 		local run
