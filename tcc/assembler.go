@@ -3,6 +3,8 @@ package tcc
 import (
 	"cmp"
 	"context"
+	"log/slog"
+	"slices"
 	"strconv"
 	"time"
 
@@ -147,8 +149,10 @@ type assembler struct {
 	cur      int
 	count    []int64 // records of each transaction consumed so far (delivered or skipped)
 	last     position
-	started  bool // a record of the group was consumed (or the resume point lies within it)
-	seen     bool // a group was loaded
+	started  bool                   // a record of the group was consumed (or the resume point lies within it)
+	seen     bool                   // a group was loaded
+	prev     *bookmark.CommitRecord // the group loaded last
+	log      *slog.Logger
 	chunk    *Txn
 	skipped  bool // records of the current transaction were skipped by the resume point
 	// truncated: a range of the group was read from past its first offset, because retention
@@ -161,7 +165,7 @@ type assembler struct {
 // newAssembler reads src from its first group on; resumeAfter and fromEnd change that.
 func newAssembler(src fetcher, maxChunk, maxBuffered int) *assembler {
 	return &assembler{src: src, maxChunk: max(maxChunk, 1), maxBuffered: max(maxBuffered, 1),
-		queues: map[topicPartition]*queue{}, paused: map[topicPartition]bool{}, next: 1}
+		queues: map[topicPartition]*queue{}, paused: map[topicPartition]bool{}, next: 1, log: slog.Default()}
 }
 
 // resumeAfter makes the assembler skip everything up to and including b.
@@ -219,11 +223,16 @@ func (a *assembler) loadGroup(ctx context.Context) error {
 	case g.Group > a.next:
 		return errorf(ErrDataGone, "commit offset %d holds group %d where group %d was due: groups %d to %d are gone from the commit topic (retention, compaction or DeleteRecords), and with them the transactions they vouched for; keep every commit record (cleanup.policy=delete, retention.ms=-1, retention.bytes=-1)",
 			off, g.Group, a.next, a.next, g.Group-1)
+	case a.prev != nil && g.Group == a.prev.Group && sameTxns(a.prev.Txns, g.Txns):
+		// The same group written again (a retried write after a broker failure): it vouches for
+		// the transactions just delivered, so it is passed over.
+		a.log.Debug("tcc: passing over a repeated commit record", "group", g.Group, "offset", off)
+		return a.loadGroup(ctx)
 	default:
 		return errorf(ErrStreamRestarted, "commit offset %d holds group %d after group %d: the commit stream started over (its topic was re-created, or cdcd started without it and took a new snapshot); this consumer's position means nothing there: start it anew from the beginning",
 			off, g.Group, a.next-1)
 	}
-	a.next, a.seen = g.Group+1, true
+	a.next, a.seen, a.prev = g.Group+1, true, g
 	a.g, a.gOffset = g, off
 	a.txnIndex = make(map[[2]string]int, len(g.Txns))
 	for i, t := range g.Txns {
@@ -268,6 +277,13 @@ func (a *assembler) loadGroup(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// sameTxns reports whether two commit records name the same transactions.
+func sameTxns(a, b []bookmark.TxnEntry) bool {
+	return slices.EqualFunc(a, b, func(x, y bookmark.TxnEntry) bool {
+		return x.ID == y.ID && x.Position == y.Position && x.End == y.End && x.Changes == y.Changes && x.Records == y.Records
+	})
 }
 
 // skip reports whether a record at p of the current group lies at or before the resume point.

@@ -3,6 +3,7 @@ package tcc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -72,6 +73,37 @@ func TestCommitStreamFaults(t *testing.T) {
 		got, err := consume(w, seed, nil)
 		if !errors.Is(err, ErrDataGone) || len(got) != 0 {
 			t.Fatalf("delivered %d, err = %v; want nothing and ErrDataGone", len(got), err)
+		}
+	})
+	t.Run("a commit record written twice", func(t *testing.T) {
+		w, seed := worldWithGroups(t, 4)
+		again := *w.commits[2]
+		w.commits = slices.Insert(w.commits, 3, &again)
+		for i := range w.offsets {
+			w.offsets[i] = int64(2 * i)
+		}
+		w.offsets = append(w.offsets, int64(2*len(w.offsets)))
+		got, err := consume(w, seed, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []string
+		for _, st := range w.history {
+			for _, r := range st.recs {
+				want = append(want, r.payload)
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("delivered\n%v\nwant\n%v", got, want)
+		}
+	})
+	t.Run("the same group number for other transactions", func(t *testing.T) {
+		w, seed := worldWithGroups(t, 4)
+		other := *w.commits[3]
+		other.Group = w.commits[2].Group
+		w.commits[3] = &other
+		if _, err := consume(w, seed, nil); !errors.Is(err, ErrStreamRestarted) {
+			t.Fatalf("err = %v, want ErrStreamRestarted", err)
 		}
 	})
 	t.Run("the numbering starts over", func(t *testing.T) {

@@ -172,6 +172,7 @@ func NewConsumer(ctx context.Context, opts ...Opt) (*Consumer, error) {
 	}
 	c := &Consumer{cfg: cfg, src: src}
 	c.asm = newAssembler(src, cfg.maxChunk, cfg.maxBuffered)
+	c.asm.log = cfg.log
 	switch cfg.start {
 	case startBookmark:
 		c.asm.resumeAfter(cfg.from)
