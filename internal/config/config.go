@@ -157,7 +157,7 @@ func Load(path string, overrides []string) (Config, error) {
 	v.SetEnvPrefix("CDCD")
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
 	def := Default()
-	keys := keysOf(reflect.TypeOf(def), "")
+	keys := Keys()
 	for _, k := range keys {
 		if err := v.BindEnv(k); err != nil {
 			return Config{}, fmt.Errorf("config: binding %s: %w", k, err)
@@ -205,41 +205,26 @@ func Load(path string, overrides []string) (Config, error) {
 	return cfg, nil
 }
 
-// keysOf lists the dotted key of every leaf field, so that environment variables can be bound to
-// keys that the file does not mention.
-func keysOf(t reflect.Type, prefix string) []string {
+// Keys lists every configuration key cdcd knows, in declaration order.
+func Keys() []string {
 	var keys []string
-	for i := range t.NumField() {
-		f := t.Field(i)
-		name := f.Tag.Get("mapstructure")
-		if name == "" {
-			continue
-		}
-		if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(time.Duration(0)) {
-			keys = append(keys, keysOf(f.Type, prefix+name+".")...)
-			continue
-		}
-		keys = append(keys, prefix+name)
-	}
+	walk(reflect.ValueOf(Config{}), "", func(key string, _ reflect.StructField, _ reflect.Value) { keys = append(keys, key) })
 	return keys
 }
-
-// Keys lists every configuration key cdcd knows, in declaration order.
-func Keys() []string { return keysOf(reflect.TypeOf(Config{}), "") }
 
 // Environment variables of these prefixes belong to the local servers' scripts and to the tests,
 // never to cdcd's settings, so cdcd leaves them alone.
 var foreignEnvPrefixes = []string{"CDCD_STACK_", "CDCD_TEST_"}
 
-// envName is the environment variable of key.
-func envName(key string) string { return "CDCD_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_")) }
+// EnvName is the environment variable of key, e.g. CDCD_SOURCE_POSTGRES_DSN for source.postgres.dsn.
+func EnvName(key string) string { return "CDCD_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_")) }
 
 // unknownEnv reports CDCD_* variables that name no key: a misspelt one would otherwise leave a
 // default in force without a word.
 func unknownEnv(keys []string, environ []string) error {
 	known := make(map[string]bool, len(keys))
 	for _, k := range keys {
-		known[envName(k)] = true
+		known[EnvName(k)] = true
 	}
 	var unknown []string
 	for _, kv := range environ {

@@ -13,7 +13,7 @@ import (
 func hermetic(t *testing.T) {
 	t.Helper()
 	for _, k := range Keys() {
-		t.Setenv("CDCD_"+strings.ToUpper(strings.ReplaceAll(k, ".", "_")), "")
+		t.Setenv(EnvName(k), "")
 	}
 }
 
@@ -159,7 +159,7 @@ func TestDescribeEveryKey(t *testing.T) {
 		t.Fatalf("%d keys described, %d known", len(infos), len(Keys()))
 	}
 	for _, k := range infos {
-		if k.Type == "" || k.Doc == "" || k.Env != envName(k.Key) {
+		if k.Type == "" || k.Doc == "" || k.Env != EnvName(k.Key) {
 			t.Errorf("%+v lacks its type, meaning or variable", k)
 		}
 	}

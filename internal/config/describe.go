@@ -28,7 +28,7 @@ func Describe() []KeyInfo {
 	var out []KeyInfo
 	def := reflect.ValueOf(Default())
 	walk(def, "", func(key string, f reflect.StructField, v reflect.Value) {
-		out = append(out, KeyInfo{Key: key, Env: envName(key), Type: typeName(f.Type), Default: render(key, v), Doc: f.Tag.Get("doc")})
+		out = append(out, KeyInfo{Key: key, Env: EnvName(key), Type: typeName(f.Type), Default: render(key, v), Doc: f.Tag.Get("doc")})
 	})
 	return out
 }
@@ -134,8 +134,8 @@ func Show(path string, overrides []string) ([]Setting, error) {
 		switch {
 		case slices.Contains(flagged, key):
 			src = "flag"
-		case os.Getenv(envName(key)) != "":
-			src = "env " + envName(key)
+		case os.Getenv(EnvName(key)) != "":
+			src = "env " + EnvName(key)
 		case path != "" && file.IsSet(key):
 			src = "file"
 		}

@@ -90,7 +90,7 @@ func TestStackWritesOnlyItsDirectory(t *testing.T) {
 func TestStackEnvSharesNoNameWithASetting(t *testing.T) {
 	settings := map[string]bool{}
 	for _, k := range config.Keys() {
-		settings["CDCD_"+strings.ToUpper(strings.ReplaceAll(k, ".", "_"))] = true
+		settings[config.EnvName(k)] = true
 	}
 	out := Stack(t, "env")
 	n := 0
