@@ -150,7 +150,6 @@ type assembler struct {
 	count    []int64 // records of each transaction consumed so far (delivered or skipped)
 	last     position
 	started  bool                   // a record of the group was consumed (or the resume point lies within it)
-	seen     bool                   // a group was loaded
 	prev     *bookmark.CommitRecord // the group loaded last
 	log      *slog.Logger
 	chunk    *Txn
@@ -217,7 +216,7 @@ func (a *assembler) loadGroup(ctx context.Context) error {
 	}
 	switch {
 	case a.next == 0 || g.Group == a.next:
-	case !a.seen && a.next == 1:
+	case a.prev == nil && a.next == 1:
 		return errorf(ErrDataGone, "the commit stream starts with group %d at offset %d: groups 1 to %d are gone from the commit topic (retention, compaction or DeleteRecords), and with them the transactions they vouched for; start from a bookmark, or from the end, to accept that, and keep every commit record (cleanup.policy=delete, retention.ms=-1, retention.bytes=-1)",
 			g.Group, off, g.Group-1)
 	case g.Group > a.next:
@@ -232,7 +231,7 @@ func (a *assembler) loadGroup(ctx context.Context) error {
 		return errorf(ErrStreamRestarted, "commit offset %d holds group %d after group %d: the commit stream started over (its topic was re-created, or cdcd started without it and took a new snapshot); this consumer's position means nothing there: start it anew from the beginning",
 			off, g.Group, a.next-1)
 	}
-	a.next, a.seen, a.prev = g.Group+1, true, g
+	a.next, a.prev = g.Group+1, g
 	a.g, a.gOffset = g, off
 	a.txnIndex = make(map[[2]string]int, len(g.Txns))
 	for i, t := range g.Txns {
