@@ -126,18 +126,14 @@ func Open(ctx context.Context, cfg Config) (*Reader, error) {
 	if err != nil {
 		return nil, fault.Mark(err)
 	}
-	// A connection first: its failure says whether waiting can help.
-	probe, err := pgx.ConnectConfig(ctx, cc)
-	if err != nil {
-		return nil, connectError(cfg.DSN, err)
-	}
-	probe.Close(ctx)
-	if err := preflightProblems(ctx, cfg); err != nil {
-		return nil, err
-	}
+	// The catalog connection first: its failure says whether waiting can help.
 	meta, err := pgx.ConnectConfig(ctx, cc)
 	if err != nil {
 		return nil, connectError(cfg.DSN, err)
+	}
+	if err := preflightProblems(ctx, cfg); err != nil {
+		meta.Close(ctx)
+		return nil, err
 	}
 	r := &Reader{cfg: cfg, log: cfg.Logger.With("source", "postgres", "slot", cfg.Slot), meta: meta, tm: pgtype.NewMap(), types: map[uint32]typeInfo{}}
 	if err := meta.QueryRow(ctx, "SELECT current_database()").Scan(&r.database); err != nil {
