@@ -43,18 +43,11 @@ func (h *harness) tccHistory() ([]string, map[string][]consumed) {
 			}
 		}
 		for _, op := range tx.Ops {
-			c := consumed{topic: op.Topic, partition: op.Partition, offset: op.Offset, key: string(op.Key), value: op.Value, headers: map[string]string{}}
+			headers := map[string]string{}
 			for _, hd := range op.Headers {
-				c.headers[hd.Key] = string(hd.Value)
+				headers[hd.Key] = string(hd.Value)
 			}
-			if op.Value != nil {
-				c.env = &envelope{}
-				if err := json.Unmarshal(op.Value, c.env); err != nil {
-					h.t.Fatalf("%s/%d@%d: not an envelope: %v", op.Topic, op.Partition, op.Offset, err)
-				}
-			}
-			table := strings.TrimPrefix(op.Topic, h.id+".")
-			byTable[table] = append(byTable[table], c)
+			h.collect(byTable, op.Topic, op.Partition, op.Offset, op.Key, op.Value, headers)
 		}
 	}
 	return ids, byTable

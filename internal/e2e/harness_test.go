@@ -422,19 +422,26 @@ func (h *harness) readAll() map[string][]consumed {
 			if r.Attrs.IsControl() {
 				return
 			}
-			c := consumed{topic: r.Topic, partition: r.Partition, offset: r.Offset, key: string(r.Key), value: r.Value, headers: map[string]string{}}
+			headers := map[string]string{}
 			for _, hd := range r.Headers {
-				c.headers[hd.Key] = string(hd.Value)
+				headers[hd.Key] = string(hd.Value)
 			}
-			if r.Value != nil {
-				c.env = &envelope{}
-				if err := json.Unmarshal(r.Value, c.env); err != nil {
-					h.t.Fatalf("%s/%d@%d: not an envelope: %v: %s", r.Topic, r.Partition, r.Offset, err, r.Value)
-				}
-			}
-			table := strings.TrimPrefix(r.Topic, h.id+".")
-			out[table] = append(out[table], c)
+			h.collect(out, r.Topic, r.Partition, r.Offset, r.Key, r.Value, headers)
 		})
 	}
 	return out
+}
+
+// collect adds a data record to out under its table, its envelope decoded.
+func (h *harness) collect(out map[string][]consumed, topic string, partition int32, offset int64, key, value []byte, headers map[string]string) {
+	h.t.Helper()
+	c := consumed{topic: topic, partition: partition, offset: offset, key: string(key), value: value, headers: headers}
+	if value != nil {
+		c.env = &envelope{}
+		if err := json.Unmarshal(value, c.env); err != nil {
+			h.t.Fatalf("%s/%d@%d: not an envelope: %v: %s", topic, partition, offset, err, value)
+		}
+	}
+	table := strings.TrimPrefix(topic, h.id+".")
+	out[table] = append(out[table], c)
 }
