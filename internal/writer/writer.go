@@ -130,6 +130,8 @@ type Writer struct {
 	txnStarted atomic.Int64
 	ranges     map[topicPartition]*bookmark.Range // guarded by rangesMu (the ack drainer writes it)
 	rangesMu   sync.Mutex
+	// rangesBytes is rangeSize of each of ranges, summed; guarded by rangesMu.
+	rangesBytes int
 	// the source transaction in progress
 	inTxn       bool
 	txn         *change.Txn
@@ -455,15 +457,14 @@ func entrySize(e *bookmark.TxnEntry) int {
 	return len(b) + 1
 }
 
+// rangeSize estimates the size of one range of a commit record.
+func rangeSize(topic string) int { return len(topic) + 96 }
+
 // rangesSize estimates the size of the open group's ranges in its commit record.
 func (w *Writer) rangesSize() int {
 	w.rangesMu.Lock()
 	defer w.rangesMu.Unlock()
-	n := 0
-	for tp := range w.ranges {
-		n += len(tp.topic) + 96
-	}
-	return n
+	return w.rangesBytes
 }
 
 // maxCommitBytes is where a group closes for the size of its commit record: three quarters of the
@@ -599,6 +600,7 @@ func (w *Writer) drain(p sarama.AsyncProducer) {
 				if r == nil {
 					r = &bookmark.Range{Topic: m.Topic, Partition: m.Partition, First: m.Offset, Last: m.Offset}
 					w.ranges[tp] = r
+					w.rangesBytes += rangeSize(m.Topic)
 				}
 				r.First, r.Last = min(r.First, m.Offset), max(r.Last, m.Offset)
 				r.Count++
@@ -693,7 +695,7 @@ func (w *Writer) closeGroup(ctx context.Context) error {
 	for _, r := range w.ranges {
 		rec.Ranges = append(rec.Ranges, *r)
 	}
-	w.ranges = map[topicPartition]*bookmark.Range{}
+	w.ranges, w.rangesBytes = map[topicPartition]*bookmark.Range{}, 0
 	w.rangesMu.Unlock()
 	sortRanges(rec.Ranges)
 	value, err := rec.Marshal()
