@@ -43,6 +43,9 @@ type Source interface {
 	// streaming it proves that the source still holds everything after from (same server, same line
 	// of history, nothing confirmed past it); where it cannot, it returns an error that names the gap.
 	Run(ctx context.Context, from Resume, h Handler) error
+	// SourceID names what is captured (server identity, database, slot or replica id); the commit
+	// stream records it, and a start against another source is refused.
+	SourceID() string
 	// Lineage is the source's current line of history, recorded with every durable position.
 	Lineage() string
 	// Ack tells the source that everything up to and including the transaction that ended at end

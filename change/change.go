@@ -74,7 +74,8 @@ const (
 )
 
 // Value is one column's value in a row image. V's dynamic type depends on the source type:
-// int64, float32, float64, bool, string, []byte, time.Time, Decimal, JSON, Interval, Time, Date,
+// int64, uint64 (unsigned integers too large for int64's range, e.g. MySQL BIGINT UNSIGNED),
+// float32, float64, bool, string, []byte, time.Time, Decimal, JSON, Interval, Time, Date,
 // Timestamp, []any for arrays (elements typed as above, nil for NULL), or Text for a type cdcd
 // does not decode.
 type Value struct {

@@ -207,6 +207,8 @@ func appendAny(b []byte, v any) []byte {
 		return append(b, "null"...)
 	case int64:
 		return strconv.AppendInt(b, x, 10)
+	case uint64:
+		return strconv.AppendUint(b, x, 10)
 	case float64:
 		return appendFloat(b, x, 64)
 	case float32:

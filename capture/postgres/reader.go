@@ -28,25 +28,39 @@ import (
 	"github.com/cdcd-dev/cdcd/internal/preflight"
 )
 
-// Config configures a Reader.
+// SnapshotMode says whether a new slot's tables are copied before streaming.
+type SnapshotMode string
+
+const (
+	// SnapshotInitial copies the tables once, from the exported snapshot of the slot cdcd creates.
+	SnapshotInitial SnapshotMode = "initial"
+	// SnapshotNever streams only the changes after the slot's creation.
+	SnapshotNever SnapshotMode = "never"
+)
+
+// Config is the postgres source kind's settings (source.postgres.*), and what a Reader needs.
 type Config struct {
-	DSN         string
-	Slot        string
-	Publication string
+	// DSN is a libpq-style URL or key=value string for an ordinary connection; the replication
+	// connection is derived from it.
+	DSN string `mapstructure:"dsn" doc:"PostgreSQL connection URL or key=value string; the replication connection is derived from it"`
+	// Slot is the logical replication slot (plugin pgoutput) cdcd reads from and advances.
+	Slot string `mapstructure:"slot" doc:"the logical replication slot (pgoutput) cdcd reads and advances"`
+	// Publication is the pgoutput publication that selects the captured tables.
+	Publication string `mapstructure:"publication" doc:"the publication that selects the captured tables"`
 	// Tables are schema-qualified; empty means every table (FOR ALL TABLES when cdcd creates the
 	// publication, or whatever an existing publication holds).
-	Tables []string
-	// Snapshot is "initial" (copy the tables once, when the slot is created) or "never".
-	Snapshot string
+	Tables []string `mapstructure:"tables" doc:"schema-qualified tables to capture; empty: every table of the publication"`
+	// Snapshot says whether a slot cdcd creates is followed by a copy of the tables.
+	Snapshot SnapshotMode `mapstructure:"snapshot" doc:"initial (copy existing rows once, when the slot is created) or never"`
 	// Heartbeat is how long the stream may stay quiet before the reader emits a transactional
 	// logical decoding message (PostgreSQL 14+), whose commit lets the slot be confirmed past WAL
 	// that held nothing for the publication.
-	Heartbeat time.Duration
+	Heartbeat time.Duration `mapstructure:"heartbeat" doc:"how long a quiet stream waits before a heartbeat lets the slot advance (PostgreSQL 14+)"`
 	// AcceptGapTo, when it names exactly the slot's confirmed position, lets cdcd continue although
-	// that position lies past the commit stream's resume position: the transactions between them
-	// are then missing from Kafka for good. Without it such a start is refused (ErrGap).
-	AcceptGapTo string
-	Logger      *slog.Logger
+	// that position lies past the commit stream's resume position (a re-created slot, a restored
+	// server): the transactions between them are then missing from Kafka for good. Without it such
+	// a start is refused (ErrGap).
+	AcceptGapTo string `mapstructure:"accept_gap_to" doc:"accept, once, a slot confirmed past the commit stream: its exact LSN, from the refusal"`
 }
 
 // Reader streams one database's committed transactions from a pgoutput slot. It implements
@@ -115,9 +129,9 @@ func setApplicationName(params map[string]string) {
 
 // Open connects to the database and makes sure the publication exists and covers the configured
 // tables, creating it when it is missing.
-func Open(ctx context.Context, cfg Config) (*Reader, error) {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
+func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Reader, error) {
+	if log == nil {
+		log = slog.Default()
 	}
 	if cfg.Heartbeat <= 0 {
 		cfg.Heartbeat = 10 * time.Second
@@ -135,7 +149,7 @@ func Open(ctx context.Context, cfg Config) (*Reader, error) {
 		meta.Close(ctx)
 		return nil, err
 	}
-	r := &Reader{cfg: cfg, log: cfg.Logger.With("source", "postgres", "slot", cfg.Slot), meta: meta, tm: pgtype.NewMap(), types: map[uint32]typeInfo{}}
+	r := &Reader{cfg: cfg, log: log.With("source", "postgres", "slot", cfg.Slot), meta: meta, tm: pgtype.NewMap(), types: map[uint32]typeInfo{}}
 	if err := meta.QueryRow(ctx, "SELECT current_database()").Scan(&r.database); err != nil {
 		meta.Close(ctx)
 		return nil, fmt.Errorf("reading current_database(): %w", err)
@@ -402,7 +416,14 @@ func (r *Reader) slotState(ctx context.Context) (exists bool, activePID int32, c
 }
 
 // ErrSlotInUse is returned (wrapped) when another connection streams from the slot.
-var ErrSlotInUse = errors.New("replication slot is in use")
+var ErrSlotInUse error = slotInUse{}
+
+type slotInUse struct{}
+
+func (slotInUse) Error() string { return "replication slot is in use" }
+
+// Is makes a busy slot a capture.ErrInUse, which the daemon waits out for a while.
+func (slotInUse) Is(target error) bool { return target == capture.ErrInUse }
 
 // ErrGap is returned (wrapped, terminal) when the server cannot be shown to hold every transaction
 // after the commit stream's resume position: the slot is gone or was confirmed past it, or the
@@ -440,7 +461,7 @@ func (r *Reader) Run(ctx context.Context, from capture.Resume, h capture.Handler
 		if err := r.proveContinuity(ctx, rc, start, from.Lineage, confirmed); err != nil {
 			return err
 		}
-	case exists && r.cfg.Snapshot == "initial":
+	case exists && r.cfg.Snapshot == SnapshotInitial:
 		r.log.Warn("slot exists but nothing was ever written durably from it: an earlier start did not finish its snapshot; dropping the slot to start over")
 		if err := pglogrepl.DropReplicationSlot(ctx, rc, r.cfg.Slot, pglogrepl.DropReplicationSlotOptions{Wait: true}); err != nil {
 			return fmt.Errorf("dropping slot %s: %w", r.cfg.Slot, err)
@@ -554,7 +575,7 @@ func (r *Reader) connectReplication(ctx context.Context) (*pgconn.PgConn, error)
 // slot's consistent point; it returns the position the stream starts from.
 func (r *Reader) createSlot(ctx context.Context, rc *pgconn.PgConn, h capture.Handler) (bookmark.LSN, error) {
 	action := "NOEXPORT_SNAPSHOT"
-	if r.cfg.Snapshot == "initial" {
+	if r.cfg.Snapshot == SnapshotInitial {
 		action = "EXPORT_SNAPSHOT"
 	}
 	res, err := pglogrepl.CreateReplicationSlot(ctx, rc, r.cfg.Slot, "pgoutput", pglogrepl.CreateReplicationSlotOptions{SnapshotAction: action})
@@ -566,7 +587,7 @@ func (r *Reader) createSlot(ctx context.Context, rc *pgconn.PgConn, h capture.Ha
 		return 0, fmt.Errorf("slot consistent point: %w", err)
 	}
 	r.log.Info("created replication slot", "consistent_point", point.String())
-	if r.cfg.Snapshot != "initial" {
+	if r.cfg.Snapshot != SnapshotInitial {
 		return point, nil
 	}
 	if err := r.snapshot(ctx, res.SnapshotName, point, h); err != nil {

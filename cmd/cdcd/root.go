@@ -9,8 +9,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	mycapture "github.com/cdcd-dev/cdcd/capture/mysql"
-	pgcapture "github.com/cdcd-dev/cdcd/capture/postgres"
 	"github.com/cdcd-dev/cdcd/internal/config"
 	"github.com/cdcd-dev/cdcd/internal/preflight"
 	"github.com/cdcd-dev/cdcd/internal/writer"
@@ -150,17 +148,12 @@ It exits 0 when nothing is missing, 1 when something is, 2 when the configuratio
 }
 
 func runChecks(ctx context.Context, cfg config.Config, r *preflight.Report) error {
-	switch cfg.Source.Kind {
-	case "postgres":
-		p := cfg.Source.Postgres
-		if err := pgcapture.Check(ctx, pgcapture.CheckConfig{DSN: p.DSN, Slot: p.Slot, Publication: p.Publication, Tables: p.Tables}, r); err != nil {
-			return err
-		}
-	case "mysql", "mariadb":
-		m := cfg.Source.MySQL
-		if err := mycapture.Check(ctx, mycapture.CheckConfig{Addr: m.Addr, User: m.User, Password: m.Password, ServerID: m.ServerID, Tables: m.Tables}, r); err != nil {
-			return err
-		}
+	src, err := cfg.Source.Settings()
+	if err != nil {
+		return err
+	}
+	if err := src.Check(ctx, r); err != nil {
+		return err
 	}
 	k := cfg.Kafka
 	return writer.Check(ctx, writer.CheckConfig{Brokers: k.Brokers, ClientID: k.ClientID, TransactionalID: k.TransactionalID, CommitTopic: k.CommitTopic, Timeout: k.Timeout}, r)

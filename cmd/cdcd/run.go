@@ -10,11 +10,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
 	"github.com/cdcd-dev/cdcd/capture"
-	pgcapture "github.com/cdcd-dev/cdcd/capture/postgres"
 	"github.com/cdcd-dev/cdcd/internal/config"
 	"github.com/cdcd-dev/cdcd/internal/failpoint"
 	"github.com/cdcd-dev/cdcd/internal/fault"
@@ -85,50 +83,47 @@ func buildKCOP(entries []map[string]any) (kcop.KCOP, error) {
 }
 
 func runDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) error {
-	if cfg.Source.Kind != "postgres" {
-		return fmt.Errorf("source.kind %q: only postgres can be captured so far (MySQL/MariaDB capture is not implemented yet)", cfg.Source.Kind)
+	src, err := cfg.Source.Settings()
+	if err != nil {
+		return err
 	}
 	k, err := buildKCOP(cfg.KCOPs)
 	if err != nil {
 		return err
 	}
 	var (
-		mu     sync.Mutex
-		reader *pgcapture.Reader
+		mu      sync.Mutex
+		current capture.Source
 	)
-	retained := newRetainedProbe(cfg.Source.Postgres.DSN, cfg.Source.Postgres.Slot, log)
+	var retained atomic.Int64
 	m := metrics.New(func() (float64, float64, float64) {
 		mu.Lock()
-		r := reader
+		s := current
 		mu.Unlock()
-		if r == nil {
-			return 0, 0, retained.value()
+		kept := float64(retained.Load())
+		if l, ok := s.(capture.Lagger); ok {
+			bytes, behind := l.Lag()
+			return float64(bytes), behind, kept
 		}
-		st := r.Stats()
-		var lagBytes, lagSeconds float64
-		if st.ServerWALEnd > st.Acked {
-			lagBytes = float64(st.ServerWALEnd - st.Acked)
-		}
-		if st.Received > st.Acked && !st.LastCommit.IsZero() {
-			lagSeconds = time.Since(st.LastCommit).Seconds()
-		}
-		return lagBytes, lagSeconds, retained.value()
+		return 0, 0, kept
 	})
 	if cfg.Metrics.Listen != "" {
 		if err := m.Serve(ctx, cfg.Metrics.Listen, log); err != nil {
 			return fault.Terminal("metrics.listen %s: %w", cfg.Metrics.Listen, err)
 		}
 	}
-	go retained.run(ctx)
+	if rl, ok := src.(capture.RetainedLogger); ok {
+		go probeRetained(ctx, rl, &retained)
+	}
 
 	backoff := time.Second
-	slotWait := time.Time{}
+	busySince := time.Time{}
 	var failingSince time.Time // the first failure of the current streak
 	for {
 		started := time.Now()
-		err := runPipeline(ctx, cfg, k, m, log, func(r *pgcapture.Reader) {
+		err := runPipeline(ctx, cfg, src, k, m, log, func(s capture.Source) {
 			mu.Lock()
-			reader = r
+			current = s
 			mu.Unlock()
 		})
 		m.SetHealthy(false)
@@ -139,17 +134,17 @@ func runDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		if fault.IsTerminal(err) {
 			return err
 		}
-		if errors.Is(err, pgcapture.ErrSlotInUse) {
+		if errors.Is(err, capture.ErrInUse) {
 			// A killed predecessor's walsender lets go of the slot within moments; anything else
 			// holding it for long is a second cdcd.
-			if slotWait.IsZero() {
-				slotWait = time.Now()
+			if busySince.IsZero() {
+				busySince = time.Now()
 			}
-			if time.Since(slotWait) > 30*time.Second {
+			if time.Since(busySince) > 30*time.Second {
 				return err
 			}
 		} else {
-			slotWait = time.Time{}
+			busySince = time.Time{}
 		}
 		if time.Since(started) > time.Minute {
 			backoff, failingSince = time.Second, time.Time{}
@@ -170,11 +165,10 @@ func runDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 }
 
-// runPipeline runs writer and reader once, until ctx ends or either fails.
-func runPipeline(ctx context.Context, cfg config.Config, k kcop.KCOP, m *metrics.Metrics, log *slog.Logger, publish func(*pgcapture.Reader)) error {
-	kc, pc := cfg.Kafka, cfg.Source.Postgres
-	r, err := pgcapture.Open(ctx, pgcapture.Config{DSN: pc.DSN, Slot: pc.Slot, Publication: pc.Publication,
-		Tables: pc.Tables, Snapshot: pc.Snapshot, Heartbeat: pc.Heartbeat, AcceptGapTo: pc.AcceptGapTo, Logger: log})
+// runPipeline runs writer and source once, until ctx ends or either fails.
+func runPipeline(ctx context.Context, cfg config.Config, src capture.Config, k kcop.KCOP, m *metrics.Metrics, log *slog.Logger, publish func(capture.Source)) error {
+	kc := cfg.Kafka
+	r, err := src.Open(ctx, log)
 	if err != nil {
 		return err
 	}
@@ -183,7 +177,7 @@ func runPipeline(ctx context.Context, cfg config.Config, k kcop.KCOP, m *metrics
 		Source: r.SourceID(), Lineage: r.Lineage(), KCOP: k, MaxGroupRecords: kc.GroupMaxRecords, MaxGroupBytes: kc.GroupMaxBytes, MaxGroupDelay: kc.GroupMaxDelay,
 		TransactionTimeout: kc.TransactionTimeout, MaxMessageBytes: kc.MaxMessageBytes,
 		TopicPartitions: kc.TopicPartitions, ReplicationFactor: kc.ReplicationFactor, Timeout: kc.Timeout,
-		Parallel: kc.Delivery == "parallel", ParallelProducers: kc.ParallelProducers,
+		Parallel: kc.Delivery == config.Parallel, ParallelProducers: kc.ParallelProducers,
 		Logger: log, Observer: m,
 	})
 	if err != nil {
@@ -210,7 +204,7 @@ func runPipeline(ctx context.Context, cfg config.Config, k kcop.KCOP, m *metrics
 		case <-rctx.Done():
 		}
 	}()
-	// Decoding and writing overlap: the reader hands events to the writer through a queue.
+	// Decoding and writing overlap: the source hands events to the writer through a queue.
 	pipe := capture.NewPipeline(ctx, w, 4096)
 	from := capture.Resume{Position: w.Resume()}
 	if last := w.Last(); last != nil {
@@ -236,9 +230,9 @@ func runPipeline(ctx context.Context, cfg config.Config, k kcop.KCOP, m *metrics
 			runErr = cerr
 		}
 	}
-	if graceful {
-		if ferr := r.Flush(sctx); ferr != nil {
-			log.Warn("confirming the durable position to the slot", "err", ferr)
+	if f, ok := r.(capture.Flusher); ok && graceful {
+		if ferr := f.Flush(sctx); ferr != nil {
+			log.Warn("confirming the durable position to the source", "err", ferr)
 		}
 	}
 	_ = r.Close(sctx)
@@ -248,44 +242,16 @@ func runPipeline(ctx context.Context, cfg config.Config, k kcop.KCOP, m *metrics
 	return runErr
 }
 
-// retainedProbe reads the slot's retained WAL every 15 seconds on a connection of its own.
-type retainedProbe struct {
-	dsn, slot string
-	log       *slog.Logger
-	bytes     atomic.Int64
-}
-
-func newRetainedProbe(dsn, slot string, log *slog.Logger) *retainedProbe {
-	return &retainedProbe{dsn: dsn, slot: slot, log: log}
-}
-
-func (p *retainedProbe) value() float64 { return float64(p.bytes.Load()) }
-
-func (p *retainedProbe) run(ctx context.Context) {
-	var conn *pgx.Conn
-	defer func() {
-		if conn != nil {
-			conn.Close(context.Background())
-		}
-	}()
+// probeRetained asks the source every 15 seconds how much log it keeps for cdcd.
+func probeRetained(ctx context.Context, rl capture.RetainedLogger, into *atomic.Int64) {
 	t := time.NewTicker(15 * time.Second)
 	defer t.Stop()
 	for {
-		if conn == nil {
-			c, err := pgx.Connect(ctx, p.dsn)
-			if err == nil {
-				conn = c
-			}
+		qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if n, err := rl.RetainedLog(qctx); err == nil {
+			into.Store(n)
 		}
-		if conn != nil {
-			n, err := pgcapture.SlotRetained(ctx, conn, p.slot)
-			if err != nil {
-				conn.Close(ctx)
-				conn = nil
-			} else {
-				p.bytes.Store(n)
-			}
-		}
+		cancel()
 		select {
 		case <-ctx.Done():
 			return

@@ -18,7 +18,7 @@ import (
 
 	"github.com/go-viper/mapstructure/v2"
 
-	"github.com/cdcd-dev/cdcd/bookmark"
+	"github.com/cdcd-dev/cdcd/capture"
 	"github.com/spf13/viper"
 )
 
@@ -39,48 +39,28 @@ type Metrics struct {
 	Listen string `mapstructure:"listen" doc:"host:port of /metrics and /healthz; empty turns them off"`
 }
 
-// Source names the database cdcd captures from; exactly the section for Kind is used.
+// Source names the database cdcd captures from. Each registered source kind has its settings under
+// source.<section> (source.postgres.dsn, source.mysql.addr); exactly the chosen kind's are used.
 type Source struct {
-	// Kind is postgres, mysql or mariadb.
-	Kind     string   `mapstructure:"kind" doc:"the source database: postgres, mysql or mariadb"`
-	Postgres Postgres `mapstructure:"postgres"`
-	MySQL    MySQL    `mapstructure:"mysql"`
+	Kind string `mapstructure:"kind" doc:"the source database: a registered source kind (postgres, mysql or mariadb)"`
+	// Sections holds every registered kind's settings by section, defaults filled in.
+	Sections Sections `mapstructure:"-"`
 }
 
-// Postgres configures logical-replication capture.
-type Postgres struct {
-	// DSN is a libpq-style URL or key=value string for an ordinary connection; cdcd derives the
-	// replication connection from it.
-	DSN string `mapstructure:"dsn" doc:"PostgreSQL connection URL or key=value string; the replication connection is derived from it"`
-	// Slot is the logical replication slot (plugin pgoutput) cdcd reads from and advances.
-	Slot string `mapstructure:"slot" doc:"the logical replication slot (pgoutput) cdcd reads and advances"`
-	// Publication is the pgoutput publication that selects the captured tables.
-	Publication string `mapstructure:"publication" doc:"the publication that selects the captured tables"`
-	// Tables lists schema-qualified tables to capture; empty means every table in the publication,
-	// or all tables when cdcd creates the publication.
-	Tables []string `mapstructure:"tables" doc:"schema-qualified tables to capture; empty: every table of the publication"`
-	// Snapshot is initial (copy existing rows once, when the slot is created) or never.
-	Snapshot string `mapstructure:"snapshot" doc:"initial (copy existing rows once, when the slot is created) or never"`
-	// Heartbeat is how long the stream may stay quiet before cdcd emits a logical decoding message
-	// whose commit lets the slot advance, so a quiet publication does not pin WAL (PostgreSQL 14+).
-	Heartbeat time.Duration `mapstructure:"heartbeat" doc:"how long a quiet stream waits before a heartbeat lets the slot advance (PostgreSQL 14+)"`
-	// AcceptGapTo accepts, once, that the slot was confirmed past the commit stream's last position
-	// (a re-created slot, a restored server): it must name the slot's confirmed_flush_lsn exactly,
-	// and the transactions between the two positions are then missing from Kafka for good. Without
-	// it cdcd refuses to start over such a gap.
-	AcceptGapTo string `mapstructure:"accept_gap_to" doc:"accept, once, a slot confirmed past the commit stream: its exact LSN, from the refusal"`
-}
+// Sections maps a configuration section (postgres, mysql) to its kind's settings.
+type Sections map[string]capture.Config
 
-// MySQL configures binlog capture from MySQL or MariaDB.
-type MySQL struct {
-	Addr     string `mapstructure:"addr" doc:"host:port of MySQL or MariaDB"`
-	User     string `mapstructure:"user" doc:"the replication user"`
-	Password string `mapstructure:"password" doc:"the replication user's password"`
-	// ServerID identifies cdcd to the server as a replica; it must differ from every server's and
-	// replica's server_id in the topology.
-	ServerID uint32 `mapstructure:"server_id" doc:"cdcd's server_id as a replica; unique in the topology"`
-	// Tables lists database-qualified tables to capture; empty means all.
-	Tables []string `mapstructure:"tables" doc:"database-qualified tables to capture; empty: all"`
+// Settings returns the chosen kind's settings.
+func (s Source) Settings() (capture.Config, error) {
+	k, err := capture.Lookup(s.Kind)
+	if err != nil {
+		return nil, fmt.Errorf("source.kind: %w", err)
+	}
+	c, ok := s.Sections[k.Section]
+	if !ok {
+		return nil, fmt.Errorf("source.kind %q: no settings for section source.%s", s.Kind, k.Section)
+	}
+	return c, nil
 }
 
 // Kafka configures the brokers and cdcd's Kafka identities.
@@ -94,8 +74,8 @@ type Kafka struct {
 	// Delivery is transactional (each commit group one Kafka transaction: read_committed consumers
 	// see every change once) or parallel (data records through ParallelProducers idempotent producers
 	// without transactions, only the commit record transactional: exactly-once through the tcc only).
-	Delivery          string `mapstructure:"delivery" doc:"transactional (exactly once for any read_committed consumer) or parallel (exactly once through the tcc)"`
-	ParallelProducers int    `mapstructure:"parallel_producers" doc:"idempotent producers for data records in parallel delivery"`
+	Delivery          Delivery `mapstructure:"delivery" doc:"transactional (exactly once for any read_committed consumer) or parallel (exactly once through the tcc)"`
+	ParallelProducers int      `mapstructure:"parallel_producers" doc:"idempotent producers for data records in parallel delivery"`
 	// Timeout bounds each request to the brokers.
 	Timeout time.Duration `mapstructure:"timeout" doc:"bound of each request to the brokers"`
 	// TransactionTimeout is the Kafka transaction timeout: the longest a source transaction may
@@ -115,6 +95,18 @@ type Kafka struct {
 	ReplicationFactor int16 `mapstructure:"replication_factor" doc:"replication factor of the topics cdcd creates (-1: the broker's default)"`
 }
 
+// Delivery is how commit groups reach Kafka.
+type Delivery string
+
+const (
+	// Transactional makes each commit group one Kafka transaction: read_committed consumers see
+	// every change once.
+	Transactional Delivery = "transactional"
+	// Parallel writes data records through several idempotent producers without transactions and
+	// only the commit record transactionally: exactly once through the tcc only.
+	Parallel Delivery = "parallel"
+)
+
 // Log configures slog.
 type Log struct {
 	Level  string `mapstructure:"level" doc:"log level: debug, info, warn or error"`
@@ -124,15 +116,12 @@ type Log struct {
 // Default returns the configuration in force when nothing is set.
 func Default() Config {
 	return Config{
-		Source: Source{
-			Postgres: Postgres{Slot: "cdcd", Publication: "cdcd", Snapshot: "initial", Heartbeat: 10 * time.Second},
-			MySQL:    MySQL{ServerID: 4021},
-		},
+		Source: Source{Sections: defaultSections()},
 		Kafka: Kafka{
 			ClientID:           "cdcd",
 			TransactionalID:    "cdcd",
 			CommitTopic:        "cdcd.commits",
-			Delivery:           "transactional",
+			Delivery:           Transactional,
 			ParallelProducers:  4,
 			Timeout:            10 * time.Second,
 			TransactionTimeout: 10 * time.Minute,
@@ -147,6 +136,14 @@ func Default() Config {
 		Metrics: Metrics{Listen: "127.0.0.1:9187"},
 		Log:     Log{Level: "info", Format: "text"},
 	}
+}
+
+func defaultSections() Sections {
+	secs := Sections{}
+	for _, sc := range capture.Sections() {
+		secs[sc.Section] = sc.Config
+	}
+	return secs
 }
 
 // Load reads the YAML file at path (none when path is empty), then CDCD_* environment variables,
@@ -187,13 +184,7 @@ func Load(path string, overrides []string) (Config, error) {
 	// mapstructure merges into existing slice elements; the default chain applies only when the
 	// configuration names none.
 	cfg.KCOPs = nil
-	err := v.UnmarshalExact(&cfg, func(dc *mapstructure.DecoderConfig) {
-		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(
-			mapstructure.StringToTimeDurationHookFunc(),
-			mapstructure.StringToSliceHookFunc(","),
-		)
-	})
-	if err != nil {
+	if err := decode(v.AllSettings(), &cfg); err != nil {
 		return Config{}, unknownKeyError(path, err)
 	}
 	if !v.IsSet("kcops") {
@@ -205,10 +196,59 @@ func Load(path string, overrides []string) (Config, error) {
 	return cfg, nil
 }
 
+// decode fills cfg from viper's merged settings: each source section into its kind's typed
+// settings, the rest into Config; a key that names nothing is an error.
+func decode(all map[string]any, cfg *Config) error {
+	if src, ok := all["source"].(map[string]any); ok {
+		for section, sc := range cfg.Source.Sections {
+			sub, ok := src[section]
+			if !ok {
+				continue
+			}
+			delete(src, section)
+			if err := decodeExact(sub, sc, "source."+section); err != nil {
+				return err
+			}
+		}
+	}
+	return decodeExact(all, cfg, "")
+}
+
+func decodeExact(in, out any, prefix string) error {
+	var md mapstructure.Metadata
+	d, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
+		Result:           out,
+		Metadata:         &md,
+		WeaklyTypedInput: true,
+		DecodeHook: mapstructure.ComposeDecodeHookFunc(
+			mapstructure.StringToTimeDurationHookFunc(),
+			mapstructure.StringToSliceHookFunc(","),
+		),
+	})
+	if err != nil {
+		return err
+	}
+	if err := d.Decode(in); err != nil {
+		if prefix != "" {
+			return fmt.Errorf("%s: %w", prefix, err)
+		}
+		return err
+	}
+	if len(md.Unused) > 0 {
+		unused := make([]string, len(md.Unused))
+		for i, k := range md.Unused {
+			unused[i] = strings.TrimPrefix(prefix+"."+k, ".")
+		}
+		slices.Sort(unused)
+		return fmt.Errorf("has invalid keys: %s", strings.Join(unused, ", "))
+	}
+	return nil
+}
+
 // Keys lists every configuration key cdcd knows, in declaration order.
 func Keys() []string {
 	var keys []string
-	walk(reflect.ValueOf(Config{}), "", func(key string, _ reflect.StructField, _ reflect.Value) { keys = append(keys, key) })
+	walk(reflect.ValueOf(Default()), "", func(key string, _ reflect.StructField, _ reflect.Value) { keys = append(keys, key) })
 	return keys
 }
 
@@ -260,56 +300,12 @@ func (c Config) Check() error {
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
 	}
-	switch c.Source.Kind {
-	case "postgres":
-		p := c.Source.Postgres
-		if p.DSN == "" {
-			bad("source.postgres.dsn", "is empty; set it to e.g. postgres://cdc:secret@127.0.0.1:5432/app")
-		}
-		if p.Slot == "" {
-			bad("source.postgres.slot", "is empty; name the replication slot, e.g. cdcd")
-		} else if !validSlotName(p.Slot) {
-			bad("source.postgres.slot", "%q is not a valid slot name (lower-case letters, digits and underscores, at most 63)", p.Slot)
-		}
-		if p.Publication == "" {
-			bad("source.postgres.publication", "is empty; name the publication, e.g. cdcd")
-		}
-		if p.Snapshot != "initial" && p.Snapshot != "never" {
-			bad("source.postgres.snapshot", "%q is not one of initial, never", p.Snapshot)
-		}
-		for _, t := range p.Tables {
-			if s, n, ok := strings.Cut(t, "."); !ok || s == "" || n == "" {
-				bad("source.postgres.tables", "%q is not schema-qualified; write it as schema.table, e.g. public.%s", t, t)
-			}
-		}
-		if p.Heartbeat <= 0 {
-			bad("source.postgres.heartbeat", "must be a positive duration such as 10s")
-		}
-		if p.AcceptGapTo != "" {
-			if _, err := bookmark.ParseLSN(p.AcceptGapTo); err != nil {
-				bad("source.postgres.accept_gap_to", "%q is not an LSN; copy the slot's confirmed position from cdcd's error, e.g. 0/16B3748", p.AcceptGapTo)
-			}
-		}
-	case "mysql", "mariadb":
-		m := c.Source.MySQL
-		if m.Addr == "" {
-			bad("source.mysql.addr", "is empty; set it to host:port, e.g. 127.0.0.1:3306")
-		}
-		if m.User == "" {
-			bad("source.mysql.user", "is empty; name a user with REPLICATION SLAVE and REPLICATION CLIENT")
-		}
-		if m.ServerID == 0 {
-			bad("source.mysql.server_id", "must be a non-zero id unique among the servers and replicas")
-		}
-		for _, t := range m.Tables {
-			if s, n, ok := strings.Cut(t, "."); !ok || s == "" || n == "" {
-				bad("source.mysql.tables", "%q is not database-qualified; write it as database.table", t)
-			}
-		}
-	case "":
-		bad("source.kind", "is not set; use postgres, mysql or mariadb")
-	default:
-		bad("source.kind", "%q is not one of postgres, mysql, mariadb", c.Source.Kind)
+	if c.Source.Kind == "" {
+		bad("source.kind", "is not set; use one of %s", strings.Join(capture.Kinds(), ", "))
+	} else if sc, err := c.Source.Settings(); err != nil {
+		errs = append(errs, err)
+	} else if err := sc.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if len(c.Kafka.Brokers) == 0 {
 		bad("kafka.brokers", "is empty; list at least one host:port")
@@ -321,8 +317,8 @@ func (c Config) Check() error {
 		bad("kafka.commit_topic", "is empty; name the commit stream topic")
 	}
 	switch c.Kafka.Delivery {
-	case "transactional":
-	case "parallel":
+	case Transactional:
+	case Parallel:
 		if c.Kafka.ParallelProducers < 1 {
 			bad("kafka.parallel_producers", "must be at least 1")
 		}
@@ -364,16 +360,4 @@ func (c Config) Check() error {
 		bad("log.format", "%q is not one of text, json", c.Log.Format)
 	}
 	return errors.Join(errs...)
-}
-
-func validSlotName(s string) bool {
-	if len(s) > 63 {
-		return false
-	}
-	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_') {
-			return false
-		}
-	}
-	return true
 }

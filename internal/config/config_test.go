@@ -6,7 +6,28 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cdcd-dev/cdcd/capture/mysql"
+	"github.com/cdcd-dev/cdcd/capture/postgres"
 )
+
+func pgConfig(t *testing.T, cfg Config) *postgres.Config {
+	t.Helper()
+	c, ok := cfg.Source.Sections["postgres"].(*postgres.Config)
+	if !ok {
+		t.Fatalf("source.postgres holds %T", cfg.Source.Sections["postgres"])
+	}
+	return c
+}
+
+func myConfig(t *testing.T, cfg Config) *mysql.Config {
+	t.Helper()
+	c, ok := cfg.Source.Sections["mysql"].(*mysql.Config)
+	if !ok {
+		t.Fatalf("source.mysql holds %T", cfg.Source.Sections["mysql"])
+	}
+	return c
+}
 
 // hermetic clears every CDCD_* variable that names a key, so that the environment the tests run in
 // does not leak into them.
@@ -44,7 +65,7 @@ func TestLoadPrecedence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Source.Postgres.DSN != "postgres://u:p@h/db" || strings.Join(cfg.Kafka.Brokers, ",") != "a:9092,b:9092" {
+	if pgConfig(t, cfg).DSN != "postgres://u:p@h/db" || strings.Join(cfg.Kafka.Brokers, ",") != "a:9092,b:9092" {
 		t.Errorf("file values not read: %+v", cfg)
 	}
 	if cfg.Kafka.Timeout != 3*time.Second {
@@ -53,13 +74,13 @@ func TestLoadPrecedence(t *testing.T) {
 	if cfg.Kafka.TransactionalID != "from-env" {
 		t.Errorf("env did not override the default: %q", cfg.Kafka.TransactionalID)
 	}
-	if cfg.Source.Postgres.Slot != "flag_slot" {
-		t.Errorf("--set did not override env: %q", cfg.Source.Postgres.Slot)
+	if pgConfig(t, cfg).Slot != "flag_slot" {
+		t.Errorf("--set did not override env: %q", pgConfig(t, cfg).Slot)
 	}
-	if strings.Join(cfg.Source.Postgres.Tables, "|") != "public.a|public.b" {
-		t.Errorf("tables = %q", cfg.Source.Postgres.Tables)
+	if strings.Join(pgConfig(t, cfg).Tables, "|") != "public.a|public.b" {
+		t.Errorf("tables = %q", pgConfig(t, cfg).Tables)
 	}
-	if cfg.Source.Postgres.Publication != "cdcd" || cfg.Kafka.CommitTopic != "cdcd.commits" {
+	if pgConfig(t, cfg).Publication != "cdcd" || cfg.Kafka.CommitTopic != "cdcd.commits" {
 		t.Errorf("defaults lost: %+v", cfg)
 	}
 }
@@ -74,7 +95,7 @@ func TestLoadEnvOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Source.MySQL.Addr != "127.0.0.1:3306" || len(cfg.Kafka.Brokers) != 2 {
+	if myConfig(t, cfg).Addr != "127.0.0.1:3306" || len(cfg.Kafka.Brokers) != 2 {
 		t.Errorf("%+v", cfg)
 	}
 }
@@ -91,7 +112,7 @@ func TestLoadErrors(t *testing.T) {
 		{"unknown override", minimal, []string{"kafka.broker=x"}, []string{`unknown key "kafka.broker"`}},
 		{"override without value", minimal, []string{"kafka.brokers"}, []string{"want key=value"}},
 		{"no kind", "kafka:\n  brokers: [a:1]\n", nil, []string{"source.kind: is not set"}},
-		{"bad kind", minimal, []string{"source.kind=oracle"}, []string{`"oracle" is not one of postgres, mysql, mariadb`}},
+		{"bad kind", minimal, []string{"source.kind=oracle"}, []string{`"oracle" is not one of mariadb, mysql, postgres`}},
 		{"unqualified table", minimal, []string{"source.postgres.tables=orders"}, []string{"public.orders"}},
 		{"bad slot", minimal, []string{"source.postgres.slot=My-Slot"}, []string{"not a valid slot name"}},
 		{"bad snapshot", minimal, []string{"source.postgres.snapshot=always"}, []string{"initial, never"}},

@@ -3,6 +3,7 @@ package config
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
 	"reflect"
@@ -38,6 +39,13 @@ func walk(v reflect.Value, prefix string, fn func(key string, f reflect.StructFi
 	t := v.Type()
 	for i := range t.NumField() {
 		f := t.Field(i)
+		if secs, ok := v.Field(i).Interface().(Sections); ok {
+			names := slices.Sorted(maps.Keys(secs))
+			for _, name := range names {
+				walk(reflect.ValueOf(secs[name]).Elem(), prefix+name+".", fn)
+			}
+			continue
+		}
 		name := f.Tag.Get("mapstructure")
 		if name == "" {
 			continue
