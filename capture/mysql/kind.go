@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/cdcd-dev/cdcd/capture"
-	"github.com/cdcd-dev/cdcd/internal/fault"
 	"github.com/cdcd-dev/cdcd/internal/preflight"
 )
 
@@ -29,10 +29,13 @@ type Config struct {
 	ServerID uint32 `mapstructure:"server_id" doc:"cdcd's server_id as a replica; unique in the topology"`
 	// Tables lists database-qualified tables to capture; empty means all.
 	Tables []string `mapstructure:"tables" doc:"database-qualified tables to capture; empty: all"`
+	// Heartbeat is the period of the server's heartbeat events on a quiet binlog, which keep the
+	// connection and the lag metrics alive.
+	Heartbeat time.Duration `mapstructure:"heartbeat" doc:"the period of the server's heartbeats on a quiet binlog"`
 }
 
 // DefaultConfig is the settings when nothing is set.
-func DefaultConfig() Config { return Config{ServerID: 4021} }
+func DefaultConfig() Config { return Config{ServerID: 4021, Heartbeat: 5 * time.Second} }
 
 var _ capture.Config = (*Config)(nil)
 
@@ -51,6 +54,9 @@ func (c *Config) Validate() error {
 	if c.ServerID == 0 {
 		bad("server_id", "must be a non-zero id unique among the servers and replicas")
 	}
+	if c.Heartbeat < time.Second {
+		bad("heartbeat", "must be at least 1s, e.g. 5s")
+	}
 	for _, t := range c.Tables {
 		if s, n, ok := strings.Cut(t, "."); !ok || s == "" || n == "" {
 			bad("tables", "%q is not database-qualified; write it as database.table", t)
@@ -66,5 +72,5 @@ func (c *Config) Check(ctx context.Context, r *preflight.Report) error {
 
 // Open implements capture.Config.
 func (c *Config) Open(ctx context.Context, log *slog.Logger) (capture.Source, error) {
-	return nil, fault.Terminal("source.kind mysql/mariadb: binlog capture is not implemented yet")
+	return Open(ctx, *c, log)
 }

@@ -103,7 +103,7 @@ func runDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		kept := float64(retained.Load())
 		if l, ok := s.(capture.Lagger); ok {
 			bytes, behind := l.Lag()
-			return float64(bytes), behind, kept
+			return float64(max(bytes, 0)), behind, kept
 		}
 		return 0, 0, kept
 	})
@@ -112,9 +112,18 @@ func runDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			return fault.Terminal("metrics.listen %s: %w", cfg.Metrics.Listen, err)
 		}
 	}
-	if rl, ok := src.(capture.RetainedLogger); ok {
-		go probeRetained(ctx, rl, &retained)
-	}
+	go probeRetained(ctx, func() capture.RetainedLogger {
+		// The running source knows what it confirmed; the settings alone do where the server
+		// keeps the position itself (a slot).
+		mu.Lock()
+		s := current
+		mu.Unlock()
+		if rl, ok := s.(capture.RetainedLogger); ok {
+			return rl
+		}
+		rl, _ := src.(capture.RetainedLogger)
+		return rl
+	}, &retained)
 
 	backoff := time.Second
 	busySince := time.Time{}
@@ -243,15 +252,17 @@ func runPipeline(ctx context.Context, cfg config.Config, src capture.Config, k k
 }
 
 // probeRetained asks the source every 15 seconds how much log it keeps for cdcd.
-func probeRetained(ctx context.Context, rl capture.RetainedLogger, into *atomic.Int64) {
+func probeRetained(ctx context.Context, which func() capture.RetainedLogger, into *atomic.Int64) {
 	t := time.NewTicker(15 * time.Second)
 	defer t.Stop()
 	for {
-		qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		if n, err := rl.RetainedLog(qctx); err == nil {
-			into.Store(n)
+		if rl := which(); rl != nil {
+			qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			if n, err := rl.RetainedLog(qctx); err == nil {
+				into.Store(n)
+			}
+			cancel()
 		}
-		cancel()
 		select {
 		case <-ctx.Done():
 			return
