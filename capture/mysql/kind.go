@@ -29,13 +29,26 @@ type Config struct {
 	ServerID uint32 `mapstructure:"server_id" doc:"cdcd's server_id as a replica; unique in the topology"`
 	// Tables lists database-qualified tables to capture; empty means all.
 	Tables []string `mapstructure:"tables" doc:"database-qualified tables to capture; empty: all"`
+	// Snapshot says whether a start without a commit stream copies the captured tables first.
+	Snapshot SnapshotMode `mapstructure:"snapshot" doc:"initial (copy existing rows once, on the first start) or never (stream from the server's current position)"`
 	// Heartbeat is the period of the server's heartbeat events on a quiet binlog, which keep the
 	// connection and the lag metrics alive.
 	Heartbeat time.Duration `mapstructure:"heartbeat" doc:"the period of the server's heartbeats on a quiet binlog"`
 }
 
+// SnapshotMode says whether the first start copies the tables before streaming.
+type SnapshotMode string
+
+const (
+	// SnapshotInitial copies the captured tables in one consistent read, then streams from exactly
+	// the binlog position of that read.
+	SnapshotInitial SnapshotMode = "initial"
+	// SnapshotNever streams from the server's current position.
+	SnapshotNever SnapshotMode = "never"
+)
+
 // DefaultConfig is the settings when nothing is set.
-func DefaultConfig() Config { return Config{ServerID: 4021, Heartbeat: 5 * time.Second} }
+func DefaultConfig() Config { return Config{ServerID: 4021, Snapshot: SnapshotInitial, Heartbeat: 5 * time.Second} }
 
 var _ capture.Config = (*Config)(nil)
 
@@ -53,6 +66,11 @@ func (c *Config) Validate() error {
 	}
 	if c.ServerID == 0 {
 		bad("server_id", "must be a non-zero id unique among the servers and replicas")
+	}
+	switch c.Snapshot {
+	case SnapshotInitial, SnapshotNever:
+	default:
+		bad("snapshot", "%q is not one of %s, %s", c.Snapshot, SnapshotInitial, SnapshotNever)
 	}
 	if c.Heartbeat < time.Second {
 		bad("heartbeat", "must be at least 1s, e.g. 5s")

@@ -278,13 +278,19 @@ func (r *Reader) current(ctx context.Context) (Position, error) {
 // Run implements capture.Source.
 func (r *Reader) Run(ctx context.Context, from capture.Resume, h capture.Handler) error {
 	var start Position
-	if from.Position == "" {
+	if from.Position == "" && r.cfg.Snapshot == SnapshotInitial {
+		p, err := r.snapshot(ctx, h)
+		if err != nil {
+			return err
+		}
+		start = p
+	} else if from.Position == "" {
 		p, err := r.current(ctx)
 		if err != nil {
 			return err
 		}
 		start = p
-		r.log.Info("no commit stream yet: streaming from the server's current position (existing rows are not copied)", "position", start.String())
+		r.log.Info("no commit stream yet: streaming from the server's current position (snapshot: never; existing rows are not copied)", "position", start.String())
 	} else {
 		p, err := ParsePosition(from.Position)
 		if err != nil {
