@@ -48,7 +48,9 @@ const (
 )
 
 // DefaultConfig is the settings when nothing is set.
-func DefaultConfig() Config { return Config{ServerID: 4021, Snapshot: SnapshotInitial, Heartbeat: 5 * time.Second} }
+func DefaultConfig() Config {
+	return Config{ServerID: 4021, Snapshot: SnapshotInitial, Heartbeat: 5 * time.Second}
+}
 
 var _ capture.Config = (*Config)(nil)
 
