@@ -7,7 +7,8 @@
 #   registry  Apicurio Registry (Confluent-compatible API under /apis/ccompat/v7), from Maven Central
 #
 # Usage: scripts/stack.sh up|down|status|env|install [service...]   (no service: all of them)
-#        scripts/stack.sh crash postgres|kafka   (an immediate stop / SIGKILL, for fault tests)
+#        scripts/stack.sh crash postgres|mariadb|kafka   (an immediate stop / SIGKILL, for fault tests)
+#        scripts/stack.sh mariadb-admin 'SQL'   (run SQL as MariaDB's root, e.g. SET GLOBAL ...)
 # Every step is idempotent: `up` installs what is missing, initialises what is new, starts what is
 # stopped and waits until each server answers. Ports and credentials come from the environment.
 set -euo pipefail
@@ -352,6 +353,18 @@ mariadb_down() {
 	rm -f "$dir/mysqld.pid"
 }
 
+mariadb_crash() {
+	local pid
+	pid=$(cat "$STACK/mariadb/mysqld.pid" 2>/dev/null) || return 0
+	if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+		log "mariadb: killing (SIGKILL)"
+		kill -KILL "$pid" 2>/dev/null || true
+		local i
+		for ((i = 0; i < 30; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+	fi
+	rm -f "$STACK/mariadb/mysqld.pid"
+}
+
 mariadb_status() {
 	if mariadb_client -e 'SELECT 1' >/dev/null 2>&1; then
 		echo "mariadb: up on 127.0.0.1:$MY_PORT"
@@ -591,6 +604,11 @@ print_env() {
 
 cmd=${1:-status}
 shift || true
+if [ "$cmd" = mariadb-admin ]; then
+	# SQL as MariaDB's root (over the socket), for tests that change server settings or purge binlogs.
+	mariadb_client -e "$*"
+	exit 0
+fi
 if [ "$cmd" = scratch-postgres ]; then
 	mkdir -p "$STACK/scratch"
 	scratch_postgres "$@"
@@ -612,7 +630,7 @@ down)
 	;;
 crash)
 	for s in "${services[@]}"; do
-		declare -F "${s}_crash" >/dev/null || die "crash: not for $s (postgres, kafka)"
+		declare -F "${s}_crash" >/dev/null || die "crash: not for $s (postgres, mariadb, kafka)"
 		"${s}_crash"
 	done
 	;;
