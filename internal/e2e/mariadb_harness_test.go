@@ -204,6 +204,7 @@ func (h *myHarness) txn(conn *client.Conn, stmts ...stmt) error {
 type myChange struct {
 	txn    string
 	index  int64
+	recKey string // the Kafka record's key
 	table  string
 	op     string
 	key    string
@@ -259,7 +260,7 @@ func (h *myHarness) delivered(want int, within time.Duration) ([]myTxn, []myChan
 					row = env.Before
 				}
 				table := strings.TrimPrefix(env.Source.Table, h.id+"_")
-				ch := myChange{txn: cur.gtid, index: env.Source.OpIndex, table: table, op: env.Op, key: string(row["id"]), before: env.Before, after: env.After}
+				ch := myChange{txn: cur.gtid, index: env.Source.OpIndex, recKey: string(op.Key), table: table, op: env.Op, key: string(row["id"]), before: env.Before, after: env.After}
 				if n := len(changes); n > 0 && len(cur.ops) > 0 && changes[n-1].txn == ch.txn && changes[n-1].index == ch.index {
 					// A key-changing update is a delete of the old key, then the update: one change.
 					changes, cur.ops = changes[:n-1], cur.ops[:len(cur.ops)-1]
