@@ -2,12 +2,17 @@
 SHELL := /bin/bash
 GO ?= go
 
-.PHONY: demo test stack stack-down stack-status build unit lint bench
+.PHONY: demo demo-mariadb test stack stack-down stack-status build unit lint bench
 
 ## demo: bring up the servers it needs (PostgreSQL and Kafka) and run cdcd's main job against them
 demo: build
 	scripts/stack.sh up postgres kafka
 	scripts/demo.sh
+
+## demo-mariadb: the same job from MariaDB: cdcd replicating the local MariaDB into Kafka, shown by `cdcd tail`
+demo-mariadb: build
+	scripts/stack.sh up mariadb kafka
+	scripts/demo-mariadb.sh
 
 ## test: bring the servers up, then run every test (race detector on) against them
 test:

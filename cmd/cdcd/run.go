@@ -251,9 +251,15 @@ func runPipeline(ctx context.Context, cfg config.Config, src capture.Config, k k
 	return runErr
 }
 
-// probeRetained asks the source every 15 seconds how much log it keeps for cdcd.
+// probeRetained asks the source how much log it keeps for cdcd: soon after the start, then every 5
+// seconds.
 func probeRetained(ctx context.Context, which func() capture.RetainedLogger, into *atomic.Int64) {
-	t := time.NewTicker(15 * time.Second)
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(2 * time.Second):
+	}
+	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
 	for {
 		if rl := which(); rl != nil {

@@ -191,7 +191,7 @@ func (h *harness) checkMetrics() {
 	for _, want := range []string{
 		`cdcd_changes_total{op="c",table="` + h.schema + `.items"}`, `cdcd_changes_total{op="t",table="` + h.schema + `.other"}`,
 		"cdcd_transactions_total", "cdcd_kafka_commits_total", "cdcd_kafka_commit_seconds_bucket",
-		"cdcd_source_lag_bytes", "cdcd_source_lag_seconds", "cdcd_slot_wal_retained_bytes", "cdcd_record_bytes_total",
+		"cdcd_source_lag_bytes", "cdcd_source_lag_seconds", "cdcd_source_log_retained_bytes", "cdcd_record_bytes_total",
 	} {
 		if !strings.Contains(body, want) {
 			h.t.Errorf("/metrics lacks %s", want)

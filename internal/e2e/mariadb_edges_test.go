@@ -3,7 +3,10 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
+	"net/http"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -222,4 +225,98 @@ func TestMariaDBBadInput(t *testing.T) {
 		log := h.expectExit(60*time.Second, 1, "do not hold the resume position", "new kafka.commit_topic")
 		t.Log(log[strings.LastIndex(log, "level=ERROR"):])
 	})
+}
+
+// metric reads one unlabelled gauge from cdcd's /metrics.
+func (h *myHarness) metric(name string) (float64, bool) {
+	h.t.Helper()
+	m := regexp.MustCompile(`serving /metrics and /healthz" addr=(\S+)`).FindStringSubmatch(h.proc.log())
+	if m == nil {
+		h.t.Fatal("cdcd did not log its metrics address")
+	}
+	resp, err := http.Get("http://" + m[1] + "/metrics")
+	if err != nil {
+		return 0, false
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	v := regexp.MustCompile(`(?m)^` + name + ` (\S+)$`).FindSubmatch(b)
+	if v == nil {
+		return 0, false
+	}
+	f, err := strconv.ParseFloat(string(v[1]), 64)
+	return f, err == nil
+}
+
+// TestMariaDBQuietTablesDoNotHoldTheBinlog: with the captured table quiet and another table busy,
+// cdcd's durable position follows the binlog past the other table's transactions (as progress in the
+// commit stream), so the lag and the binlog retained for cdcd fall back to almost nothing, and a
+// restart does not read that traffic again.
+func TestMariaDBQuietTablesDoNotHoldTheBinlog(t *testing.T) {
+	h := newMyHarness(t, "CREATE TABLE {t}quiet (id INT PRIMARY KEY)", "")
+	h.exec(h.sql("CREATE TABLE {t}busy (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64))"))
+	t.Cleanup(func() { _, _ = h.conn.Execute(h.sql("DROP TABLE IF EXISTS {t}busy")) })
+	h.start()
+	h.waitStreaming(60 * time.Second)
+	// While the other table is busy, cdcd's durable position trails the binlog by up to a second.
+	var maxLag, maxRetained float64
+	for range 200 {
+		h.exec(h.sql("INSERT INTO {t}busy (v) SELECT MD5(seq) FROM seq_1_to_50"))
+		lag, _ := h.metric("cdcd_source_lag_bytes")
+		retained, _ := h.metric("cdcd_source_log_retained_bytes")
+		maxLag, maxRetained = max(maxLag, lag), max(maxRetained, retained)
+		time.Sleep(30 * time.Millisecond)
+	}
+	if maxLag == 0 || maxRetained == 0 {
+		t.Errorf("under another table's load the metrics never moved: lag at most %v bytes, retained at most %v bytes", maxLag, maxRetained)
+	}
+	time.Sleep(6 * time.Second) // a probe of the retained binlog after the load
+	deadline := time.Now().Add(45 * time.Second)
+	var lag, retained float64
+	for {
+		lag, _ = h.metric("cdcd_source_lag_bytes")
+		var ok bool
+		retained, ok = h.metric("cdcd_source_log_retained_bytes")
+		if ok && lag == 0 && retained < 16<<10 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 200 transactions of another table: lag %v bytes, %v bytes retained for cdcd", lag, retained)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Logf("under load: lag up to %v bytes, up to %v bytes retained; after it: lag %v bytes, %v bytes of binlog retained for cdcd", maxLag, maxRetained, lag, retained)
+	h.proc.signal(syscall.SIGTERM)
+	if err := h.txn(h.conn, stmt{"INSERT INTO {t}quiet VALUES (1)", "quiet:c:1"}); err != nil {
+		t.Fatal(err)
+	}
+	h.start()
+	h.waitStreaming(60 * time.Second)
+	txns, _ := h.delivered(1+1, time.Minute)
+	h.checkHistory(txns)
+	resumed := regexp.MustCompile(`resuming after the commit stream's last record" group=\d+ resume=(\S+)`).FindStringSubmatch(h.proc.log())
+	if resumed == nil {
+		t.Fatal("cdcd did not say where it resumed")
+	}
+	// The busy table's 200 transactions were passed over before the stop: cdcd resumes after them.
+	var busyLast string
+	res, err := h.conn.Execute("SELECT @@gtid_binlog_pos")
+	if err != nil {
+		t.Fatal(err)
+	}
+	busyLast, _ = res.GetString(0, 0)
+	if last := h.history[len(h.history)-1].gtid; !strings.HasPrefix(resumed[1], previousGTID(t, last)+";") {
+		t.Errorf("cdcd resumed at %s, not right before the quiet table's transaction %s (server now at %s)", resumed[1], last, busyLast)
+	}
+}
+
+// previousGTID is the MariaDB GTID before gtid in its domain: 0-1-41 for 0-1-42.
+func previousGTID(t *testing.T, gtid string) string {
+	t.Helper()
+	i := strings.LastIndexByte(gtid, '-')
+	seq, err := strconv.ParseUint(gtid[i+1:], 10, 64)
+	if err != nil {
+		t.Fatalf("GTID %q: %v", gtid, err)
+	}
+	return gtid[:i+1] + strconv.FormatUint(seq-1, 10)
 }

@@ -61,13 +61,13 @@ func New(lag func() (bytes, seconds, retained float64)) *Metrics {
 	if lag != nil {
 		reg.MustRegister(
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cdcd_source_lag_bytes",
-				Help: "Source log written but not yet durable in Kafka (PostgreSQL: server WAL end minus confirmed LSN)."},
+				Help: "Source log read or written but not yet durable in Kafka (PostgreSQL: server WAL end minus confirmed LSN; MySQL/MariaDB: within the current binlog file)."},
 				func() float64 { b, _, _ := lag(); return b }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cdcd_source_lag_seconds",
 				Help: "Seconds between the source's commit of the last transaction read and now, while behind."},
 				func() float64 { _, s, _ := lag(); return s }),
-			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cdcd_slot_wal_retained_bytes",
-				Help: "WAL the replication slot keeps the server from recycling."},
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cdcd_source_log_retained_bytes",
+				Help: "Log the source keeps for cdcd: the WAL a PostgreSQL slot keeps from being recycled, the MySQL/MariaDB binlog after cdcd's durable position."},
 				func() float64 { _, _, r := lag(); return r }),
 		)
 	}
