@@ -6,7 +6,10 @@
 //     backlog (receive and parse pgoutput, nothing else) as the ceiling;
 //   - cdcd's peak RSS while it carries one transaction of M rows.
 //
-// Usage: go run ./cmd/cdcd-bench [-rows 1000000] [-txn-rows 100] [-big 2000000] [-cdcd bin/cdcd]
+// With -source mariadb, the same backlog from the local MariaDB: the raw go-mysql read and decode rate
+// beside cdcd end to end.
+//
+// Usage: go run ./cmd/cdcd-bench [-source postgres|mariadb] [-rows 1000000] [-txn-rows 100] [-big 2000000] [-cdcd bin/cdcd]
 package main
 
 import (
@@ -40,7 +43,12 @@ func main() {
 	bin := flag.String("cdcd", "bin/cdcd", "the cdcd binary")
 	delivery := flag.String("delivery", "transactional", "cdcd's kafka.delivery: transactional or parallel")
 	partitions := flag.Int("partitions", 1, "partitions of the data topic")
+	source := flag.String("source", "postgres", "the source database: postgres or mariadb")
 	flag.Parse()
+	if *source == "mariadb" {
+		benchMariaDB(*rows, *txnRows, *bin, env("CDCD_STACK_KAFKA_BROKERS", "127.0.0.1:19092"))
+		return
+	}
 	dsn := env("CDCD_STACK_PG_DSN", "postgres://cdc:cdc@127.0.0.1:15432/cdcd?sslmode=disable")
 	brokers := env("CDCD_STACK_KAFKA_BROKERS", "127.0.0.1:19092")
 	ctx := context.Background()

@@ -41,6 +41,7 @@ type myHarness struct {
 type myTxn struct {
 	gtid string
 	ops  []string
+	pos  string // the commit stream's position of a delivered transaction
 }
 
 // newMyHarness creates the tables of ddl (statements separated by ";", "{t}" standing for the
@@ -237,7 +238,7 @@ func (h *myHarness) delivered(want int, within time.Duration) ([]myTxn, []myChan
 				if tx.Snapshot {
 					id = "snapshot"
 				}
-				cur = &myTxn{gtid: id}
+				cur = &myTxn{gtid: id, pos: tx.Position}
 			}
 			for _, op := range tx.Ops {
 				var env struct {
@@ -280,6 +281,12 @@ func (h *myHarness) delivered(want int, within time.Duration) ([]myTxn, []myChan
 // with what MariaDB committed (its GTIDs in commit order); snapshots are left out.
 func (h *myHarness) checkHistory(got []myTxn) {
 	h.t.Helper()
+	h.checkHistoryOf(got, h.history)
+}
+
+// checkHistoryOf is checkHistory against the committed transactions history.
+func (h *myHarness) checkHistoryOf(got, history []myTxn) {
+	h.t.Helper()
 	got = slices.DeleteFunc(slices.Clone(got), func(x myTxn) bool { return x.gtid == "snapshot" })
 	n := max(len(got), len(h.history))
 	bad := 0
@@ -288,8 +295,8 @@ func (h *myHarness) checkHistory(got []myTxn) {
 		if i < len(got) {
 			g = got[i]
 		}
-		if i < len(h.history) {
-			w = h.history[i]
+		if i < len(history) {
+			w = history[i]
 		}
 		if g.gtid != w.gtid || !slices.Equal(g.ops, w.ops) {
 			if bad++; bad <= 5 {
@@ -298,6 +305,6 @@ func (h *myHarness) checkHistory(got []myTxn) {
 		}
 	}
 	if bad > 0 {
-		h.t.Errorf("%d of %d transactions differ (delivered %d, committed %d)", bad, n, len(got), len(h.history))
+		h.t.Errorf("%d of %d transactions differ (delivered %d, committed %d)", bad, n, len(got), len(history))
 	}
 }

@@ -416,3 +416,108 @@ func TestMariaDBCrashRecovery(t *testing.T) {
 	txns, _ := h.delivered(len(h.history)+1, 3*time.Minute)
 	h.checkHistory(txns)
 }
+
+// gtidSeq is the sequence number of a MariaDB GTID ("0-1-42") or of a one-domain GTID position.
+func gtidSeq(t *testing.T, gtid string) uint64 {
+	t.Helper()
+	gtid, _, _ = strings.Cut(gtid, ";")
+	n, err := strconv.ParseUint(gtid[strings.LastIndexByte(gtid, '-')+1:], 10, 64)
+	if err != nil {
+		t.Fatalf("GTID %q: %v", gtid, err)
+	}
+	return n
+}
+
+// TestMariaDBSnapshotUnderWritesAndACrash: cdcd killed in the middle of its initial snapshot starts
+// it over; the second snapshot runs slowly while a workload commits, and the snapshot plus the stream
+// after its position give exactly the table MariaDB holds, every transaction after the snapshot's
+// position once, in commit order, and none from before it.
+func TestMariaDBSnapshotUnderWritesAndACrash(t *testing.T) {
+	h := newMyHarness(t, myBankDDL, "")
+	const initial = 5000
+	h.exec(h.sql(fmt.Sprintf("INSERT INTO {t}accounts SELECT seq, 1000.0000, 'opened' FROM seq_1_to_%d", initial)))
+	h.history = nil
+	bank := &myBank{h: h, rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3)), nextAcct: initial}
+	for id := 1; id <= initial; id++ {
+		bank.accounts = append(bank.accounts, id)
+	}
+
+	h.env = []string{"FAILPOINTS=mysql.snapshot-row=kill@3000"}
+	h.start()
+	if exited, _ := h.proc.exited(time.Minute); !exited || !strings.Contains(h.proc.log(), "failpoint mysql.snapshot-row fired") {
+		t.Fatalf("cdcd was not killed inside the snapshot:\n%s", h.proc.tail(20))
+	}
+
+	h.env = []string{"FAILPOINTS=mysql.snapshot-row=sleep:1ms"}
+	conn := h.connect()
+	defer conn.Close()
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			if err := bank.step(conn); err != nil {
+				done <- err
+				return
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	time.Sleep(200 * time.Millisecond)
+	h.start()
+	h.waitStreaming(2 * time.Minute)
+	time.Sleep(time.Second)
+	close(stop)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	first, _ := h.delivered(1, time.Minute)
+	if first[0].gtid != "snapshot" {
+		t.Fatalf("the first transaction is %s, not the snapshot", first[0].gtid)
+	}
+	point := gtidSeq(t, first[0].pos)
+	var after []myTxn
+	for _, x := range h.history {
+		if gtidSeq(t, x.gtid) > point {
+			after = append(after, x)
+		}
+	}
+	t.Logf("snapshot consistent with %s; %d of %d workload transactions committed after it", first[0].pos, len(after), len(h.history))
+	if len(after) == 0 || len(after) == len(h.history) {
+		t.Errorf("the workload did not overlap the snapshot (%d of %d after it)", len(after), len(h.history))
+	}
+	txns, changes := h.delivered(1+len(after), 2*time.Minute)
+	h.checkHistoryOf(txns, after)
+
+	state := map[string]string{}
+	for _, c := range changes {
+		if c.table != "accounts" {
+			continue
+		}
+		if c.op == "d" {
+			delete(state, c.key)
+			continue
+		}
+		state[c.key] = string(c.after["balance"])
+	}
+	res, err := h.conn.Execute(h.sql("SELECT id, CAST(balance AS CHAR) FROM {t}accounts"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.RowNumber() != len(state) {
+		t.Errorf("the tcc's state holds %d accounts; MariaDB holds %d", len(state), res.RowNumber())
+	}
+	for i := range res.RowNumber() {
+		id, _ := res.GetString(i, 0)
+		balance, _ := res.GetString(i, 1)
+		if got := state[id]; got != `"`+balance+`"` {
+			t.Errorf("account %s: the tcc's state has balance %s; MariaDB has %s", id, got, balance)
+		}
+	}
+}
