@@ -312,7 +312,10 @@ func (r *Reader) Run(ctx context.Context, from capture.Resume, h capture.Handler
 		HeartbeatPeriod: r.cfg.Heartbeat, ReadTimeout: 3*r.cfg.Heartbeat + 10*time.Second,
 		// A lost connection ends Run; the daemon restarts from the durable position.
 		DisableRetrySync: true, MaxReconnectAttempts: 1,
-		Logger: slog.New(&levelAtLeast{h: logger.Handler(), min: slog.LevelWarn}),
+		// The pipeline queue downstream already overlaps reading with writing; a deep event cache
+		// here only holds memory (10,240 rows events by default).
+		EventCacheCount: 256,
+		Logger:          slog.New(&levelAtLeast{h: logger.Handler(), min: slog.LevelWarn}),
 	})
 	defer syncer.Close()
 	var (

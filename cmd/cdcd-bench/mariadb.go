@@ -41,7 +41,8 @@ func benchMariaDB(rows, txnRows int, bin, brokers string) {
 	deleteTopics(brokers)
 	cfg := writeMariaDBConfig(addr, user, password, db, brokers)
 
-	// A first transaction makes the commit stream hold a position before the backlog.
+	// A first row, copied by the initial snapshot, makes the commit stream hold a position before
+	// the backlog.
 	_, err = conn.Execute("INSERT INTO bench_rows VALUES (0, 'start', 0, NOW(6))")
 	check(err)
 	startGTID := gtidPos(conn)
@@ -139,7 +140,7 @@ func writeMariaDBConfig(addr, user, password, db, brokers string) string {
     password: %s
     server_id: 4098
     tables: [%s.bench_rows]
-    snapshot: never
+    snapshot: initial
 kafka:
   brokers: [%s]
   transactional_id: cdcd-bench-mariadb
@@ -163,20 +164,28 @@ func runCDCDUntil(bin, cfg, brokers, gtid string) (time.Duration, int64) {
 	start := time.Now()
 	check(cmd.Start())
 	var peak int64
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
 	for !commitStreamAt(brokers, gtid) {
 		peak = max(peak, vmHWM(cmd.Process.Pid))
-		time.Sleep(100 * time.Millisecond)
+		select {
+		case err := <-exited:
+			log.Fatalf("cdcd exited: %v", err)
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 	took := time.Since(start)
 	peak = max(peak, vmHWM(cmd.Process.Pid))
 	check(cmd.Process.Signal(os.Interrupt))
-	_ = cmd.Wait()
+	<-exited
 	return took, peak
 }
 
 // commitStreamAt reports whether the last committed commit record resumes at the GTID position gtid.
 func commitStreamAt(brokers, gtid string) bool {
-	sc, err := sarama.NewClient(strings.Split(brokers, ","), sarama.NewConfig())
+	sconf := sarama.NewConfig()
+	sconf.Metadata.AllowAutoTopicCreation = false // cdcd creates the commit topic with its own settings
+	sc, err := sarama.NewClient(strings.Split(brokers, ","), sconf)
 	if err != nil {
 		return false
 	}
