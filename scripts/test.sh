@@ -43,5 +43,6 @@ if [ -n "${CI:-}" ] && [ "${CI}" != false ]; then
 	go test -run '^$' -fuzz '^FuzzConsumerBinary$' -fuzztime 10s ./bookmark
 	go test -run '^$' -fuzz '^FuzzOrderingHeaders$' -fuzztime 10s ./tcc
 	go test -run '^$' -fuzz '^FuzzAppendString$' -fuzztime 10s ./kcop
+	go test -run '^$' -fuzz '^FuzzParsePosition$' -fuzztime 10s ./capture/mysql
 fi
 echo "[test] done in $((SECONDS - started))s"

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -134,7 +135,10 @@ func (h *myHarness) expectExit(within time.Duration, code int, mentions ...strin
 func mariadbGlobal(t *testing.T, name, value string) {
 	t.Helper()
 	old := strings.TrimSpace(strings.Split(testenv.Stack(t, "mariadb-admin", "SELECT @@GLOBAL."+name), "\n")[1])
-	testenv.Stack(t, "mariadb-admin", fmt.Sprintf("SET GLOBAL %s = '%s'", name, value))
+	if _, err := strconv.Atoi(value); err != nil {
+		value = "'" + value + "'"
+	}
+	testenv.Stack(t, "mariadb-admin", fmt.Sprintf("SET GLOBAL %s = %s", name, value))
 	if _, err := strconv.Atoi(old); err != nil {
 		old = "'" + old + "'"
 	}
@@ -149,13 +153,22 @@ func TestMariaDBRefusesMissingPrerequisites(t *testing.T) {
 		{"binlog_format", "STATEMENT", "set binlog_format=ROW"},
 		{"binlog_row_image", "MINIMAL", "set binlog_row_image=FULL"},
 		{"gtid_strict_mode", "OFF", "set gtid_strict_mode=ON"},
+		{"", "", "GRANT REPLICATION SLAVE"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
+		t.Run(cmp.Or(tc.name, "replication rights"), func(t *testing.T) {
 			h := newMyHarness(t, "CREATE TABLE {t}x (id INT PRIMARY KEY)", "")
-			mariadbGlobal(t, tc.name, tc.value)
+			if tc.name != "" {
+				mariadbGlobal(t, tc.name, tc.value)
+			} else {
+				// A user with SELECT only: no replication rights.
+				user := h.id + "_ro"
+				testenv.Stack(t, "mariadb-admin", fmt.Sprintf("CREATE USER '%s'@'127.0.0.1' IDENTIFIED BY 'ro'; GRANT SELECT ON *.* TO '%s'@'127.0.0.1'", user, user))
+				t.Cleanup(func() { testenv.Stack(t, "mariadb-admin", fmt.Sprintf("DROP USER '%s'@'127.0.0.1'", user)) })
+				h.env = []string{"CDCD_SOURCE_MYSQL_USER=" + user, "CDCD_SOURCE_MYSQL_PASSWORD=ro"}
+			}
 			h.start()
 			h.expectExit(60*time.Second, 1, tc.name, tc.fix)
-			out, code := runCdcd(t, "validate", "-c", h.cfgPath)
+			out, code := runCdcd(t, h.env, "validate", "-c", h.cfgPath)
 			if code != 1 || !strings.Contains(out, tc.name) || !strings.Contains(out, tc.fix) {
 				t.Errorf("cdcd validate exited %d:\n%s", code, out)
 			}
@@ -163,9 +176,9 @@ func TestMariaDBRefusesMissingPrerequisites(t *testing.T) {
 	}
 }
 
-func runCdcd(t *testing.T, args ...string) (string, int) {
+func runCdcd(t *testing.T, env []string, args ...string) (string, int) {
 	t.Helper()
-	p := process{t: t, logPath: t.TempDir() + "/out.log"}
+	p := process{t: t, logPath: t.TempDir() + "/out.log", env: env}
 	p.start(cdcdBin, args...)
 	exited, code := p.exited(2 * time.Minute)
 	if !exited {
@@ -319,4 +332,31 @@ func previousGTID(t *testing.T, gtid string) string {
 		t.Fatalf("GTID %q: %v", gtid, err)
 	}
 	return gtid[:i+1] + strconv.FormatUint(seq-1, 10)
+}
+
+// TestMariaDBNonTransactionalTablesAndServerIdentity: a MyISAM table's changes (ended by a COMMIT
+// statement, not an XID) arrive like any other; and a commit stream written from one server is not
+// continued against a server of another identity (here the same MariaDB with another server_id).
+func TestMariaDBNonTransactionalTablesAndServerIdentity(t *testing.T) {
+	h := newMyHarness(t, "CREATE TABLE {t}kv (id INT PRIMARY KEY, v INT) ENGINE=InnoDB; CREATE TABLE {t}log (id INT PRIMARY KEY, msg VARCHAR(20)) ENGINE=MyISAM", "")
+	h.start()
+	h.waitStreaming(60 * time.Second)
+	for i := 1; i <= 3; i++ {
+		if err := h.txn(h.conn, stmt{fmt.Sprintf("INSERT INTO {t}log VALUES (%d, 'line')", i), fmt.Sprintf("log:c:%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.txn(h.conn, stmt{fmt.Sprintf("INSERT INTO {t}kv VALUES (%d, %d)", i, i), fmt.Sprintf("kv:c:%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := h.txn(h.conn, stmt{"UPDATE {t}log SET msg = 'changed' WHERE id = 2", "log:u:2"}); err != nil {
+		t.Fatal(err)
+	}
+	txns, _ := h.delivered(len(h.history)+1, time.Minute)
+	h.checkHistory(txns)
+	h.proc.signal(syscall.SIGTERM)
+
+	mariadbGlobal(t, "server_id", "77")
+	h.start()
+	h.expectExit(60*time.Second, 1, "belongs to source", "mariadb/server-1/", "mariadb/server-77/")
 }
