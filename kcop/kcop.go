@@ -3,9 +3,14 @@
 // record they return with ordering headers and keeps each partition in source order.
 //
 // A KCOP is registered under a name (built-ins register themselves; custom ones call Register from an
-// init function, compiled in or loaded as a Go plugin) and built from the options of its entry in the
-// configuration. A KCOP must be safe for use by several goroutines at once, and must not keep c or
-// its rows after Process returns.
+// init function, compiled in) and built from the options of its entry in the configuration. A KCOP
+// must be safe for use by several goroutines at once, must not change the change it is given (the
+// next KCOP of the chain sees the same one), and must not keep c or its rows after Process returns.
+//
+// The Stage runs the configured chain between capture and the writer, which is the stage's Sink: the
+// chain's records for each change reach the sink in source order. A KCOP marks a passing failure with
+// Retryable (the stage retries that change with backoff, nothing lost or written twice); any other
+// error stops cdcd as terminal, naming the change.
 package kcop
 
 import (

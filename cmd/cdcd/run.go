@@ -183,7 +183,7 @@ func runPipeline(ctx context.Context, cfg config.Config, src capture.Config, k k
 	}
 	w, err := writer.Open(ctx, writer.Config{
 		Brokers: kc.Brokers, ClientID: kc.ClientID, TransactionalID: kc.TransactionalID, CommitTopic: kc.CommitTopic,
-		Source: r.SourceID(), Lineage: r.Lineage(), KCOP: k, MaxGroupRecords: kc.GroupMaxRecords, MaxGroupBytes: kc.GroupMaxBytes, MaxGroupDelay: kc.GroupMaxDelay,
+		Source: r.SourceID(), Lineage: r.Lineage(), MaxGroupRecords: kc.GroupMaxRecords, MaxGroupBytes: kc.GroupMaxBytes, MaxGroupDelay: kc.GroupMaxDelay,
 		TransactionTimeout: kc.TransactionTimeout, MaxMessageBytes: kc.MaxMessageBytes,
 		TopicPartitions: kc.TopicPartitions, ReplicationFactor: kc.ReplicationFactor, Timeout: kc.Timeout,
 		Parallel: kc.Delivery == config.Parallel, ParallelProducers: kc.ParallelProducers,
@@ -213,8 +213,9 @@ func runPipeline(ctx context.Context, cfg config.Config, src capture.Config, k k
 		case <-rctx.Done():
 		}
 	}()
-	// Decoding and writing overlap: the source hands events to the writer through a queue.
-	pipe := capture.NewPipeline(ctx, w, 4096)
+	// Decoding and writing overlap: the source hands events through a queue to the KCOP stage,
+	// which hands records to the writer.
+	pipe := capture.NewPipeline(ctx, kcop.NewStage(k, w, log), 4096)
 	from := capture.Resume{Position: w.Resume()}
 	if last := w.Last(); last != nil {
 		from.Lineage = last.Lineage

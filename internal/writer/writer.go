@@ -43,7 +43,6 @@ type Config struct {
 	Source string
 	// Lineage is the source's line of history, recorded with each commit record's Resume.
 	Lineage string
-	KCOP    kcop.KCOP
 	// A commit group (one Kafka transaction) closes, between source transactions, once it holds
 	// MaxGroupRecords records or MaxGroupBytes bytes, or MaxGroupDelay after it began.
 	MaxGroupRecords int
@@ -84,8 +83,8 @@ func (nopObserver) Transaction()                       {}
 func (nopObserver) KafkaCommit(int, time.Duration)     {}
 func (nopObserver) KafkaAbort()                        {}
 
-// Writer is the transactional Kafka writer. It implements capture.Handler: each source transaction's
-// changes go through the KCOP into data records, stamped with ordering headers, inside a Kafka
+// Writer is the transactional Kafka writer. It is the KCOP stage's kcop.Sink (and takes capture
+// progress): each source transaction's records, stamped with ordering headers, go inside a Kafka
 // transaction that holds one or more whole source transactions and ends with a commit stream record
 // naming them. Only after Kafka has committed that transaction does OnDurable hear of the group's
 // last position, so the source is never confirmed past data Kafka could still lose.
@@ -139,7 +138,6 @@ type Writer struct {
 	pending     []kcop.Record // the last change's records, held back until the next change or the commit
 	pendingOp   int64
 	pendingSize int
-	buf         []kcop.Record
 	topics      map[string]bool
 
 	inflight atomic.Int64
@@ -158,7 +156,7 @@ type topicPartition struct {
 }
 
 var (
-	_ capture.Handler    = (*Writer)(nil)
+	_ kcop.Sink          = (*Writer)(nil)
 	_ capture.Progresser = (*Writer)(nil)
 )
 
@@ -204,9 +202,6 @@ func (c *Config) defaults() {
 // its open transaction) and reads the last commit stream record.
 func Open(ctx context.Context, cfg Config) (*Writer, error) {
 	cfg.defaults()
-	if cfg.KCOP == nil {
-		return nil, terminal("writer: no KCOP configured")
-	}
 	w := &Writer{cfg: cfg, log: cfg.Logger.With("component", "writer"), obs: cfg.Observer,
 		ranges: map[topicPartition]*bookmark.Range{}, topics: map[string]bool{}, parts: map[string]int32{}, hashers: map[string]sarama.Partitioner{},
 		zero: make(chan struct{}, 1), failedCh: make(chan struct{}), stopTick: make(chan struct{}), tickDone: make(chan struct{})}
@@ -382,8 +377,8 @@ func (w *Writer) Progress(ctx context.Context, end string) error {
 	return nil
 }
 
-// Change implements capture.Handler.
-func (w *Writer) Change(ctx context.Context, c *change.Change) error {
+// Records implements kcop.Sink: the records the KCOP stage made of change c.
+func (w *Writer) Records(ctx context.Context, c *change.Change, recs []kcop.Record) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err := w.failed(); err != nil {
@@ -393,10 +388,6 @@ func (w *Writer) Change(ctx context.Context, c *change.Change) error {
 		return fmt.Errorf("writer: change outside a transaction")
 	}
 	failpoint.Hit(ctx, "writer.change")
-	recs, err := w.cfg.KCOP.Process(ctx, c, w.buf[:0])
-	if err != nil {
-		return terminal("KCOP failed on %v of %s in transaction %s (op %d): %w", c.Op, c.Table.QualifiedName(), c.Txn.ID, c.Index, err)
-	}
 	size := 0
 	for i := range recs {
 		n := len(recs[i].Key) + len(recs[i].Value) + 64
@@ -414,7 +405,7 @@ func (w *Writer) Change(ctx context.Context, c *change.Change) error {
 	}
 	w.obs.Change(c.Table.QualifiedName(), c.Op, len(recs), size)
 	// Hold this change's records back until we know whether it is the transaction's last.
-	w.buf, w.pending = w.pending[:0], recs
+	w.pending = recs
 	w.pendingOp, w.pendingSize = c.Index, size
 	return nil
 }

@@ -42,7 +42,7 @@ func newFake(t *testing.T) []string {
 func open(t *testing.T, brokers []string, source string, cfg func(*Config)) *Writer {
 	t.Helper()
 	c := Config{Brokers: brokers, ClientID: "t", TransactionalID: "tx-" + source, CommitTopic: "commits", Source: source,
-		KCOP: twoRecords{}, MaxGroupRecords: 10, MaxGroupDelay: time.Hour, Timeout: 10 * time.Second, ReplicationFactor: 1}
+		MaxGroupRecords: 10, MaxGroupDelay: time.Hour, Timeout: 10 * time.Second, ReplicationFactor: 1}
 	if cfg != nil {
 		cfg(&c)
 	}
@@ -63,7 +63,7 @@ func writeTxns(t *testing.T, w *Writer, from, n, changes int) {
 			t.Fatal(err)
 		}
 		for j := range changes {
-			if err := w.Change(ctx, &change.Change{Op: change.Insert, Table: tbl, Txn: txn, Index: int64(j)}); err != nil {
+			if err := kcop.NewStage(twoRecords{}, w, nil).Change(ctx, &change.Change{Op: change.Insert, Table: tbl, Txn: txn, Index: int64(j)}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -149,7 +149,7 @@ func TestWriterGroupsAndResumes(t *testing.T) {
 	}
 
 	// The commit stream belongs to one source.
-	c := Config{Brokers: brokers, ClientID: "t", TransactionalID: "other", CommitTopic: "commits", Source: "elsewhere", KCOP: twoRecords{}, Timeout: 5 * time.Second}
+	c := Config{Brokers: brokers, ClientID: "t", TransactionalID: "other", CommitTopic: "commits", Source: "elsewhere", Timeout: 5 * time.Second}
 	if _, err := Open(context.Background(), c); err == nil {
 		t.Error("a writer for another source opened the commit stream")
 	}
@@ -164,7 +164,7 @@ func TestWriterAbortsAHalfWrittenTransaction(t *testing.T) {
 	if err := w.Begin(ctx, txn); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Change(ctx, &change.Change{Op: change.Insert, Table: &change.Table{Schema: "s", Name: "t"}, Txn: txn}); err != nil {
+	if err := kcop.NewStage(twoRecords{}, w, nil).Change(ctx, &change.Change{Op: change.Insert, Table: &change.Table{Schema: "s", Name: "t"}, Txn: txn}); err != nil {
 		t.Fatal(err)
 	}
 	// Closing mid-transaction aborts the whole group, the complete transaction 1 included: it will
@@ -186,7 +186,7 @@ func TestWriterRejectsOversizeRecords(t *testing.T) {
 	ctx := context.Background()
 	txn := &change.Txn{ID: "1", Position: "0/10"}
 	_ = w.Begin(ctx, txn)
-	err := w.Change(ctx, &change.Change{Op: change.Insert, Table: &change.Table{Schema: "s", Name: "t"}, Txn: txn})
+	err := kcop.NewStage(twoRecords{}, w, nil).Change(ctx, &change.Change{Op: change.Insert, Table: &change.Table{Schema: "s", Name: "t"}, Txn: txn})
 	if err == nil {
 		t.Fatal("an oversize record was accepted")
 	}
