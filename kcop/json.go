@@ -51,28 +51,32 @@ type JSON struct {
 	now        func() time.Time
 }
 
+// jsonOptions are the json KCOP's options.
+type jsonOptions struct {
+	Topic      string `mapstructure:"topic"`
+	Tombstones bool   `mapstructure:"tombstones"`
+}
+
 // NewJSON is the Factory of the json KCOP.
 func NewJSON(opts Options) (KCOP, error) {
-	tmpl, err := opts.String("topic", jsonDefaultTopic)
+	o := jsonOptions{Topic: jsonDefaultTopic, Tombstones: jsonDefaultTombstones}
+	if err := opts.Decode(&o); err != nil {
+		return nil, err
+	}
+	topic, err := parseTopicTemplate(o.Topic)
 	if err != nil {
 		return nil, err
 	}
-	topic, err := parseTopicTemplate(tmpl)
-	if err != nil {
-		return nil, err
-	}
-	tomb, err := opts.Bool("tombstones", jsonDefaultTombstones)
-	if err != nil {
-		return nil, err
-	}
-	if err := opts.Unused(); err != nil {
-		return nil, err
-	}
-	return &JSON{topic: topic, tombstones: tomb, now: time.Now}, nil
+	return &JSON{topic: topic, tombstones: o.Tombstones, now: time.Now}, nil
 }
 
 // Process implements KCOP.
 func (j *JSON) Process(_ context.Context, c *change.Change, dst []Record) ([]Record, error) {
+	for _, row := range []change.Row{c.Before, c.After} {
+		if err := checkRenderable(c.Table, row); err != nil {
+			return dst, err
+		}
+	}
 	topic := j.topic.expand(c.Table)
 	switch c.Op {
 	case change.Delete:
@@ -253,7 +257,36 @@ func appendAny(b []byte, v any) []byte {
 		}
 		return append(b, ']')
 	}
-	return appendString(b, fmt.Sprint(v))
+	// checkRenderable has refused every other type before rendering began.
+	return append(b, "null"...)
+}
+
+// checkRenderable reports a value of a Go type the JSON rendering does not know, naming the column,
+// rather than rendering it as some string nobody asked for.
+func checkRenderable(t *change.Table, row change.Row) error {
+	for i, v := range row {
+		if v.Kind != change.Present || renderable(v.V) {
+			continue
+		}
+		return fmt.Errorf("json: column %s of %s holds a value of Go type %T, which the json KCOP cannot render", t.Columns[i].Name, t.QualifiedName(), v.V)
+	}
+	return nil
+}
+
+func renderable(v any) bool {
+	switch x := v.(type) {
+	case nil, int64, uint64, float64, float32, bool, string, []byte, change.Decimal, change.JSON, change.Date,
+		change.Time, change.TimeTZ, change.Timestamp, time.Time, change.Interval, change.Text:
+		return true
+	case []any:
+		for _, e := range x {
+			if !renderable(e) {
+				return false
+			}
+		}
+		return true
+	}
+	return false
 }
 
 // appendFloat writes the shortest text that reads back as the same float of that size; NaN and

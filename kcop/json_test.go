@@ -127,7 +127,8 @@ func TestJSONOptions(t *testing.T) {
 		{map[string]any{"topic": "cdcd.{tabel}"}, "{tabel}"},
 		{map[string]any{"topic": "cdcd.{table"}, "unclosed"},
 		{map[string]any{"topic": ""}, "is empty"},
-		{map[string]any{"tombstones": "maybe"}, "true or false"},
+		{map[string]any{"tombstones": "maybe"}, "tombstones"},
+		{map[string]any{"topic": []string{"a"}}, "topic"},
 	} {
 		_, err := New("json", NewOptions(tc.opts))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -188,6 +189,23 @@ func BenchmarkJSONInsert(b *testing.B) {
 		dst, err = k.Process(context.Background(), c, dst[:0])
 		if err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestJSONRefusesValuesItCannotRender: a value of a Go type outside change.Value's list is an error
+// naming the column, never some string.
+func TestJSONRefusesValuesItCannotRender(t *testing.T) {
+	k, err := NewJSON(NewOptions(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbl := &change.Table{Schema: "s", Name: "t", Columns: []change.Column{{Name: "id", Key: true}, {Name: "odd"}}, KeyIndexes: []int{0}}
+	for _, v := range []any{int(7), struct{ A int }{1}, []any{int64(1), uint8(2)}, map[string]any{}} {
+		c := &change.Change{Op: change.Insert, Table: tbl, Txn: &change.Txn{ID: "1"}, After: change.Row{{V: int64(1)}, {V: v}}}
+		recs, err := k.Process(context.Background(), c, nil)
+		if err == nil || !strings.Contains(err.Error(), "column odd of s.t") || len(recs) != 0 {
+			t.Errorf("%T: records %d, err %v; want an error naming the column", v, len(recs), err)
 		}
 	}
 }

@@ -22,6 +22,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/go-viper/mapstructure/v2"
+
 	"github.com/cdcd-dev/cdcd/change"
 )
 
@@ -180,6 +182,32 @@ func (o Options) Bool(key string, def bool) (bool, error) {
 		}
 	}
 	return false, fmt.Errorf("option %s: want true or false, got %v", key, v)
+}
+
+// Decode fills into, a pointer to a struct whose fields carry mapstructure tags, from the options,
+// with the configuration's own decoding (strings become numbers, booleans and durations where the
+// field wants one). An option that names no field is an error naming it. Fields of options that are
+// not set keep the values into had.
+func (o Options) Decode(into any) error {
+	var md mapstructure.Metadata
+	d, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
+		Result: into, Metadata: &md, WeaklyTypedInput: true,
+		DecodeHook: mapstructure.ComposeDecodeHookFunc(mapstructure.StringToTimeDurationHookFunc(), mapstructure.StringToSliceHookFunc(",")),
+	})
+	if err != nil {
+		return err
+	}
+	if err := d.Decode(o.m); err != nil {
+		return fmt.Errorf("options: %w", err)
+	}
+	for k := range o.m {
+		o.used[k] = true
+	}
+	if len(md.Unused) > 0 {
+		slices.Sort(md.Unused)
+		return errors.New("unknown option(s) " + strings.Join(md.Unused, ", "))
+	}
+	return nil
 }
 
 // Unused is an error naming the options that no getter read, or nil.
