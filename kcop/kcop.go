@@ -123,18 +123,76 @@ func New(name string, opts Options) (KCOP, error) {
 	return k, nil
 }
 
-// Chain runs KCOPs one after another on the same change and concatenates their records.
+// Chain runs KCOPs one after another on the same change and concatenates their records. A step that
+// is a Filter and drops the change ends the chain for it; a step that is a Transformer gives the
+// steps after it its new change; every step's Process then runs on the change as it stands (filters
+// and transformers write nothing of their own). The usual order is filters, then transforms, then
+// one or more formatters, each to its own topics.
 type Chain []KCOP
 
 // Process implements KCOP.
 func (ch Chain) Process(ctx context.Context, c *change.Change, dst []Record) ([]Record, error) {
-	var err error
 	for _, k := range ch {
+		if f, ok := k.(Filter); ok {
+			keep, err := f.Keep(ctx, c)
+			if err != nil || !keep {
+				return dst, err
+			}
+		}
+		if t, ok := k.(Transformer); ok {
+			next, err := t.Transform(ctx, c)
+			if err != nil {
+				return dst, err
+			}
+			c = next
+		}
+		var err error
 		if dst, err = k.Process(ctx, c, dst); err != nil {
 			return dst, err
 		}
 	}
 	return dst, nil
+}
+
+// ForTables applies k only to the changes of the listed tables (schema.name); the chain passes the
+// others by it unchanged. No tables: every table.
+func ForTables(k KCOP, tables []string) KCOP {
+	if len(tables) == 0 {
+		return k
+	}
+	set := make(map[string]bool, len(tables))
+	for _, t := range tables {
+		set[t] = true
+	}
+	return scoped{k: k, tables: set}
+}
+
+type scoped struct {
+	k      KCOP
+	tables map[string]bool
+}
+
+func (s scoped) applies(c *change.Change) bool { return s.tables[c.Table.QualifiedName()] }
+
+func (s scoped) Process(ctx context.Context, c *change.Change, dst []Record) ([]Record, error) {
+	if !s.applies(c) {
+		return dst, nil
+	}
+	return s.k.Process(ctx, c, dst)
+}
+
+func (s scoped) Keep(ctx context.Context, c *change.Change) (bool, error) {
+	if f, ok := s.k.(Filter); ok && s.applies(c) {
+		return f.Keep(ctx, c)
+	}
+	return true, nil
+}
+
+func (s scoped) Transform(ctx context.Context, c *change.Change) (*change.Change, error) {
+	if t, ok := s.k.(Transformer); ok && s.applies(c) {
+		return t.Transform(ctx, c)
+	}
+	return c, nil
 }
 
 // Options are a KCOP's settings from the configuration. The getters record which keys were read,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,26 +59,40 @@ func newLogger(c config.Log) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
 }
 
+// buildKCOP builds the chain of the kcops entries. Every entry takes, besides its KCOP's own
+// options, tables: the tables it applies to (all when absent).
 func buildKCOP(entries []map[string]any) (kcop.KCOP, error) {
 	var chain kcop.Chain
 	for i, e := range entries {
 		opts := make(map[string]any, len(e))
 		var name string
+		var tables []string
 		for k, v := range e {
-			if k == "type" {
+			switch k {
+			case "type":
 				name, _ = v.(string)
-				continue
+			case "tables":
+				var o struct {
+					Tables []string `mapstructure:"tables"`
+				}
+				if err := kcop.NewOptions(map[string]any{"tables": v}).Decode(&o); err != nil {
+					return nil, fmt.Errorf("kcops[%d]: tables: %w", i, err)
+				}
+				for _, t := range o.Tables {
+					if s, n, ok := strings.Cut(t, "."); !ok || s == "" || n == "" {
+						return nil, fmt.Errorf("kcops[%d]: tables: %q is not qualified; write it as schema.table (MySQL: database.table)", i, t)
+					}
+				}
+				tables = o.Tables
+			default:
+				opts[k] = v
 			}
-			opts[k] = v
 		}
 		k, err := kcop.New(name, kcop.NewOptions(opts))
 		if err != nil {
 			return nil, fmt.Errorf("kcops[%d]: %w", i, err)
 		}
-		chain = append(chain, k)
-	}
-	if len(chain) == 1 {
-		return chain[0], nil
+		chain = append(chain, kcop.ForTables(k, tables))
 	}
 	return chain, nil
 }
