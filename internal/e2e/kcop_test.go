@@ -1,0 +1,149 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestKCOPChainEndToEnd: one chain writes every change whole to a restricted topic, a masked
+// projection to a shared topic, and the orders over 500 to an alert topic. The alert topic gets exactly
+// the orders PostgreSQL holds with a total over 500, and through the tcc each transaction's records,
+// in every topic, arrive together in source order.
+func TestKCOPChainEndToEnd(t *testing.T) {
+	h := newHarness(t, "CREATE TABLE orders (id int PRIMARY KEY, customer text NOT NULL, total numeric(12,2) NOT NULL, email text)")
+	cfg, err := os.ReadFile(h.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain := fmt.Sprintf(`kcops:
+  - type: json
+    topic: "%[1]s.full.{table}"
+  - type: mask
+    tables: [%[2]s.orders]
+    columns: [email]
+  - type: project
+    columns: [total, email]
+  - type: json
+    topic: "%[1]s.shared.{table}"
+    tombstones: false
+  - type: filter
+    where: 'op in ["c", "u"] && after.total > 500'
+  - type: json
+    topic: "%[1]s.alerts"
+    tombstones: false
+`, h.id, h.schema)
+	old := fmt.Sprintf("kcops:\n  - type: json\n    topic: \"%s.{table}\"\n", h.id)
+	if !strings.Contains(string(cfg), old) {
+		t.Fatalf("the harness's kcops section changed:\n%s", cfg)
+	}
+	if err := os.WriteFile(h.cfgPath, []byte(strings.Replace(string(cfg), old, chain, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.start()
+	h.waitStreaming(time.Minute)
+
+	rng := rand.New(rand.NewPCG(7, uint64(time.Now().UnixNano())))
+	txns := 0
+	for id := 1; id <= 300; {
+		var stmts []string
+		for range 1 + rng.IntN(4) {
+			stmts = append(stmts, fmt.Sprintf("INSERT INTO orders VALUES (%d, 'c%d', %d.%02d, 'c%d@example.com')", id, id%7, rng.IntN(1000), rng.IntN(100), id))
+			id++
+		}
+		if id > 10 && rng.IntN(3) == 0 {
+			stmts = append(stmts, fmt.Sprintf("DELETE FROM orders WHERE id = %d AND total <= 500", id-10))
+			stmts = append(stmts, fmt.Sprintf("UPDATE orders SET customer = customer || '+' WHERE id = %d", id-9))
+		}
+		h.exec("BEGIN; " + strings.Join(stmts, "; ") + "; COMMIT")
+		txns++
+	}
+	var want []string
+	rows, err := h.conn.Query(context.Background(), "SELECT id::text FROM orders WHERE total > 500 ORDER BY id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, id)
+	}
+	rows.Close()
+
+	got := map[string]bool{} // ids with an alert
+	c := newTCC(t, h)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for done := 0; done < txns; {
+		f := c.Poll(ctx)
+		if f.Err != nil {
+			t.Fatalf("after %d transactions: %v", done, f.Err)
+		}
+		for _, tx := range f.Txns {
+			if tx.Snapshot {
+				continue
+			}
+			if !tx.First || !tx.Last {
+				t.Fatalf("transaction %s arrived in chunks", tx.ID)
+			}
+			done++
+			// Each change: its full record(s), then its shared record, then an alert when it qualifies.
+			for _, op := range tx.Ops {
+				topic := strings.TrimPrefix(op.Topic, h.id+".")
+				if op.Value == nil {
+					continue
+				}
+				var env struct {
+					After map[string]json.RawMessage `json:"after"`
+					Op    string                     `json:"op"`
+				}
+				if err := json.Unmarshal(op.Value, &env); err != nil {
+					t.Fatal(err)
+				}
+				switch {
+				case topic == "alerts":
+					var key map[string]json.RawMessage
+					_ = json.Unmarshal(op.Key, &key)
+					got[string(key["id"])] = true
+					if env.After["email"] == nil || string(env.After["email"]) != `"****"` {
+						t.Errorf("an alert carries email %s, want it masked", env.After["email"])
+					}
+				case strings.HasPrefix(topic, "shared."):
+					if env.After != nil {
+						var cols []string
+						for k := range env.After {
+							cols = append(cols, k)
+						}
+						slices.Sort(cols)
+						if strings.Join(cols, ",") != "email,id,total" || string(env.After["email"]) != `"****"` {
+							t.Errorf("a shared record carries %s", env.After)
+						}
+					}
+				case strings.HasPrefix(topic, "full."):
+					if env.After != nil && (env.After["customer"] == nil || string(env.After["email"]) == `"****"`) {
+						t.Errorf("a full record is not whole: %s", env.After)
+					}
+				default:
+					t.Errorf("a record in topic %s", op.Topic)
+				}
+			}
+		}
+	}
+	var alerted []string
+	for id := range got {
+		alerted = append(alerted, id)
+	}
+	slices.Sort(alerted)
+	slices.Sort(want)
+	if strings.Join(alerted, ",") != strings.Join(want, ",") {
+		t.Errorf("alerts for orders %v; PostgreSQL holds orders over 500: %v", alerted, want)
+	}
+}
