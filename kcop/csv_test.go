@@ -13,7 +13,7 @@ import (
 )
 
 var auditTable = &change.Table{Database: "shop", Schema: "public", Name: "people",
-	Columns: []change.Column{{Name: "id", Key: true}, {Name: "name"}, {Name: "bio"}, {Name: "score"}, {Name: "photo"}, {Name: "seen"}},
+	Columns:    []change.Column{{Name: "id", Key: true}, {Name: "name"}, {Name: "bio"}, {Name: "score"}, {Name: "photo"}, {Name: "seen"}},
 	KeyIndexes: []int{0}}
 
 var auditTxn = &change.Txn{ID: "771", Position: "0/16B3748", CommitTime: time.Date(2026, 11, 30, 9, 8, 7, 654321000, time.FixedZone("x", 3600))}
