@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cdcd-dev/cdcd/change"
 )
@@ -140,5 +141,42 @@ func TestForTables(t *testing.T) {
 		if err != nil || len(recs) != 1 || !strings.Contains(string(recs[0].Value), tc.want) {
 			t.Errorf("%s: %v %v", tc.table.QualifiedName(), err, values(t, recs))
 		}
+	}
+}
+
+// TestTxnAlert: the alert closes a transaction whose changes sum to more than the threshold, exactly
+// (decimal), and nothing is written for one at or under it.
+func TestTxnAlert(t *testing.T) {
+	a, err := New("txn-alert", NewOptions(map[string]any{"sum": "total", "over": 500, "topic": "alerts"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := Chain{ForTables(a, []string{"public.orders"})}
+	run := func(id string, totals ...string) []Record {
+		t.Helper()
+		txn := &change.Txn{ID: id, Position: "0/10", CommitTime: time.UnixMilli(1700000000123)}
+		if err := ch.BeginTxn(context.Background(), txn); err != nil {
+			t.Fatal(err)
+		}
+		for i, tot := range totals {
+			c := order(change.Insert, int64(i), tot, "x")
+			c.Txn = txn
+			if recs, err := ch.Process(context.Background(), c, nil); err != nil || len(recs) != 0 {
+				t.Fatalf("process: %v %v", recs, err)
+			}
+		}
+		recs, err := ch.CommitTxn(context.Background(), &change.Commit{Txn: txn, End: "0/20", Changes: int64(len(totals))}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return recs
+	}
+	if recs := run("1", "250.00", "250.00"); len(recs) != 0 {
+		t.Errorf("500.00 is not over 500: %q", recs[0].Value)
+	}
+	recs := run("2", "250.00", "250.01", "0.000000000000000001")
+	want := `{"txId":"2","pos":"0/10","end":"0/20","ts_ms":1700000000123,"column":"total","sum":"500.010000000000000001","over":"500","changes":3,"tables":["public.orders"]}`
+	if len(recs) != 1 || string(recs[0].Value) != want || string(recs[0].Key) != `"2"` || recs[0].Topic != "alerts" {
+		t.Errorf("alert %v\nwant %s", values(t, recs), want)
 	}
 }

@@ -154,6 +154,40 @@ func (ch Chain) Process(ctx context.Context, c *change.Change, dst []Record) ([]
 	return dst, nil
 }
 
+// TxnObserver is an optional interface of a KCOP that follows whole source transactions (audit
+// formats, transaction-level alerts): BeginTxn before a transaction's first change, CommitTxn after
+// its last, which may append records that close the transaction. A KCOP observing transactions keeps
+// its state per transaction id.
+type TxnObserver interface {
+	BeginTxn(ctx context.Context, txn *change.Txn) error
+	CommitTxn(ctx context.Context, c *change.Commit, dst []Record) ([]Record, error)
+}
+
+// BeginTxn implements TxnObserver for the steps that observe transactions.
+func (ch Chain) BeginTxn(ctx context.Context, txn *change.Txn) error {
+	for _, k := range ch {
+		if o, ok := k.(TxnObserver); ok {
+			if err := o.BeginTxn(ctx, txn); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// CommitTxn implements TxnObserver for the steps that observe transactions.
+func (ch Chain) CommitTxn(ctx context.Context, c *change.Commit, dst []Record) ([]Record, error) {
+	for _, k := range ch {
+		if o, ok := k.(TxnObserver); ok {
+			var err error
+			if dst, err = o.CommitTxn(ctx, c, dst); err != nil {
+				return dst, err
+			}
+		}
+	}
+	return dst, nil
+}
+
 // ForTables applies k only to the changes of the listed tables (schema.name); the chain passes the
 // others by it unchanged. No tables: every table.
 func ForTables(k KCOP, tables []string) KCOP {
@@ -186,6 +220,20 @@ func (s scoped) Keep(ctx context.Context, c *change.Change) (bool, error) {
 		return f.Keep(ctx, c)
 	}
 	return true, nil
+}
+
+func (s scoped) BeginTxn(ctx context.Context, txn *change.Txn) error {
+	if o, ok := s.k.(TxnObserver); ok {
+		return o.BeginTxn(ctx, txn)
+	}
+	return nil
+}
+
+func (s scoped) CommitTxn(ctx context.Context, c *change.Commit, dst []Record) ([]Record, error) {
+	if o, ok := s.k.(TxnObserver); ok {
+		return o.CommitTxn(ctx, c, dst)
+	}
+	return dst, nil
 }
 
 func (s scoped) Transform(ctx context.Context, c *change.Change) (*change.Change, error) {

@@ -18,7 +18,9 @@ type Sink interface {
 	// Records hands over the records the chain made for c, in the chain's order (possibly none).
 	// The sink may keep recs until its next call; the stage does not touch them before then.
 	Records(ctx context.Context, c *change.Change, recs []Record) error
-	Commit(ctx context.Context, c *change.Commit) error
+	// Commit ends the transaction; closing holds the records the chain made at its commit
+	// (transaction-level alerts), which follow the last change's records.
+	Commit(ctx context.Context, c *change.Commit, closing []Record) error
 }
 
 // progresser is the optional interface of a Sink that takes progress without transactions (see
@@ -53,11 +55,30 @@ func NewStage(k KCOP, sink Sink, log *slog.Logger) *Stage {
 	return &Stage{k: k, sink: sink, log: log, minDelay: 100 * time.Millisecond, maxDelay: 5 * time.Second}
 }
 
-// Begin passes a transaction's begin to the sink.
-func (s *Stage) Begin(ctx context.Context, txn *change.Txn) error { return s.sink.Begin(ctx, txn) }
+// Begin tells the chain (when it observes transactions) and the sink of a transaction's begin.
+func (s *Stage) Begin(ctx context.Context, txn *change.Txn) error {
+	if o, ok := s.k.(TxnObserver); ok {
+		if err := o.BeginTxn(ctx, txn); err != nil {
+			return fault.Terminal("KCOP failed at the begin of transaction %s: %w", txn.ID, err)
+		}
+	}
+	return s.sink.Begin(ctx, txn)
+}
 
-// Commit passes a transaction's commit to the sink.
-func (s *Stage) Commit(ctx context.Context, c *change.Commit) error { return s.sink.Commit(ctx, c) }
+// Commit hands the sink the transaction's commit with the records the chain makes at it.
+func (s *Stage) Commit(ctx context.Context, c *change.Commit) error {
+	var closing []Record
+	if o, ok := s.k.(TxnObserver); ok {
+		buf := s.bufs[s.next][:0]
+		var err error
+		if closing, err = o.CommitTxn(ctx, c, buf); err != nil {
+			return fault.Terminal("KCOP failed at the commit of transaction %s: %w", c.Txn.ID, err)
+		}
+		s.bufs[s.next] = closing
+		s.next = 1 - s.next
+	}
+	return s.sink.Commit(ctx, c, closing)
+}
 
 // Progress passes progress to the sink when it takes it.
 func (s *Stage) Progress(ctx context.Context, end string) error {

@@ -22,7 +22,7 @@ type holdingSink struct {
 }
 
 func (s *holdingSink) Begin(context.Context, *change.Txn) error { return nil }
-func (s *holdingSink) Commit(context.Context, *change.Commit) error {
+func (s *holdingSink) Commit(context.Context, *change.Commit, []Record) error {
 	s.check()
 	return nil
 }

@@ -33,6 +33,11 @@ func TestKCOPChainEndToEnd(t *testing.T) {
   - type: json
     topic: "%[1]s.shared.{table}"
     tombstones: false
+  - type: txn-alert
+    tables: [%[2]s.orders]
+    sum: total
+    over: 1500
+    topic: "%[1]s.txn-alerts"
   - type: filter
     where: 'op in ["c", "u"] && after.total > 500'
   - type: json
@@ -51,17 +56,45 @@ func TestKCOPChainEndToEnd(t *testing.T) {
 
 	rng := rand.New(rand.NewPCG(7, uint64(time.Now().UnixNano())))
 	txns := 0
+	bigTxns := map[string]string{} // xid -> the sum PostgreSQL gives for the transaction's after images, when over 1500
+	ctx := context.Background()
 	for id := 1; id <= 300; {
-		var stmts []string
+		tx, err := h.conn.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var touched []int
 		for range 1 + rng.IntN(4) {
-			stmts = append(stmts, fmt.Sprintf("INSERT INTO orders VALUES (%d, 'c%d', %d.%02d, 'c%d@example.com')", id, id%7, rng.IntN(1000), rng.IntN(100), id))
+			if _, err := tx.Exec(ctx, fmt.Sprintf("INSERT INTO orders VALUES (%d, 'c%d', %d.%02d, 'c%d@example.com')", id, id%7, rng.IntN(1000), rng.IntN(100), id)); err != nil {
+				t.Fatal(err)
+			}
+			touched = append(touched, id)
 			id++
 		}
 		if id > 10 && rng.IntN(3) == 0 {
-			stmts = append(stmts, fmt.Sprintf("DELETE FROM orders WHERE id = %d AND total <= 500", id-10))
-			stmts = append(stmts, fmt.Sprintf("UPDATE orders SET customer = customer || '+' WHERE id = %d", id-9))
+			if _, err := tx.Exec(ctx, fmt.Sprintf("DELETE FROM orders WHERE id = %d AND total <= 500", id-10)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tx.Exec(ctx, fmt.Sprintf("UPDATE orders SET customer = customer || '+' WHERE id = %d", id-9)); err != nil {
+				t.Fatal(err)
+			}
+			touched = append(touched, id-9)
 		}
-		h.exec("BEGIN; " + strings.Join(stmts, "; ") + "; COMMIT")
+		var xid, sum string
+		if err := tx.QueryRow(ctx, `SELECT (pg_current_xact_id()::text::bigint % 4294967296)::text,
+				coalesce(sum(total), 0)::text FROM orders WHERE id = ANY($1)`, touched).Scan(&xid, &sum); err != nil {
+			t.Fatal(err)
+		}
+		var over bool
+		if err := tx.QueryRow(ctx, "SELECT $1::numeric > 1500", sum).Scan(&over); err != nil {
+			t.Fatal(err)
+		}
+		if over {
+			bigTxns[xid] = sum
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
 		txns++
 	}
 	var want []string
@@ -78,9 +111,11 @@ func TestKCOPChainEndToEnd(t *testing.T) {
 	}
 	rows.Close()
 
-	got := map[string]bool{} // ids with an alert
+	got := map[string]bool{}         // ids with an alert
+	gotBig := map[string]string{}    // xid -> sum of the transaction alerts
+	lastTopic := map[string]string{} // xid -> the topic of the transaction's last record
 	c := newTCC(t, h)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	for done := 0; done < txns; {
 		f := c.Poll(ctx)
@@ -98,7 +133,19 @@ func TestKCOPChainEndToEnd(t *testing.T) {
 			// Each change: its full record(s), then its shared record, then an alert when it qualifies.
 			for _, op := range tx.Ops {
 				topic := strings.TrimPrefix(op.Topic, h.id+".")
+				lastTopic[tx.ID] = topic
 				if op.Value == nil {
+					continue
+				}
+				if topic == "txn-alerts" {
+					var alert struct {
+						TxID string `json:"txId"`
+						Sum  string `json:"sum"`
+					}
+					if err := json.Unmarshal(op.Value, &alert); err != nil || alert.TxID != tx.ID {
+						t.Errorf("transaction %s carries the alert %s (%v)", tx.ID, op.Value, err)
+					}
+					gotBig[tx.ID] = alert.Sum
 					continue
 				}
 				var env struct {
@@ -137,6 +184,20 @@ func TestKCOPChainEndToEnd(t *testing.T) {
 			}
 		}
 	}
+	for xid, sum := range bigTxns {
+		if gotBig[xid] != sum {
+			t.Errorf("transaction %s sums to %s in PostgreSQL; its alert says %q", xid, sum, gotBig[xid])
+		}
+		if lastTopic[xid] != "txn-alerts" {
+			t.Errorf("transaction %s: its alert is not its last record (the last is in %s)", xid, lastTopic[xid])
+		}
+	}
+	for xid, sum := range gotBig {
+		if _, ok := bigTxns[xid]; !ok {
+			t.Errorf("an alert for transaction %s (sum %s), which PostgreSQL sums to 1500 or less", xid, sum)
+		}
+	}
+	t.Logf("%d transactions, %d over 1500", txns, len(bigTxns))
 	var alerted []string
 	for id := range got {
 		alerted = append(alerted, id)

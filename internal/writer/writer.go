@@ -388,17 +388,9 @@ func (w *Writer) Records(ctx context.Context, c *change.Change, recs []kcop.Reco
 		return fmt.Errorf("writer: change outside a transaction")
 	}
 	failpoint.Hit(ctx, "writer.change")
-	size := 0
-	for i := range recs {
-		n := len(recs[i].Key) + len(recs[i].Value) + 64
-		for _, h := range recs[i].Headers {
-			n += len(h.Key) + len(h.Value)
-		}
-		if n > w.cfg.MaxMessageBytes {
-			return terminal("a record for %v of %s in transaction %s (op %d) is %d bytes, over kafka.max_message_bytes (%d): raise kafka.max_message_bytes and the topic's max.message.bytes (broker message.max.bytes) together, or leave the large column out; nothing was confirmed to the source",
-				c.Op, c.Table.QualifiedName(), c.Txn.ID, c.Index, n, w.cfg.MaxMessageBytes)
-		}
-		size += n
+	size, err := w.recordsSize(c.Txn, fmt.Sprintf("%v of %s", c.Op, c.Table.QualifiedName()), c.Index, recs)
+	if err != nil {
+		return err
 	}
 	if err := w.flushPending(ctx, false, 0); err != nil {
 		return err
@@ -410,8 +402,26 @@ func (w *Writer) Records(ctx context.Context, c *change.Change, recs []kcop.Reco
 	return nil
 }
 
-// Commit implements capture.Handler.
-func (w *Writer) Commit(ctx context.Context, c *change.Commit) error {
+// recordsSize is the bytes recs take, or a terminal error when one is over the record size limit.
+func (w *Writer) recordsSize(txn *change.Txn, what string, op int64, recs []kcop.Record) (int, error) {
+	size := 0
+	for i := range recs {
+		n := len(recs[i].Key) + len(recs[i].Value) + 64
+		for _, h := range recs[i].Headers {
+			n += len(h.Key) + len(h.Value)
+		}
+		if n > w.cfg.MaxMessageBytes {
+			return 0, terminal("a record for %s in transaction %s (op %d) is %d bytes, over kafka.max_message_bytes (%d): raise kafka.max_message_bytes and the topic's max.message.bytes (broker message.max.bytes) together, or leave the large column out; nothing was confirmed to the source",
+				what, txn.ID, op, n, w.cfg.MaxMessageBytes)
+		}
+		size += n
+	}
+	return size, nil
+}
+
+// Commit implements kcop.Sink: closing holds the records that close the transaction (a
+// transaction-level alert); they follow the last change's records.
+func (w *Writer) Commit(ctx context.Context, c *change.Commit, closing []kcop.Record) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err := w.failed(); err != nil {
@@ -419,6 +429,15 @@ func (w *Writer) Commit(ctx context.Context, c *change.Commit) error {
 	}
 	if !w.inTxn {
 		return fmt.Errorf("writer: commit outside a transaction")
+	}
+	if len(closing) > 0 && c.Changes > 0 {
+		// Records that close the transaction follow its last change's, under its op index.
+		size, err := w.recordsSize(c.Txn, "its commit", -1, closing)
+		if err != nil {
+			return err
+		}
+		w.pending = append(w.pending, closing...)
+		w.pendingSize += size
 	}
 	if err := w.flushPending(ctx, true, c.Changes); err != nil {
 		return err

@@ -67,7 +67,7 @@ func writeTxns(t *testing.T, w *Writer, from, n, changes int) {
 				t.Fatal(err)
 			}
 		}
-		if err := w.Commit(ctx, &change.Commit{Txn: txn, End: fmt.Sprintf("0/%X", 16*i+8), Changes: int64(changes)}); err != nil {
+		if err := w.Commit(ctx, &change.Commit{Txn: txn, End: fmt.Sprintf("0/%X", 16*i+8), Changes: int64(changes)}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
