@@ -90,7 +90,7 @@ func newConfigCommand(g *globalFlags) *cobra.Command {
 					fmt.Fprintf(out, "  %s.%s (%s, default %s): %s\n", name, o.Name, o.Type, o.Default, o.Doc)
 				}
 			}
-			_, err := fmt.Fprintln(out, "\nPer-table settings: none yet; every captured table uses the settings above.")
+			_, err := fmt.Fprintln(out, "\nEvery kcops entry also takes tables: the tables it applies to (schema.table; all when absent).")
 			return err
 		},
 	})
