@@ -152,6 +152,11 @@ func runChecks(ctx context.Context, cfg config.Config, r *preflight.Report) erro
 	if err != nil {
 		return err
 	}
+	if _, err := buildKCOP(cfg.KCOPs); err != nil {
+		r.Problem("kcops", "chain", err.Error(), "correct the kcops entry; `cdcd config keys` lists every KCOP's options")
+	} else {
+		r.OK("kcops", "chain", fmt.Sprintf("%d entries build", len(cfg.KCOPs)))
+	}
 	if err := src.Check(ctx, r); err != nil {
 		return err
 	}

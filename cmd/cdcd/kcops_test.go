@@ -1,0 +1,29 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestBuildKCOPNamesBadEntries: what can be known at start is refused at start, naming the entry.
+func TestBuildKCOPNamesBadEntries(t *testing.T) {
+	for _, tc := range []struct {
+		entry map[string]any
+		want  string
+	}{
+		{map[string]any{"type": "filter", "where": "after.total >"}, "kcops[0]: kcop filter: option where"},
+		{map[string]any{"type": "hash", "columns": []any{"email"}, "key_file": "/nonexistent/key"}, "key_file"},
+		{map[string]any{"type": "json", "tables": []any{"orders"}}, `"orders" is not qualified`},
+		{map[string]any{"type": "json", "topik": "x"}, "unknown option(s) topik"},
+		{map[string]any{"type": "avro"}, `kcop "avro" is not known`},
+		{map[string]any{"type": "txn-alert", "sum": "total", "over": "lots", "topic": "a"}, "not a number"},
+	} {
+		_, err := buildKCOP([]map[string]any{tc.entry})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: err = %v, want %q", tc.entry, err, tc.want)
+		}
+	}
+	if _, err := buildKCOP([]map[string]any{{"type": "json", "tables": []any{"public.orders"}}, {"type": "csv-audit", "delimiter": ";"}}); err != nil {
+		t.Errorf("a good chain: %v", err)
+	}
+}
