@@ -357,5 +357,3 @@ func (r *schemaRegistry) register(ctx context.Context, subject, schema string) (
 	r.mu.Unlock()
 	return out.ID, nil
 }
-
-
