@@ -13,6 +13,16 @@ scripts/stack.sh up
 eval "$(scripts/stack.sh env)"
 echo "[test] servers ready in $((SECONDS - started))s"
 
+# Interop tests read cdcd's Avro records with Confluent's own Python client, from a project-local
+# virtualenv (PyPI's confluent-kafka with its Avro and schema registry extras).
+PYENV=$CDCD_STACK_DIR/python
+if ! "$PYENV/bin/python" -c 'import confluent_kafka.schema_registry, fastavro' 2>/dev/null; then
+	echo "[test] installing confluent-kafka into $PYENV"
+	python3 -m venv "$PYENV"
+	"$PYENV/bin/pip" install -q "confluent-kafka[avro,schemaregistry]==2.16.1" >"$CDCD_STACK_DIR/pip.log" 2>&1 ||
+		{ echo "pip failed; see $CDCD_STACK_DIR/pip.log" >&2; exit 1; }
+fi
+
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.stack/*'))
 if [ -n "$unformatted" ]; then
 	echo "gofmt would change:" >&2

@@ -1,0 +1,106 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cdcd-dev/cdcd/internal/testenv"
+)
+
+// TestAvroReadByConfluentClient: PostgreSQL → cdcd's avro KCOP → Kafka, read back by Confluent's own
+// Python client (its AvroDeserializer fetching the schemas from the registry by id), and compared
+// with the rows PostgreSQL holds.
+func TestAvroReadByConfluentClient(t *testing.T) {
+	registry := testenv.RegistryURL(t)
+	python := filepath.Join(testenv.StackDir(), "python", "bin", "python")
+	if _, err := os.Stat(python); err != nil {
+		if testenv.InCI() {
+			t.Fatalf("%s is missing; scripts/test.sh makes it", python)
+		}
+		t.Skipf("%s is missing; `make test` (scripts/test.sh) makes it", python)
+	}
+	h := newHarness(t, "CREATE TABLE accounts (id int8 PRIMARY KEY, total numeric(12,2) NOT NULL, name text, paid bool, ratio float8)")
+	cfg, err := os.ReadFile(h.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := fmt.Sprintf("kcops:\n  - type: json\n    topic: \"%s.{table}\"\n", h.id)
+	chain := fmt.Sprintf("kcops:\n  - type: avro\n    registry_url: %s\n    topic: \"%s.{table}\"\n", registry, h.id)
+	if err := os.WriteFile(h.cfgPath, []byte(strings.Replace(string(cfg), old, chain, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.exec("INSERT INTO accounts VALUES (1, 10.50, 'snapshot row', true, 0.1)")
+	h.start()
+	h.waitStreaming(time.Minute)
+	h.exec("BEGIN; INSERT INTO accounts VALUES (2, 99999.99, 'héllo', false, 1e-300), (3, -0.01, NULL, NULL, NULL); COMMIT")
+	h.exec("UPDATE accounts SET total = total + 1, name = 'changed' WHERE id = 1")
+	h.exec("DELETE FROM accounts WHERE id = 3")
+	h.exec("UPDATE accounts SET id = 4 WHERE id = 2")
+	h.waitDurable(time.Minute)
+	// snapshot 1, inserts 2 and 3, update 1, delete 3 (a tombstone), key change 2→4 (a tombstone, a row)
+	const records = 7
+
+	out, err := exec.Command(python, "testdata/read_avro.py", strings.Join(h.brokers, ","), registry, h.id+".accounts", strconv.Itoa(records)).CombinedOutput()
+	if err != nil {
+		t.Fatalf("the Confluent client: %v\n%s", err, out)
+	}
+	last := map[string]map[string]any{} // the last value per key, nil after a tombstone
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		var rec struct {
+			Key   map[string]any `json:"key"`
+			Value map[string]any `json:"value"`
+		}
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("%v: %s", err, line)
+		}
+		last[fmt.Sprint(rec.Key["id"])] = rec.Value
+	}
+	rows, err := h.conn.Query(context.Background(), "SELECT id::text, total::text, name, paid, ratio::text FROM accounts ORDER BY id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := map[string]bool{}
+	for rows.Next() {
+		var id, total string
+		var name, ratio *string
+		var paid *bool
+		if err := rows.Scan(&id, &total, &name, &paid, &ratio); err != nil {
+			t.Fatal(err)
+		}
+		held[id] = true
+		v := last[id]
+		if v == nil {
+			t.Errorf("account %s: the Confluent client read no row for it", id)
+			continue
+		}
+		if fmt.Sprint(v["id"]) != id || v["total"] != total {
+			t.Errorf("account %s: read %v, PostgreSQL has total %s", id, v, total)
+		}
+		if (name == nil) != (v["name"] == nil) || name != nil && v["name"] != *name {
+			t.Errorf("account %s: name %v, PostgreSQL has %v", id, v["name"], name)
+		}
+		if (paid == nil) != (v["paid"] == nil) || paid != nil && v["paid"] != *paid {
+			t.Errorf("account %s: paid %v, PostgreSQL has %v", id, v["paid"], paid)
+		}
+		if ratio != nil {
+			want, _ := strconv.ParseFloat(*ratio, 64)
+			if got, ok := v["ratio"].(float64); !ok || got != want {
+				t.Errorf("account %s: ratio %v, PostgreSQL has %s", id, v["ratio"], *ratio)
+			}
+		}
+	}
+	rows.Close()
+	for id, v := range last {
+		if !held[id] && v != nil {
+			t.Errorf("account %s is gone from PostgreSQL, but its last record is %v, not a tombstone", id, v)
+		}
+	}
+}

@@ -1,0 +1,32 @@
+"""Reads a topic of Confluent-format Avro records with Confluent's own client and prints each record
+as a JSON line: {"key": ..., "value": ...} (null for a tombstone). Usage:
+read_avro.py BROKERS REGISTRY_URL TOPIC COUNT"""
+import json
+import sys
+
+from confluent_kafka import Consumer
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+brokers, registry, topic, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+deserialize = AvroDeserializer(SchemaRegistryClient({"url": registry}))
+consumer = Consumer({"bootstrap.servers": brokers, "group.id": "cdcd-avro-interop", "auto.offset.reset": "earliest",
+                     "isolation.level": "read_committed", "enable.auto.commit": False})
+consumer.subscribe([topic])
+seen = 0
+idle = 0
+while seen < count and idle < 60:
+    msg = consumer.poll(1.0)
+    if msg is None:
+        idle += 1
+        continue
+    if msg.error():
+        raise SystemExit(str(msg.error()))
+    key = deserialize(msg.key(), SerializationContext(topic, MessageField.KEY)) if msg.key() else None
+    value = deserialize(msg.value(), SerializationContext(topic, MessageField.VALUE)) if msg.value() else None
+    print(json.dumps({"key": key, "value": value}), flush=True)
+    seen += 1
+consumer.close()
+if seen < count:
+    raise SystemExit(f"read {seen} of {count} records")
