@@ -108,3 +108,30 @@ func TestCSVAuditOptions(t *testing.T) {
 		}
 	}
 }
+
+// TestJSONAudit: the expected objects were written by hand from the format's definition, and each is
+// checked to be valid JSON.
+func TestJSONAudit(t *testing.T) {
+	k, err := NewJSONAudit(NewOptions(map[string]any{"topic": "audit.{table}"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		`{"AUD_OP":"c","AUD_TS":"2026-11-30T08:08:07.654Z","AUD_TXID":"771","AUD_POS":"0/16B3748","AUD_TABLE":"public.people","AUD_OP_INDEX":0,"id":1,"name":"O'Neil, \"Bob\"","bio":"line one\nline two","score":"12.5000","photo":"yv4=","seen":"2026-01-02T03:04:05.6Z"}`,
+		`{"AUD_OP":"u","AUD_TS":"2026-11-30T08:08:07.654Z","AUD_TXID":"771","AUD_POS":"0/16B3748","AUD_TABLE":"public.people","AUD_OP_INDEX":0,"id":1,"name":"Bob","score":"2.0","photo":null,"seen":"-Infinity","B_id":1,"B_name":"Bob","B_score":"1.0","B_photo":null,"B_seen":null,"AUD_UNSENT":["bio","B_bio"]}`,
+		`{"AUD_OP":"d","AUD_TS":"2026-11-30T08:08:07.654Z","AUD_TXID":"771","AUD_POS":"0/16B3748","AUD_TABLE":"public.people","AUD_OP_INDEX":0,"B_id":2,"AUD_UNSENT":["B_name","B_bio","B_score","B_photo","B_seen"]}`,
+		`{"AUD_OP":"r","AUD_TS":null,"AUD_TXID":"snapshot","AUD_POS":"","AUD_TABLE":"public.people","AUD_OP_INDEX":0,"id":18446744073709551615,"name":" padded","bio":"","score":0.1,"photo":"","seen":"2026-01-02T03:04:05"}`,
+	}
+	for i, tc := range csvCases {
+		recs, err := k.Process(context.Background(), tc.change, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !json.Valid(recs[0].Value) {
+			t.Errorf("%s: not JSON: %s", tc.name, recs[0].Value)
+		}
+		if string(recs[0].Value) != want[i] {
+			t.Errorf("%s:\n got %s\nwant %s", tc.name, recs[0].Value, want[i])
+		}
+	}
+}
