@@ -15,7 +15,8 @@ func TestBuildKCOPNamesBadEntries(t *testing.T) {
 		{map[string]any{"type": "hash", "columns": []any{"email"}, "key_file": "/nonexistent/key"}, "key_file"},
 		{map[string]any{"type": "json", "tables": []any{"orders"}}, `"orders" is not qualified`},
 		{map[string]any{"type": "json", "topik": "x"}, "unknown option(s) topik"},
-		{map[string]any{"type": "avro"}, `kcop "avro" is not known`},
+		{map[string]any{"type": "protobuf"}, `kcop "protobuf" is not known`},
+		{map[string]any{"type": "avro"}, "registry_url is empty"},
 		{map[string]any{"type": "txn-alert", "sum": "total", "over": "lots", "topic": "a"}, "not a number"},
 	} {
 		_, err := buildKCOP([]map[string]any{tc.entry})
