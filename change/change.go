@@ -10,6 +10,7 @@ package change
 
 import (
 	"fmt"
+	"reflect"
 	"time"
 )
 
@@ -151,4 +152,20 @@ type Commit struct {
 	End string
 	// Changes is how many changes the transaction held.
 	Changes int64
+}
+
+// KeyDiffers reports whether an update moved the row to another key: a key column whose value
+// differs between the images. Key values the source left out of an image (absent, or unchanged and
+// not sent) are not compared, since they cannot tell.
+func (t *Table) KeyDiffers(before, after Row) bool {
+	for _, i := range t.KeyIndexes {
+		b, a := before[i], after[i]
+		if b.Kind == Absent || a.Kind == Unchanged || b.Kind == Unchanged {
+			continue
+		}
+		if b.Kind != a.Kind || !reflect.DeepEqual(b.V, a.V) {
+			return true
+		}
+	}
+	return false
 }

@@ -514,7 +514,7 @@ func (s *stream) rows(ctx context.Context, et replication.EventType, e *replicat
 			if c.After, err = t.decodeRow(e.Rows[i+1]); err != nil {
 				return fault.Mark(err)
 			}
-			c.KeyChanged = keyChanged(t.t, c.Before, c.After)
+			c.KeyChanged = t.t.KeyDiffers(c.Before, c.After)
 		}
 		s.index++
 		if err := s.h.Change(ctx, c); err != nil {
@@ -522,16 +522,6 @@ func (s *stream) rows(ctx context.Context, et replication.EventType, e *replicat
 		}
 	}
 	return nil
-}
-
-func keyChanged(t *change.Table, before, after change.Row) bool {
-	for _, k := range t.KeyIndexes {
-		b, a := before[k], after[k]
-		if b.Kind != a.Kind || fmt.Sprint(b.V) != fmt.Sprint(a.V) {
-			return true
-		}
-	}
-	return false
 }
 
 // commit ends the transaction at the event whose header is hdr: its changes go to the handler as

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"reflect"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -1075,7 +1074,7 @@ func (s *streamState) message(ctx context.Context, msg pglogrepl.Message) error 
 			return err
 		}
 		c := &change.Change{Op: change.Update, Table: rel.table, Before: before, After: after}
-		c.KeyChanged = before != nil && keyDiffers(rel.table, before, after)
+		c.KeyChanged = before != nil && rel.table.KeyDiffers(before, after)
 		return s.emit(ctx, c)
 	case *pglogrepl.DeleteMessage:
 		rel, err := s.relation(m.RelationID)
@@ -1144,19 +1143,4 @@ func (s *streamState) emit(ctx context.Context, c *change.Change) error {
 	c.Txn, c.Index = s.txn, s.index
 	s.index++
 	return s.h.Change(ctx, c)
-}
-
-// keyDiffers reports whether an update moved the row to another key. Under REPLICA IDENTITY DEFAULT
-// the server sends the old key only when it changed (or is stored out of line), so compare anyway.
-func keyDiffers(t *change.Table, before, after change.Row) bool {
-	for _, i := range t.KeyIndexes {
-		b, a := before[i], after[i]
-		if b.Kind == change.Absent || a.Kind == change.Unchanged || b.Kind == change.Unchanged {
-			continue
-		}
-		if b.Kind != a.Kind || !reflect.DeepEqual(b.V, a.V) {
-			return true
-		}
-	}
-	return false
 }
