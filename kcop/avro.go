@@ -105,13 +105,10 @@ func avroTypeOf(sourceType string) string {
 	case t == "int2" || t == "int4" || t == "int8" || t == "year" || strings.HasPrefix(t, "tinyint") || strings.HasPrefix(t, "smallint") ||
 		strings.HasPrefix(t, "mediumint") || strings.HasPrefix(t, "int ") || t == "int" || t == "bigint" || t == "integer":
 		return "long"
-	case t == "float4" || strings.HasPrefix(t, "float"):
-		if t == "float8" {
-			return "double"
-		}
-		return "float"
-	case t == "double" || strings.HasPrefix(t, "double ") || t == "float8":
+	case t == "float8" || t == "double" || strings.HasPrefix(t, "double "):
 		return "double"
+	case t == "float4" || strings.HasPrefix(t, "float"):
+		return "float"
 	case t == "bool" || t == "boolean":
 		return "boolean"
 	case t == "bytea" || t == "blob" || t == "binary" || t == "varbinary" || t == "geometry":
