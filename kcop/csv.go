@@ -133,26 +133,37 @@ func csvText(v any) string {
 		return strconv.FormatBool(x)
 	case []byte:
 		return hex.EncodeToString(x)
-	case change.Decimal:
-		return string(x)
-	case change.JSON:
-		return string(x)
-	case change.Date:
-		return string(x)
-	case change.Time:
-		return string(x)
-	case change.TimeTZ:
-		return string(x)
-	case change.Timestamp:
-		return string(x)
-	case change.Text:
-		return string(x)
 	case time.Time:
 		return x.UTC().Format(time.RFC3339Nano)
 	case change.Interval:
 		return isoInterval(x)
 	}
+	if s, ok := textOf(v); ok {
+		return s
+	}
 	return string(appendAny(nil, v)) // arrays, as JSON
+}
+
+// textOf is the text of the change types that are text already (decimals, JSON, dates, times, text
+// forms).
+func textOf(v any) (string, bool) {
+	switch x := v.(type) {
+	case change.Decimal:
+		return string(x), true
+	case change.JSON:
+		return string(x), true
+	case change.Date:
+		return string(x), true
+	case change.Time:
+		return string(x), true
+	case change.TimeTZ:
+		return string(x), true
+	case change.Timestamp:
+		return string(x), true
+	case change.Text:
+		return string(x), true
+	}
+	return "", false
 }
 
 // csvFloat spells the infinities as the json KCOP does.

@@ -154,18 +154,9 @@ func filterValue(v change.Value) any {
 		return f
 	case float32:
 		return float64(x)
-	case change.JSON:
-		return string(x)
-	case change.Date:
-		return string(x)
-	case change.Time:
-		return string(x)
-	case change.TimeTZ:
-		return string(x)
-	case change.Timestamp:
-		return string(x)
-	case change.Text:
-		return string(x)
+	}
+	if s, ok := textOf(v.V); ok {
+		return s
 	}
 	return v.V // int64, uint64, float64, bool, string, []byte, time.Time, intervals and arrays as they are
 }
