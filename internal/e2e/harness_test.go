@@ -251,15 +251,24 @@ func (h *harness) cleanup() {
 	_, _ = h.conn.Exec(ctx, "DROP PUBLICATION IF EXISTS "+h.id)
 	_, _ = h.conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+h.schema+" CASCADE")
 	h.conn.Close(ctx)
-	if admin, err := sarama.NewClusterAdmin(h.brokers, sarama.NewConfig()); err == nil {
-		if topics, err := admin.ListTopics(); err == nil {
-			for name := range topics {
-				if strings.HasPrefix(name, h.id+".") {
-					_ = admin.DeleteTopic(name)
-				}
-			}
+	deleteTopics(h.brokers, h.id+".")
+}
+
+// deleteTopics deletes the topics whose names start with prefix, as far as the broker lets it.
+func deleteTopics(brokers []string, prefix string) {
+	admin, err := sarama.NewClusterAdmin(brokers, sarama.NewConfig())
+	if err != nil {
+		return
+	}
+	defer admin.Close()
+	topics, err := admin.ListTopics()
+	if err != nil {
+		return
+	}
+	for name := range topics {
+		if strings.HasPrefix(name, prefix) {
+			_ = admin.DeleteTopic(name)
 		}
-		admin.Close()
 	}
 }
 

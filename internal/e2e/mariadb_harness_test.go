@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/IBM/sarama"
 	"github.com/go-mysql-org/go-mysql/client"
 
 	"github.com/cdcd-dev/cdcd/internal/testenv"
@@ -131,16 +130,7 @@ func (h *myHarness) cleanup() {
 		_, _ = h.conn.Execute("DROP TABLE IF EXISTS " + tb)
 	}
 	h.conn.Close()
-	if admin, err := sarama.NewClusterAdmin(h.brokers, sarama.NewConfig()); err == nil {
-		if topics, err := admin.ListTopics(); err == nil {
-			for name := range topics {
-				if strings.HasPrefix(name, h.id+".") {
-					_ = admin.DeleteTopic(name)
-				}
-			}
-		}
-		admin.Close()
-	}
+	deleteTopics(h.brokers, h.id+".")
 }
 
 func (h *myHarness) start(extraArgs ...string) {
