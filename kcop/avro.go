@@ -8,8 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -25,8 +26,12 @@ func init() {
 		OptionDoc{"registry_url", "string", "", "the Confluent-compatible schema registry, e.g. http://registry:8081 (Apicurio: .../apis/ccompat/v7)"},
 		OptionDoc{"topic", "string", jsonDefaultTopic, "the topic of each table's records; {database}, {schema} and {table} are replaced"},
 		OptionDoc{"deletes", "string", "tombstone", "a delete as a tombstone (the key, no value) or as row (the deleted row as the value)"},
-		OptionDoc{"timeout", "duration", "10s", "bound of each registry request; a registry that does not answer is retried"})
+		OptionDoc{"timeout", "duration", "10s", "bound of each registry request; a registry that does not answer is retried"},
+		OptionDoc{"compatibility", "string", "BACKWARD", "the compatibility level cdcd sets on its subjects (BACKWARD, BACKWARD_TRANSITIVE, FORWARD, FORWARD_TRANSITIVE, FULL, FULL_TRANSITIVE, NONE), or registry to leave the registry's setting"})
 }
+
+// avroCompatibilityLevels are the levels of Confluent's schema registry API.
+var avroCompatibilityLevels = []string{"BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE", "NONE"}
 
 // Avro is IBM's default KCOP: Confluent's wire format (a zero byte, the schema id in four bytes, the
 // Avro binary) with the schemas registered in a schema registry under the topic's subjects
@@ -42,8 +47,15 @@ func init() {
 // to a string holding its exact text form (decimals, dates and times in ISO 8601, timestamps with
 // a zone in UTC, JSON documents); value fields are nullable. A value the source did not send (an
 // unchanged TOAST value) cannot be written in Avro: it stops cdcd with the fix (REPLICA IDENTITY
-// FULL). A table whose columns change gets a new schema version; a version the registry refuses is
-// a terminal error naming the table.
+// FULL).
+//
+// A table whose columns change gets a new schema version under the same subjects. cdcd sets its
+// subjects to BACKWARD compatibility unless told otherwise: a consumer that has the newest schema
+// must still read every older record a topic keeps (a compacted topic keeps them for ever), and
+// that is what BACKWARD checks. Value fields are nullable with a null default, so added and dropped
+// columns pass; a column whose Avro type changes (int to text) does not, nor does a new key column.
+// A version the registry refuses stops cdcd with an error naming the table and the columns that
+// differ from the registered version, never a retry loop.
 type Avro struct {
 	topic    topicTemplate
 	registry *schemaRegistry
@@ -78,22 +90,37 @@ func NewAvro(opts Options) (KCOP, error) {
 		Topic       string        `mapstructure:"topic"`
 		Deletes     string        `mapstructure:"deletes"`
 		Timeout     time.Duration `mapstructure:"timeout"`
-	}{Topic: jsonDefaultTopic, Deletes: "tombstone", Timeout: 10 * time.Second}
+		Compat      string        `mapstructure:"compatibility"`
+	}{Topic: jsonDefaultTopic, Deletes: "tombstone", Timeout: 10 * time.Second, Compat: "BACKWARD"}
 	if err := opts.Decode(&o); err != nil {
 		return nil, err
 	}
-	if o.RegistryURL == "" {
-		return nil, fmt.Errorf("option registry_url is empty; name the schema registry, e.g. http://127.0.0.1:8081")
-	}
 	if o.Deletes != "tombstone" && o.Deletes != "row" {
 		return nil, fmt.Errorf("option deletes %q is not one of tombstone, row", o.Deletes)
+	}
+	registry, err := newSchemaRegistry(o.RegistryURL, o.Timeout, o.Compat)
+	if err != nil {
+		return nil, err
 	}
 	topic, err := parseTopicTemplate(o.Topic)
 	if err != nil {
 		return nil, err
 	}
-	return &Avro{topic: topic, rowDel: o.Deletes == "row",
-		registry: &schemaRegistry{base: strings.TrimSuffix(o.RegistryURL, "/"), client: &http.Client{Timeout: o.Timeout}, ids: map[string]uint32{}}}, nil
+	return &Avro{topic: topic, rowDel: o.Deletes == "row", registry: registry}, nil
+}
+
+func newSchemaRegistry(url string, timeout time.Duration, compat string) (*schemaRegistry, error) {
+	if url == "" {
+		return nil, fmt.Errorf("option registry_url is empty; name the schema registry, e.g. http://127.0.0.1:8081")
+	}
+	compat = strings.ToUpper(compat)
+	if compat == "REGISTRY" {
+		compat = ""
+	} else if !slices.Contains(avroCompatibilityLevels, compat) {
+		return nil, fmt.Errorf("option compatibility %q is not one of %s, registry", compat, strings.Join(avroCompatibilityLevels, ", "))
+	}
+	return &schemaRegistry{base: strings.TrimSuffix(url, "/"), client: &http.Client{Timeout: timeout}, compat: compat,
+		ids: map[string]uint32{}, configured: map[string]bool{}}, nil
 }
 
 // avroTypeOf maps a source type name to an Avro type.
@@ -167,6 +194,9 @@ func (a *Avro) record(ctx context.Context, t *change.Table, subject, name string
 		return nil, fmt.Errorf("avro: the schema of %s: %w", t.QualifiedName(), err)
 	}
 	if rec.id, err = a.registry.register(ctx, subject, string(schema)); err != nil {
+		if errors.Is(err, errSchemaRefused) {
+			err = fmt.Errorf("%w%s", err, a.registry.differences(ctx, subject, rec.fields))
+		}
 		return nil, fmt.Errorf("avro: registering the schema of %s under %s: %w", t.QualifiedName(), subject, err)
 	}
 	return rec, nil
@@ -308,8 +338,127 @@ func (a *Avro) Process(ctx context.Context, c *change.Change, dst []Record) ([]R
 type schemaRegistry struct {
 	base   string
 	client *http.Client
+	compat string // the level set on each subject before its first registration; "" leaves it
 	mu     sync.Mutex
 	ids    map[string]uint32 // subject + schema → id
+	// configured holds the subjects whose compatibility level this process has set.
+	configured map[string]bool
+}
+
+// errSchemaRefused marks a schema the registry refused as incompatible or invalid.
+var errSchemaRefused = errors.New("the schema registry refused the new schema")
+
+// do sends one request and reads the answer; failures to reach the registry, and its own failures,
+// are Retryable.
+func (r *schemaRegistry) do(ctx context.Context, method, path string, body any) (int, []byte, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return 0, nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, r.base+path, rd)
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Content-Type", "application/vnd.schemaregistry.v1+json")
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return 0, nil, Retryable(fmt.Errorf("the schema registry at %s: %w", r.base, err))
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return 0, nil, Retryable(fmt.Errorf("the schema registry at %s: %w", r.base, err))
+	}
+	if resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests {
+		return resp.StatusCode, data, Retryable(fmt.Errorf("the schema registry at %s answered %s: %s", r.base, resp.Status, data))
+	}
+	return resp.StatusCode, data, nil
+}
+
+// configure sets subject's compatibility level, once per process.
+func (r *schemaRegistry) configure(ctx context.Context, subject string) error {
+	r.mu.Lock()
+	done := r.compat == "" || r.configured[subject]
+	r.mu.Unlock()
+	if done {
+		return nil
+	}
+	status, data, err := r.do(ctx, http.MethodPut, "/config/"+subject, map[string]string{"compatibility": r.compat})
+	if err != nil {
+		return err
+	}
+	if status/100 != 2 {
+		return fmt.Errorf("the schema registry at %s refused compatibility %s for subject %s (%d): %s; set the option compatibility to registry to leave the registry's setting", r.base, r.compat, subject, status, data)
+	}
+	r.mu.Lock()
+	r.configured[subject] = true
+	r.mu.Unlock()
+	return nil
+}
+
+// differences describes how fields differ from the latest version registered under subject, for
+// the error of a refused schema; it says nothing when that version cannot be read.
+func (r *schemaRegistry) differences(ctx context.Context, subject string, fields []avroField) string {
+	status, data, err := r.do(ctx, http.MethodGet, "/subjects/"+subject+"/versions/latest", nil)
+	if err != nil || status != http.StatusOK {
+		return ""
+	}
+	var latest struct {
+		Version int    `json:"version"`
+		Schema  string `json:"schema"`
+	}
+	var schema struct {
+		Fields []struct {
+			Name string          `json:"name"`
+			Type json.RawMessage `json:"type"`
+		} `json:"fields"`
+	}
+	if json.Unmarshal(data, &latest) != nil || json.Unmarshal([]byte(latest.Schema), &schema) != nil {
+		return ""
+	}
+	old := map[string]string{}
+	for _, f := range schema.Fields {
+		old[f.Name] = avroBaseType(f.Type)
+	}
+	var diffs []string
+	for _, f := range fields {
+		was, ok := old[f.name]
+		switch {
+		case !ok:
+			diffs = append(diffs, fmt.Sprintf("column %s is new (%s)", f.column, f.typ))
+		case was != f.typ:
+			diffs = append(diffs, fmt.Sprintf("column %s changed from %s to %s", f.column, was, f.typ))
+		}
+		delete(old, f.name)
+	}
+	for _, name := range slices.Sorted(maps.Keys(old)) {
+		diffs = append(diffs, fmt.Sprintf("column %s was dropped", name))
+	}
+	if len(diffs) == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (against version %d: %s)", latest.Version, strings.Join(diffs, "; "))
+}
+
+// avroBaseType is the non-null type of a field's type: "long" for "long" and for ["null","long"].
+func avroBaseType(raw json.RawMessage) string {
+	var name string
+	if json.Unmarshal(raw, &name) == nil {
+		return name
+	}
+	var union []json.RawMessage
+	if json.Unmarshal(raw, &union) == nil {
+		for _, u := range union {
+			if t := avroBaseType(u); t != "null" {
+				return t
+			}
+		}
+	}
+	return string(raw)
 }
 
 // register returns the schema's id under subject, registering it when it is new. A registry that
@@ -321,27 +470,19 @@ func (r *schemaRegistry) register(ctx context.Context, subject, schema string) (
 	if ok {
 		return id, nil
 	}
-	body, _ := json.Marshal(map[string]string{"schema": schema})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.base+"/subjects/"+subject+"/versions", bytes.NewReader(body))
+	if err := r.configure(ctx, subject); err != nil {
+		return 0, err
+	}
+	status, data, err := r.do(ctx, http.MethodPost, "/subjects/"+subject+"/versions", map[string]string{"schema": schema})
 	if err != nil {
 		return 0, err
 	}
-	req.Header.Set("Content-Type", "application/vnd.schemaregistry.v1+json")
-	resp, err := r.client.Do(req)
-	if err != nil {
-		var ne net.Error
-		if errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) {
-			return 0, Retryable(fmt.Errorf("the schema registry at %s: %w", r.base, err))
+	if status/100 != 2 {
+		level := r.compat
+		if level == "" {
+			level = "the registry's own"
 		}
-		return 0, Retryable(err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	switch {
-	case resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests:
-		return 0, Retryable(fmt.Errorf("the schema registry at %s answered %s: %s", r.base, resp.Status, data))
-	case resp.StatusCode/100 != 2:
-		return 0, fmt.Errorf("the schema registry at %s refused it (%s): %s; check the subject's compatibility setting", r.base, resp.Status, data)
+		return 0, fmt.Errorf("%w (compatibility %s; %s answered %d: %s); keep the column's type, or move the table to a new topic, or relax the subject's compatibility", errSchemaRefused, level, r.base, status, data)
 	}
 	var out struct {
 		ID uint32 `json:"id"`

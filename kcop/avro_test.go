@@ -146,3 +146,60 @@ func TestAvroRegistryDownIsRetryable(t *testing.T) {
 		}
 	}
 }
+
+// TestAvroSchemaEvolution: cdcd sets its subjects to BACKWARD; an added column registers a new
+// version; a changed column type is refused by the registry, and the error names the table and the
+// column, and is terminal.
+func TestAvroSchemaEvolution(t *testing.T) {
+	base := testenv.RegistryURL(t)
+	topic := fmt.Sprintf("avro-evolve-%06d", rand.IntN(1_000_000))
+	k, err := New("avro", NewOptions(map[string]any{"registry_url": base, "topic": topic}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	txn := &change.Txn{ID: "1"}
+	v1 := &change.Table{Schema: "public", Name: "items", Columns: []change.Column{{Name: "id", Type: "int8", Key: true}, {Name: "n", Type: "int4"}}, KeyIndexes: []int{0}}
+	recs, err := k.Process(ctx, &change.Change{Op: change.Insert, Table: v1, Txn: txn, After: change.Row{{V: int64(1)}, {V: int64(2)}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, id1 := decodeConfluent(t, base, recs[0].Value)
+	resp, err := http.Get(base + "/config/" + topic + "-value")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct{ CompatibilityLevel string }
+	_ = json.NewDecoder(resp.Body).Decode(&cfg)
+	resp.Body.Close()
+	if cfg.CompatibilityLevel != "BACKWARD" {
+		t.Errorf("the value subject's compatibility is %q, want BACKWARD", cfg.CompatibilityLevel)
+	}
+
+	v2 := &change.Table{Schema: "public", Name: "items", Columns: append(append([]change.Column(nil), v1.Columns...), change.Column{Name: "note", Type: "text"}), KeyIndexes: []int{0}}
+	recs, err = k.Process(ctx, &change.Change{Op: change.Insert, Table: v2, Txn: txn, After: change.Row{{V: int64(2)}, {V: int64(3)}, {V: "x"}}}, nil)
+	if err != nil {
+		t.Fatalf("an added column: %v", err)
+	}
+	if _, id2 := decodeConfluent(t, base, recs[0].Value); id2 == id1 {
+		t.Errorf("an added column kept schema %d", id1)
+	}
+
+	v3 := &change.Table{Schema: "public", Name: "items", Columns: []change.Column{{Name: "id", Type: "int8", Key: true}, {Name: "n", Type: "text"}, {Name: "note", Type: "text"}}, KeyIndexes: []int{0}}
+	_, err = k.Process(ctx, &change.Change{Op: change.Insert, Table: v3, Txn: txn, After: change.Row{{V: int64(3)}, {V: "three"}, {V: "x"}}}, nil)
+	if err == nil {
+		t.Fatal("a column changed from int4 to text was accepted under BACKWARD")
+	}
+	for _, want := range []string{"public.items", "column n changed from long to string", "compatibility BACKWARD"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the refusal %q does not say %q", err, want)
+		}
+	}
+	if IsRetryable(err) {
+		t.Errorf("a refused schema is retryable, which would loop: %v", err)
+	}
+
+	if _, err := New("avro", NewOptions(map[string]any{"registry_url": base, "compatibility": "sideways"})); err == nil || !strings.Contains(err.Error(), "compatibility") {
+		t.Errorf("a bad compatibility level: err = %v", err)
+	}
+}

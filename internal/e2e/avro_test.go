@@ -44,9 +44,13 @@ func TestAvroReadByConfluentClient(t *testing.T) {
 	h.exec("UPDATE accounts SET total = total + 1, name = 'changed' WHERE id = 1")
 	h.exec("DELETE FROM accounts WHERE id = 3")
 	h.exec("UPDATE accounts SET id = 4 WHERE id = 2")
+	// A new column: a new schema version, which the Confluent client reads beside the old one.
+	h.exec("ALTER TABLE accounts ADD COLUMN note text")
+	h.exec("INSERT INTO accounts VALUES (5, 1.00, 'five', true, 0.5, 'noted')")
 	h.waitDurable(time.Minute)
-	// snapshot 1, inserts 2 and 3, update 1, delete 3 (a tombstone), key change 2→4 (a tombstone, a row)
-	const records = 7
+	// snapshot 1, inserts 2 and 3, update 1, delete 3 (a tombstone), key change 2→4 (a tombstone, a
+	// row), insert 5 under the second version
+	const records = 8
 
 	out, err := exec.Command(python, "testdata/read_avro.py", strings.Join(h.brokers, ","), registry, h.id+".accounts", strconv.Itoa(records)).CombinedOutput()
 	if err != nil {
@@ -63,16 +67,16 @@ func TestAvroReadByConfluentClient(t *testing.T) {
 		}
 		last[fmt.Sprint(rec.Key["id"])] = rec.Value
 	}
-	rows, err := h.conn.Query(context.Background(), "SELECT id::text, total::text, name, paid, ratio::text FROM accounts ORDER BY id")
+	rows, err := h.conn.Query(context.Background(), "SELECT id::text, total::text, name, paid, ratio::text, note FROM accounts ORDER BY id")
 	if err != nil {
 		t.Fatal(err)
 	}
 	held := map[string]bool{}
 	for rows.Next() {
 		var id, total string
-		var name, ratio *string
+		var name, ratio, note *string
 		var paid *bool
-		if err := rows.Scan(&id, &total, &name, &paid, &ratio); err != nil {
+		if err := rows.Scan(&id, &total, &name, &paid, &ratio, &note); err != nil {
 			t.Fatal(err)
 		}
 		held[id] = true
@@ -90,6 +94,9 @@ func TestAvroReadByConfluentClient(t *testing.T) {
 		if (paid == nil) != (v["paid"] == nil) || paid != nil && v["paid"] != *paid {
 			t.Errorf("account %s: paid %v, PostgreSQL has %v", id, v["paid"], paid)
 		}
+		if (note == nil) != (v["note"] == nil) || note != nil && v["note"] != *note {
+			t.Errorf("account %s: note %v, PostgreSQL has %v", id, v["note"], note)
+		}
 		if ratio != nil {
 			want, _ := strconv.ParseFloat(*ratio, 64)
 			if got, ok := v["ratio"].(float64); !ok || got != want {
@@ -101,6 +108,19 @@ func TestAvroReadByConfluentClient(t *testing.T) {
 	for id, v := range last {
 		if !held[id] && v != nil {
 			t.Errorf("account %s is gone from PostgreSQL, but its last record is %v, not a tombstone", id, v)
+		}
+	}
+
+	// A column whose type changes is refused by the registry (BACKWARD): cdcd stops, naming the
+	// table and the column, instead of retrying for ever.
+	h.exec("ALTER TABLE accounts ALTER COLUMN paid TYPE text")
+	h.exec("UPDATE accounts SET paid = 'yes' WHERE id = 5")
+	if done, code := h.exited(time.Minute); !done || code == 0 {
+		t.Fatalf("cdcd did not stop on a refused schema (exited %v, code %d)\n%s", done, code, h.log())
+	}
+	for _, want := range []string{h.id + ".accounts under", "column paid changed from boolean to string"} {
+		if !strings.Contains(h.log(), want) {
+			t.Errorf("cdcd's log does not say %q:\n%s", want, h.log())
 		}
 	}
 }
