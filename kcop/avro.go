@@ -83,44 +83,54 @@ type avroField struct {
 	nullable     bool
 }
 
+// avroCommonOptions are the options of every KCOP writing through the schema registry.
+type avroCommonOptions struct {
+	RegistryURL string        `mapstructure:"registry_url"`
+	Topic       string        `mapstructure:"topic"`
+	Timeout     time.Duration `mapstructure:"timeout"`
+	Compat      string        `mapstructure:"compatibility"`
+}
+
+func defaultAvroOptions() avroCommonOptions {
+	return avroCommonOptions{Topic: jsonDefaultTopic, Timeout: 10 * time.Second, Compat: "BACKWARD"}
+}
+
+// open checks the options and makes the registry client and the topic template.
+func (o avroCommonOptions) open() (*schemaRegistry, topicTemplate, error) {
+	if o.RegistryURL == "" {
+		return nil, topicTemplate{}, fmt.Errorf("option registry_url is empty; name the schema registry, e.g. http://127.0.0.1:8081")
+	}
+	compat := strings.ToUpper(o.Compat)
+	if compat == "REGISTRY" {
+		compat = ""
+	} else if !slices.Contains(avroCompatibilityLevels, compat) {
+		return nil, topicTemplate{}, fmt.Errorf("option compatibility %q is not one of %s, registry", o.Compat, strings.Join(avroCompatibilityLevels, ", "))
+	}
+	topic, err := parseTopicTemplate(o.Topic)
+	if err != nil {
+		return nil, topicTemplate{}, err
+	}
+	return &schemaRegistry{base: strings.TrimSuffix(o.RegistryURL, "/"), client: &http.Client{Timeout: o.Timeout}, compat: compat,
+		ids: map[string]uint32{}, configured: map[string]bool{}}, topic, nil
+}
+
 // NewAvro is the Factory of the avro KCOP.
 func NewAvro(opts Options) (KCOP, error) {
 	o := struct {
-		RegistryURL string        `mapstructure:"registry_url"`
-		Topic       string        `mapstructure:"topic"`
-		Deletes     string        `mapstructure:"deletes"`
-		Timeout     time.Duration `mapstructure:"timeout"`
-		Compat      string        `mapstructure:"compatibility"`
-	}{Topic: jsonDefaultTopic, Deletes: "tombstone", Timeout: 10 * time.Second, Compat: "BACKWARD"}
+		avroCommonOptions `mapstructure:",squash"`
+		Deletes           string `mapstructure:"deletes"`
+	}{avroCommonOptions: defaultAvroOptions(), Deletes: "tombstone"}
 	if err := opts.Decode(&o); err != nil {
 		return nil, err
 	}
 	if o.Deletes != "tombstone" && o.Deletes != "row" {
 		return nil, fmt.Errorf("option deletes %q is not one of tombstone, row", o.Deletes)
 	}
-	registry, err := newSchemaRegistry(o.RegistryURL, o.Timeout, o.Compat)
-	if err != nil {
-		return nil, err
-	}
-	topic, err := parseTopicTemplate(o.Topic)
+	registry, topic, err := o.open()
 	if err != nil {
 		return nil, err
 	}
 	return &Avro{topic: topic, rowDel: o.Deletes == "row", registry: registry}, nil
-}
-
-func newSchemaRegistry(url string, timeout time.Duration, compat string) (*schemaRegistry, error) {
-	if url == "" {
-		return nil, fmt.Errorf("option registry_url is empty; name the schema registry, e.g. http://127.0.0.1:8081")
-	}
-	compat = strings.ToUpper(compat)
-	if compat == "REGISTRY" {
-		compat = ""
-	} else if !slices.Contains(avroCompatibilityLevels, compat) {
-		return nil, fmt.Errorf("option compatibility %q is not one of %s, registry", compat, strings.Join(avroCompatibilityLevels, ", "))
-	}
-	return &schemaRegistry{base: strings.TrimSuffix(url, "/"), client: &http.Client{Timeout: timeout}, compat: compat,
-		ids: map[string]uint32{}, configured: map[string]bool{}}, nil
 }
 
 // avroTypeOf maps a source type name to an Avro type.
@@ -167,37 +177,62 @@ func avroName(s string) string {
 	return b.String()
 }
 
-func (a *Avro) record(ctx context.Context, t *change.Table, subject, name string, idx []int, nullable bool) (*avroRecord, error) {
-	rec := &avroRecord{}
-	var fields []map[string]any
+// avroColumns maps the columns idx of t to Avro fields, and their schema entries.
+func avroColumns(t *change.Table, idx []int, nullable bool) ([]avroField, []any, error) {
+	var fields []avroField
+	var schema []any
 	seen := map[string]bool{}
 	for _, i := range idx {
 		col := t.Columns[i]
 		f := avroField{name: avroName(col.Name), column: col.Name, typ: avroTypeOf(col.Type), nullable: nullable}
 		if seen[f.name] {
-			return nil, fmt.Errorf("avro: columns of %s map to the same Avro field name %s; rename one", t.QualifiedName(), f.name)
+			return nil, nil, fmt.Errorf("avro: columns of %s map to the same Avro field name %s; rename one", t.QualifiedName(), f.name)
 		}
 		seen[f.name] = true
 		field := map[string]any{"name": f.name, "type": f.typ}
 		if nullable {
 			field["type"], field["default"] = []any{"null", f.typ}, nil
 		}
-		fields = append(fields, field)
-		rec.fields = append(rec.fields, f)
+		schema = append(schema, field)
+		fields = append(fields, f)
 	}
-	schema, err := json.Marshal(map[string]any{"type": "record", "name": name,
-		"namespace": avroName(t.Database) + "." + avroName(t.Schema), "fields": fields})
+	return fields, schema, nil
+}
+
+// avroNamespace is the Avro namespace of t's records.
+func avroNamespace(t *change.Table) string { return avroName(t.Database) + "." + avroName(t.Schema) }
+
+// registerSchema compiles schema and registers it under subject; fields name the columns it holds,
+// for the error of a refused version.
+func registerSchema(ctx context.Context, r *schemaRegistry, t *change.Table, subject string, schema map[string]any, fields []avroField) (*goavro.Codec, uint32, error) {
+	text, err := json.Marshal(schema)
+	if err != nil {
+		return nil, 0, err
+	}
+	codec, err := goavro.NewCodec(string(text))
+	if err != nil {
+		return nil, 0, fmt.Errorf("avro: the schema of %s: %w", t.QualifiedName(), err)
+	}
+	id, err := r.register(ctx, subject, string(text))
+	if err != nil {
+		if errors.Is(err, errSchemaRefused) {
+			err = fmt.Errorf("%w%s", err, r.differences(ctx, subject, fields))
+		}
+		return nil, 0, fmt.Errorf("avro: registering the schema of %s under %s: %w", t.QualifiedName(), subject, err)
+	}
+	return codec, id, nil
+}
+
+func (a *Avro) record(ctx context.Context, t *change.Table, subject, name string, idx []int, nullable bool) (*avroRecord, error) {
+	fields, schema, err := avroColumns(t, idx, nullable)
 	if err != nil {
 		return nil, err
 	}
-	if rec.codec, err = goavro.NewCodec(string(schema)); err != nil {
-		return nil, fmt.Errorf("avro: the schema of %s: %w", t.QualifiedName(), err)
-	}
-	if rec.id, err = a.registry.register(ctx, subject, string(schema)); err != nil {
-		if errors.Is(err, errSchemaRefused) {
-			err = fmt.Errorf("%w%s", err, a.registry.differences(ctx, subject, rec.fields))
-		}
-		return nil, fmt.Errorf("avro: registering the schema of %s under %s: %w", t.QualifiedName(), subject, err)
+	rec := &avroRecord{fields: fields}
+	rec.codec, rec.id, err = registerSchema(ctx, a.registry, t, subject,
+		map[string]any{"type": "record", "name": name, "namespace": avroNamespace(t), "fields": schema}, fields)
+	if err != nil {
+		return nil, err
 	}
 	return rec, nil
 }
@@ -223,13 +258,36 @@ func (a *Avro) table(ctx context.Context, t *change.Table) (*avroTable, error) {
 
 // encode writes row's columns idx in Confluent's wire format.
 func (r *avroRecord) encode(t *change.Table, row change.Row, idx []int) ([]byte, error) {
+	native, err := avroNativeRow(t, row, idx, r.fields, nil)
+	if err != nil {
+		return nil, err
+	}
+	return confluentEncode(r.codec, r.id, native)
+}
+
+// confluentEncode writes native in Confluent's wire format: a zero byte, the schema id, the Avro
+// binary.
+func confluentEncode(codec *goavro.Codec, id uint32, native map[string]any) ([]byte, error) {
+	out := make([]byte, 5, 64)
+	binary.BigEndian.PutUint32(out[1:], id)
+	return codec.BinaryFromNative(out, native)
+}
+
+// avroNativeRow is row's columns idx as goavro's native record. A value the source did not send is
+// an error, unless unsent collects the names of such columns (which are then written as null).
+func avroNativeRow(t *change.Table, row change.Row, idx []int, fields []avroField, unsent *[]string) (map[string]any, error) {
 	native := make(map[string]any, len(idx))
 	for n, i := range idx {
-		f := r.fields[n]
+		f := fields[n]
 		v := row[i]
 		switch v.Kind {
 		case change.Unchanged, change.Absent:
-			return nil, fmt.Errorf("avro: column %s of %s was not sent by the source (an unchanged TOAST value), which an Avro record cannot leave out; set REPLICA IDENTITY FULL on the table", f.column, t.QualifiedName())
+			if unsent == nil || !f.nullable {
+				return nil, fmt.Errorf("avro: column %s of %s was not sent by the source (an unchanged TOAST value), which an Avro record cannot leave out; set REPLICA IDENTITY FULL on the table", f.column, t.QualifiedName())
+			}
+			*unsent = append(*unsent, f.column)
+			native[f.name] = nil
+			continue
 		case change.Null:
 			if !f.nullable {
 				return nil, fmt.Errorf("avro: key column %s of %s is NULL", f.column, t.QualifiedName())
@@ -246,9 +304,7 @@ func (r *avroRecord) encode(t *change.Table, row change.Row, idx []int) ([]byte,
 		}
 		native[f.name] = x
 	}
-	out := make([]byte, 5, 64)
-	binary.BigEndian.PutUint32(out[1:], r.id)
-	return r.codec.BinaryFromNative(out, native)
+	return native, nil
 }
 
 func avroNative(typ string, v any) (any, error) {
@@ -401,7 +457,9 @@ func (r *schemaRegistry) configure(ctx context.Context, subject string) error {
 }
 
 // differences describes how fields differ from the latest version registered under subject, for
-// the error of a refused schema; it says nothing when that version cannot be read.
+// the error of a refused schema; it says nothing when that version cannot be read. Fields of nested
+// records (the images of an audit record) count as columns too; a field with no typ is only looked
+// for, not compared.
 func (r *schemaRegistry) differences(ctx context.Context, subject string, fields []avroField) string {
 	status, data, err := r.do(ctx, http.MethodGet, "/subjects/"+subject+"/versions/latest", nil)
 	if err != nil || status != http.StatusOK {
@@ -411,26 +469,19 @@ func (r *schemaRegistry) differences(ctx context.Context, subject string, fields
 		Version int    `json:"version"`
 		Schema  string `json:"schema"`
 	}
-	var schema struct {
-		Fields []struct {
-			Name string          `json:"name"`
-			Type json.RawMessage `json:"type"`
-		} `json:"fields"`
-	}
+	var schema any
 	if json.Unmarshal(data, &latest) != nil || json.Unmarshal([]byte(latest.Schema), &schema) != nil {
 		return ""
 	}
 	old := map[string]string{}
-	for _, f := range schema.Fields {
-		old[f.Name] = avroBaseType(f.Type)
-	}
+	avroFieldTypes(schema, old)
 	var diffs []string
 	for _, f := range fields {
 		was, ok := old[f.name]
 		switch {
 		case !ok:
 			diffs = append(diffs, fmt.Sprintf("column %s is new (%s)", f.column, f.typ))
-		case was != f.typ:
+		case f.typ != "" && was != f.typ:
 			diffs = append(diffs, fmt.Sprintf("column %s changed from %s to %s", f.column, was, f.typ))
 		}
 		delete(old, f.name)
@@ -444,21 +495,36 @@ func (r *schemaRegistry) differences(ctx context.Context, subject string, fields
 	return fmt.Sprintf(" (against version %d: %s)", latest.Version, strings.Join(diffs, "; "))
 }
 
-// avroBaseType is the non-null type of a field's type: "long" for "long" and for ["null","long"].
-func avroBaseType(raw json.RawMessage) string {
-	var name string
-	if json.Unmarshal(raw, &name) == nil {
-		return name
+// avroFieldTypes collects the fields of the record schema and of the records nested in it, each
+// with its type without null: "long" for "long" and for ["null","long"].
+func avroFieldTypes(schema any, into map[string]string) {
+	rec, ok := schema.(map[string]any)
+	if !ok {
+		return
 	}
-	var union []json.RawMessage
-	if json.Unmarshal(raw, &union) == nil {
-		for _, u := range union {
-			if t := avroBaseType(u); t != "null" {
-				return t
+	fields, _ := rec["fields"].([]any)
+	for _, f := range fields {
+		field, _ := f.(map[string]any)
+		name, _ := field["name"].(string)
+		typ := field["type"]
+		if union, ok := typ.([]any); ok {
+			for _, u := range union {
+				if u != "null" {
+					typ = u
+				}
+			}
+		}
+		switch t := typ.(type) {
+		case string:
+			into[name] = t
+		case map[string]any:
+			if t["type"] == "record" {
+				avroFieldTypes(t, into)
+			} else {
+				into[name], _ = t["type"].(string)
 			}
 		}
 	}
-	return string(raw)
 }
 
 // register returns the schema's id under subject, registering it when it is new. A registry that

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -33,7 +34,8 @@ func TestAvroReadByConfluentClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	old := fmt.Sprintf("kcops:\n  - type: json\n    topic: \"%s.{table}\"\n", h.id)
-	chain := fmt.Sprintf("kcops:\n  - type: avro\n    registry_url: %s\n    topic: \"%s.{table}\"\n", registry, h.id)
+	chain := fmt.Sprintf("kcops:\n  - type: avro\n    registry_url: %s\n    topic: \"%s.{table}\"\n"+
+		"  - type: avro-audit\n    registry_url: %[1]s\n    topic: \"%[2]s.audit.{table}\"\n", registry, h.id)
 	if err := os.WriteFile(h.cfgPath, []byte(strings.Replace(string(cfg), old, chain, 1)), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -109,6 +111,37 @@ func TestAvroReadByConfluentClient(t *testing.T) {
 		if !held[id] && v != nil {
 			t.Errorf("account %s is gone from PostgreSQL, but its last record is %v, not a tombstone", id, v)
 		}
+	}
+
+	// The single-row audit records, one per change in source order, read by the same client.
+	out, err = exec.Command(python, "testdata/read_avro.py", strings.Join(h.brokers, ","), registry, h.id+".audit.accounts", "7").CombinedOutput()
+	if err != nil {
+		t.Fatalf("the Confluent client on the audit topic: %v\n%s", err, out)
+	}
+	var trail []string
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		var rec struct {
+			Value struct {
+				Op     string         `json:"AUD_OP"`
+				Before map[string]any `json:"beforeImage"`
+				After  map[string]any `json:"afterImage"`
+			} `json:"value"`
+		}
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("%v: %s", err, line)
+		}
+		id := func(img map[string]any) string {
+			if img == nil {
+				return "-"
+			}
+			return fmt.Sprint(img["id"])
+		}
+		trail = append(trail, rec.Value.Op+id(rec.Value.Before)+">"+id(rec.Value.After))
+	}
+	// Under REPLICA IDENTITY DEFAULT an update sends no before image unless its key changes, when it
+	// sends the old key.
+	if want := []string{"r->1", "c->2", "c->3", "u->1", "d3>-", "u2>4", "c->5"}; !slices.Equal(trail, want) {
+		t.Errorf("the audit trail %v, want %v", trail, want)
 	}
 
 	// A column whose type changes is refused by the registry (BACKWARD): cdcd stops, naming the
