@@ -24,7 +24,7 @@ func init() {
 	Register("avro", NewAvro)
 	Document("avro",
 		OptionDoc{"registry_url", "string", "", "the Confluent-compatible schema registry, e.g. http://registry:8081 (Apicurio: .../apis/ccompat/v7)"},
-		OptionDoc{"topic", "string", jsonDefaultTopic, "the topic of each table's records; {database}, {schema} and {table} are replaced"},
+		topicDoc, topicsDoc,
 		OptionDoc{"deletes", "string", "tombstone", "a delete as a tombstone (the key, no value) or as row (the deleted row as the value)"},
 		OptionDoc{"timeout", "duration", "10s", "bound of each registry request; a registry that does not answer is retried"},
 		OptionDoc{"compatibility", "string", "BACKWARD", "the compatibility level cdcd sets on its subjects (BACKWARD, BACKWARD_TRANSITIVE, FORWARD, FORWARD_TRANSITIVE, FULL, FULL_TRANSITIVE, NONE), or registry to leave the registry's setting"})
@@ -85,14 +85,14 @@ type avroField struct {
 
 // avroCommonOptions are the options of every KCOP writing through the schema registry.
 type avroCommonOptions struct {
-	RegistryURL string        `mapstructure:"registry_url"`
-	Topic       string        `mapstructure:"topic"`
-	Timeout     time.Duration `mapstructure:"timeout"`
-	Compat      string        `mapstructure:"compatibility"`
+	topicOptions `mapstructure:",squash"`
+	RegistryURL  string        `mapstructure:"registry_url"`
+	Timeout      time.Duration `mapstructure:"timeout"`
+	Compat       string        `mapstructure:"compatibility"`
 }
 
 func defaultAvroOptions() avroCommonOptions {
-	return avroCommonOptions{Topic: jsonDefaultTopic, Timeout: 10 * time.Second, Compat: "BACKWARD"}
+	return avroCommonOptions{topicOptions: defaultTopicOptions(), Timeout: 10 * time.Second, Compat: "BACKWARD"}
 }
 
 // open checks the options and makes the registry client and the topic template.
@@ -106,7 +106,7 @@ func (o avroCommonOptions) open() (*schemaRegistry, topicTemplate, error) {
 	} else if !slices.Contains(avroCompatibilityLevels, compat) {
 		return nil, topicTemplate{}, fmt.Errorf("option compatibility %q is not one of %s, registry", o.Compat, strings.Join(avroCompatibilityLevels, ", "))
 	}
-	topic, err := parseTopicTemplate(o.Topic)
+	topic, err := o.route()
 	if err != nil {
 		return nil, topicTemplate{}, err
 	}

@@ -15,7 +15,7 @@ func init() {
 		Register(name, func(opts Options) (KCOP, error) { return newAvroAudit(opts, name == "avro-audit-rows") })
 		Document(name,
 			OptionDoc{"registry_url", "string", "", "the Confluent-compatible schema registry, e.g. http://registry:8081 (Apicurio: .../apis/ccompat/v7)"},
-			OptionDoc{"topic", "string", jsonDefaultTopic, "the topic of each table's records; {database}, {schema} and {table} are replaced"},
+			topicDoc, topicsDoc,
 			OptionDoc{"timeout", "duration", "10s", "bound of each registry request; a registry that does not answer is retried"},
 			OptionDoc{"compatibility", "string", "BACKWARD", "the compatibility level cdcd sets on its subjects, or registry to leave the registry's setting"})
 	}

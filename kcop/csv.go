@@ -17,7 +17,7 @@ import (
 func init() {
 	Register("csv-audit", NewCSVAudit)
 	Document("csv-audit",
-		OptionDoc{"topic", "string", jsonDefaultTopic, "the topic of each table's records; {database}, {schema} and {table} are replaced"},
+		topicDoc, topicsDoc,
 		OptionDoc{"delimiter", "string", ",", "the field delimiter, one character"},
 		OptionDoc{"null", "string", `\N`, "written for SQL NULL and for every column of an image the change lacks (an insert's before image)"},
 		OptionDoc{"unsent", "string", `\U`, "written for a value the source did not send (an unchanged TOAST value, a column missing from a key-only before image); never written as NULL"})
@@ -46,15 +46,15 @@ type CSVAudit struct {
 // NewCSVAudit is the Factory of the csv-audit KCOP.
 func NewCSVAudit(opts Options) (KCOP, error) {
 	o := struct {
-		Topic     string `mapstructure:"topic"`
-		Delimiter string `mapstructure:"delimiter"`
-		Null      string `mapstructure:"null"`
-		Unsent    string `mapstructure:"unsent"`
-	}{Topic: jsonDefaultTopic, Delimiter: ",", Null: `\N`, Unsent: `\U`}
+		topicOptions `mapstructure:",squash"`
+		Delimiter    string `mapstructure:"delimiter"`
+		Null         string `mapstructure:"null"`
+		Unsent       string `mapstructure:"unsent"`
+	}{topicOptions: defaultTopicOptions(), Delimiter: ",", Null: `\N`, Unsent: `\U`}
 	if err := opts.Decode(&o); err != nil {
 		return nil, err
 	}
-	topic, err := parseTopicTemplate(o.Topic)
+	topic, err := o.route()
 	if err != nil {
 		return nil, err
 	}

@@ -22,7 +22,7 @@ const (
 func init() {
 	Register("json", NewJSON)
 	Document("json",
-		OptionDoc{"topic", "string", jsonDefaultTopic, "the topic of each table's records; {database}, {schema} and {table} are replaced"},
+		topicDoc, topicsDoc,
 		OptionDoc{"tombstones", "bool", strconv.FormatBool(jsonDefaultTombstones), "write a tombstone (the key with a null value) after each delete"})
 }
 
@@ -53,17 +53,17 @@ type JSON struct {
 
 // jsonOptions are the json KCOP's options.
 type jsonOptions struct {
-	Topic      string `mapstructure:"topic"`
-	Tombstones bool   `mapstructure:"tombstones"`
+	topicOptions `mapstructure:",squash"`
+	Tombstones   bool `mapstructure:"tombstones"`
 }
 
 // NewJSON is the Factory of the json KCOP.
 func NewJSON(opts Options) (KCOP, error) {
-	o := jsonOptions{Topic: jsonDefaultTopic, Tombstones: jsonDefaultTombstones}
+	o := jsonOptions{topicOptions: defaultTopicOptions(), Tombstones: jsonDefaultTombstones}
 	if err := opts.Decode(&o); err != nil {
 		return nil, err
 	}
-	topic, err := parseTopicTemplate(o.Topic)
+	topic, err := o.route()
 	if err != nil {
 		return nil, err
 	}
@@ -399,8 +399,48 @@ func appendString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
-// topicTemplate is a topic name with {database}, {schema} and {table} placeholders.
-type topicTemplate struct{ parts []string }
+var (
+	topicDoc  = OptionDoc{"topic", "string", jsonDefaultTopic, "the topic of each table's records; {database}, {schema} and {table} are replaced"}
+	topicsDoc = OptionDoc{"topics", "map", "", "per-table topics overriding topic, e.g. {public.orders: orders.all}; templates too"}
+)
+
+// topicOptions are every formatter's topic options: a template for all tables, and per-table
+// overrides (schema.table, MySQL: database.table) that may be templates too.
+type topicOptions struct {
+	Topic  string            `mapstructure:"topic"`
+	Topics map[string]string `mapstructure:"topics"`
+}
+
+func defaultTopicOptions() topicOptions { return topicOptions{Topic: jsonDefaultTopic} }
+
+// route parses the options into the topic template with its overrides.
+func (o topicOptions) route() (topicTemplate, error) {
+	t, err := parseTopicTemplate(o.Topic)
+	if err != nil {
+		return t, err
+	}
+	for table, topic := range o.Topics {
+		if s, n, ok := strings.Cut(table, "."); !ok || s == "" || n == "" {
+			return t, fmt.Errorf("option topics: %q is not qualified; write it as schema.table (MySQL: database.table)", table)
+		}
+		over, err := parseTopicTemplate(topic)
+		if err != nil {
+			return t, fmt.Errorf("option topics: %s: %w", table, err)
+		}
+		if t.overrides == nil {
+			t.overrides = map[string]topicTemplate{}
+		}
+		t.overrides[table] = over
+	}
+	return t, nil
+}
+
+// topicTemplate is a topic name with {database}, {schema} and {table} placeholders, and the
+// templates of the tables that override it.
+type topicTemplate struct {
+	parts     []string
+	overrides map[string]topicTemplate
+}
 
 func parseTopicTemplate(s string) (topicTemplate, error) {
 	if s == "" {
@@ -434,6 +474,9 @@ func parseTopicTemplate(s string) (topicTemplate, error) {
 }
 
 func (t topicTemplate) expand(tbl *change.Table) string {
+	if over, ok := t.overrides[tbl.QualifiedName()]; ok {
+		return over.expand(tbl)
+	}
 	if len(t.parts) == 1 {
 		return t.parts[0]
 	}

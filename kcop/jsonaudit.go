@@ -11,7 +11,7 @@ import (
 func init() {
 	Register("json-audit", NewJSONAudit)
 	Document("json-audit",
-		OptionDoc{"topic", "string", jsonDefaultTopic, "the topic of each table's records; {database}, {schema} and {table} are replaced"},
+		topicDoc, topicsDoc,
 		OptionDoc{"before_prefix", "string", "B_", "the prefix of the before image's columns"})
 }
 
@@ -33,16 +33,16 @@ type JSONAudit struct {
 // NewJSONAudit is the Factory of the json-audit KCOP.
 func NewJSONAudit(opts Options) (KCOP, error) {
 	o := struct {
-		Topic        string `mapstructure:"topic"`
+		topicOptions `mapstructure:",squash"`
 		BeforePrefix string `mapstructure:"before_prefix"`
-	}{Topic: jsonDefaultTopic, BeforePrefix: "B_"}
+	}{topicOptions: defaultTopicOptions(), BeforePrefix: "B_"}
 	if err := opts.Decode(&o); err != nil {
 		return nil, err
 	}
 	if o.BeforePrefix == "" {
 		return nil, fmt.Errorf("option before_prefix is empty: the before image's columns would collide with the after image's")
 	}
-	topic, err := parseTopicTemplate(o.Topic)
+	topic, err := o.route()
 	if err != nil {
 		return nil, err
 	}

@@ -18,6 +18,11 @@ func TestBuildKCOPNamesBadEntries(t *testing.T) {
 		{map[string]any{"type": "protobuf"}, `kcop "protobuf" is not known`},
 		{map[string]any{"type": "avro"}, "registry_url is empty"},
 		{map[string]any{"type": "txn-alert", "sum": "total", "over": "lots", "topic": "a"}, "not a number"},
+		{map[string]any{"type": "json", "headers": map[string]any{"x": "user"}}, `headers: x: "user" is not one of op, ts`},
+		{map[string]any{"type": "json", "headers": map[string]any{"cdcd.txn": "txid"}}, "ordering headers"},
+		{map[string]any{"type": "mask", "columns": []any{"a"}, "headers": map[string]any{"x": "op"}}, "set headers on the formatter after it"},
+		{map[string]any{"type": "json", "topics": map[string]any{"orders": "x"}}, `option topics: "orders" is not qualified`},
+		{map[string]any{"type": "avro-audit", "registry_url": "http://x", "compatibility": "loose"}, `compatibility "loose"`},
 	} {
 		_, err := buildKCOP([]map[string]any{tc.entry})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

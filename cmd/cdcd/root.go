@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime/debug"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -90,7 +91,8 @@ func newConfigCommand(g *globalFlags) *cobra.Command {
 					fmt.Fprintf(out, "  %s.%s (%s, default %s): %s\n", name, o.Name, o.Type, o.Default, o.Doc)
 				}
 			}
-			_, err := fmt.Fprintln(out, "\nEvery kcops entry also takes tables: the tables it applies to (schema.table; all when absent).")
+			_, err := fmt.Fprintf(out, "\nEvery kcops entry also takes tables: the tables it applies to (schema.table; all when absent),\n"+
+				"and a formatter's entry headers: {header key: source}, a source being one of %s.\n", strings.Join(kcop.HeaderSources, ", "))
 			return err
 		},
 	})

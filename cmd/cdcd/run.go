@@ -60,13 +60,15 @@ func newLogger(c config.Log) *slog.Logger {
 }
 
 // buildKCOP builds the chain of the kcops entries. Every entry takes, besides its KCOP's own
-// options, tables: the tables it applies to (all when absent).
+// options, tables: the tables it applies to (all when absent), and headers: the headers added to
+// the records it writes (kcop.WithHeaders).
 func buildKCOP(entries []map[string]any) (kcop.KCOP, error) {
 	var chain kcop.Chain
 	for i, e := range entries {
 		opts := make(map[string]any, len(e))
 		var name string
 		var tables []string
+		var headers map[string]string
 		for k, v := range e {
 			switch k {
 			case "type":
@@ -84,11 +86,22 @@ func buildKCOP(entries []map[string]any) (kcop.KCOP, error) {
 					}
 				}
 				tables = o.Tables
+			case "headers":
+				var o struct {
+					Headers map[string]string `mapstructure:"headers"`
+				}
+				if err := kcop.NewOptions(map[string]any{"headers": v}).Decode(&o); err != nil {
+					return nil, fmt.Errorf("kcops[%d]: headers: %w", i, err)
+				}
+				headers = o.Headers
 			default:
 				opts[k] = v
 			}
 		}
 		k, err := kcop.New(name, kcop.NewOptions(opts))
+		if err == nil {
+			k, err = kcop.WithHeaders(k, headers)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("kcops[%d]: %w", i, err)
 		}

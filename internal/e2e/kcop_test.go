@@ -2,14 +2,21 @@ package e2e
 
 import (
 	"context"
+	crand "crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cdcd-dev/cdcd/kcop"
 )
 
 // TestKCOPChainEndToEnd: one chain writes every change whole to a restricted topic, a masked
@@ -22,9 +29,31 @@ func TestKCOPChainEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	key, err := rsa.GenerateKey(crand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "public.pem")
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	chain := fmt.Sprintf(`kcops:
   - type: json
     topic: "%[1]s.full.{table}"
+    headers: {audit-txid: txid, audit-op: op, customer: column.customer}
+  - type: json-audit
+    topic: "%[1]s.audit.other"
+    topics: {%[2]s.orders: "%[1]s.audit.{table}"}
+  - type: encrypt
+    columns: [email]
+    public_key_file: %[3]s
+  - type: json
+    topic: "%[1]s.secret.{table}"
+    tombstones: false
   - type: mask
     tables: [%[2]s.orders]
     columns: [email]
@@ -43,7 +72,7 @@ func TestKCOPChainEndToEnd(t *testing.T) {
   - type: json
     topic: "%[1]s.alerts"
     tombstones: false
-`, h.id, h.schema)
+`, h.id, h.schema, keyFile)
 	old := fmt.Sprintf("kcops:\n  - type: json\n    topic: \"%s.{table}\"\n", h.id)
 	if !strings.Contains(string(cfg), old) {
 		t.Fatalf("the harness's kcops section changed:\n%s", cfg)
@@ -114,6 +143,7 @@ func TestKCOPChainEndToEnd(t *testing.T) {
 	got := map[string]bool{}         // ids with an alert
 	gotBig := map[string]string{}    // xid -> sum of the transaction alerts
 	lastTopic := map[string]string{} // xid -> the topic of the transaction's last record
+	audited, decrypted := 0, 0
 	c := newTCC(t, h)
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
@@ -178,6 +208,43 @@ func TestKCOPChainEndToEnd(t *testing.T) {
 					if env.After != nil && (env.After["customer"] == nil || string(env.After["email"]) == `"****"`) {
 						t.Errorf("a full record is not whole: %s", env.After)
 					}
+					headers := map[string]string{}
+					for _, hd := range op.Headers {
+						headers[hd.Key] = string(hd.Value)
+					}
+					if headers["audit-txid"] != tx.ID || headers["audit-op"] != env.Op {
+						t.Errorf("transaction %s: a %s record has headers %v", tx.ID, env.Op, headers)
+					}
+					// The test wrote customer c<id mod 7>, and updates append +.
+					var k struct{ ID int }
+					_ = json.Unmarshal(op.Key, &k)
+					if want := fmt.Sprintf("c%d", k.ID%7); env.Op == "c" && headers["customer"] != want ||
+						env.Op == "u" && !strings.HasPrefix(headers["customer"], want+"+") {
+						t.Errorf("order %d (%s): header customer %q", k.ID, env.Op, headers["customer"])
+					}
+				case topic == "audit.orders":
+					var audit struct {
+						TxID string `json:"AUD_TXID"`
+					}
+					if err := json.Unmarshal(op.Value, &audit); err != nil || audit.TxID != tx.ID {
+						t.Errorf("transaction %s carries the audit record %s (%v)", tx.ID, op.Value, err)
+					}
+					audited++
+				case strings.HasPrefix(topic, "secret."):
+					if env.After == nil {
+						continue
+					}
+					var k struct{ ID int }
+					_ = json.Unmarshal(op.Key, &k)
+					var sealed string
+					if err := json.Unmarshal(env.After["email"], &sealed); err != nil {
+						t.Fatalf("order %d: the encrypted email %s: %v", k.ID, env.After["email"], err)
+					}
+					plain, err := kcop.Decrypt(key, sealed)
+					if want := fmt.Sprintf("c%d@example.com", k.ID); err != nil || string(plain) != want {
+						t.Errorf("order %d: the email decrypts to %q (%v), want %q", k.ID, plain, err, want)
+					}
+					decrypted++
 				default:
 					t.Errorf("a record in topic %s", op.Topic)
 				}
@@ -197,7 +264,10 @@ func TestKCOPChainEndToEnd(t *testing.T) {
 			t.Errorf("an alert for transaction %s (sum %s), which PostgreSQL sums to 1500 or less", xid, sum)
 		}
 	}
-	t.Logf("%d transactions, %d over 1500", txns, len(bigTxns))
+	if audited == 0 || decrypted == 0 {
+		t.Errorf("%d audit records in the overriding topic, %d encrypted emails", audited, decrypted)
+	}
+	t.Logf("%d transactions, %d over 1500, %d audit records, %d emails decrypted", txns, len(bigTxns), audited, decrypted)
 	var alerted []string
 	for id := range got {
 		alerted = append(alerted, id)
