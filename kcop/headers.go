@@ -183,3 +183,9 @@ func (h *headered) CommitTxn(ctx context.Context, c *change.Commit, dst []Record
 	addHeaders(dst[first:], headers)
 	return dst, nil
 }
+
+// Claims implements Claimer for a KCOP that claims changes.
+func (h *headered) Claims(c *change.Change) bool {
+	cl, ok := h.k.(Claimer)
+	return ok && cl.Claims(c)
+}

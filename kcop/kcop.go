@@ -127,7 +127,8 @@ func New(name string, opts Options) (KCOP, error) {
 // is a Filter and drops the change ends the chain for it; a step that is a Transformer gives the
 // steps after it its new change; every step's Process then runs on the change as it stands (filters
 // and transformers write nothing of their own). The usual order is filters, then transforms, then
-// one or more formatters, each to its own topics.
+// one or more formatters, each to its own topics. A step that is a Claimer and claims the change
+// ends the chain after its own records.
 type Chain []KCOP
 
 // Process implements KCOP.
@@ -150,8 +151,18 @@ func (ch Chain) Process(ctx context.Context, c *change.Change, dst []Record) ([]
 		if dst, err = k.Process(ctx, c, dst); err != nil {
 			return dst, err
 		}
+		if cl, ok := k.(Claimer); ok && cl.Claims(c) {
+			return dst, nil
+		}
 	}
 	return dst, nil
+}
+
+// Claimer is an optional interface of a KCOP that takes some changes for itself (the outbox
+// router takes its table's rows): after its records for a change it claims, the chain ends, so the
+// steps after it never publish that change.
+type Claimer interface {
+	Claims(c *change.Change) bool
 }
 
 // TxnObserver is an optional interface of a KCOP that follows whole source transactions (audit
@@ -186,6 +197,12 @@ func (ch Chain) CommitTxn(ctx context.Context, c *change.Commit, dst []Record) (
 		}
 	}
 	return dst, nil
+}
+
+// Claims implements Claimer for the steps that claim changes.
+func (s scoped) Claims(c *change.Change) bool {
+	cl, ok := s.k.(Claimer)
+	return ok && s.applies(c) && cl.Claims(c)
 }
 
 // ForTables applies k only to the changes of the listed tables (schema.name); the chain passes the

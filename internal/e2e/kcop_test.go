@@ -278,3 +278,77 @@ func TestKCOPChainEndToEnd(t *testing.T) {
 		t.Errorf("alerts for orders %v; PostgreSQL holds orders over 500: %v", alerted, want)
 	}
 }
+
+// TestOutboxEndToEnd: rows an application inserts into its outbox table (and deletes in the same
+// transaction) become events routed by aggregate type, keyed by aggregate id, with PostgreSQL's own
+// text of the payload as the value; the outbox table itself is never published; and through the
+// tcc each event arrives in the transaction that wrote it, after the order written before it.
+func TestOutboxEndToEnd(t *testing.T) {
+	h := newHarness(t, `CREATE TABLE orders (id int PRIMARY KEY, total numeric(12,2) NOT NULL);
+		CREATE TABLE outbox (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), aggregatetype text NOT NULL, aggregateid text NOT NULL, type text NOT NULL, payload jsonb)`)
+	cfg, err := os.ReadFile(h.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := fmt.Sprintf("kcops:\n  - type: json\n    topic: \"%s.{table}\"\n", h.id)
+	chain := fmt.Sprintf("kcops:\n  - type: outbox\n    table: %s.outbox\n    topic: \"%s.event.{aggregatetype}\"\n", h.schema, h.id) + old[len("kcops:\n"):]
+	if err := os.WriteFile(h.cfgPath, []byte(strings.Replace(string(cfg), old, chain, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.start()
+	h.waitStreaming(time.Minute)
+	ctx := context.Background()
+	type event struct{ xid, id, aggID, payload string }
+	var events []event
+	for i := 1; i <= 20; i++ {
+		tx, err := h.conn.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO orders VALUES ($1, $2)", i, fmt.Sprintf("%d.%02d", i*7, i)); err != nil {
+			t.Fatal(err)
+		}
+		var e event
+		if err := tx.QueryRow(ctx, `INSERT INTO outbox (aggregatetype, aggregateid, type, payload)
+				SELECT 'Order', id::text, 'OrderCreated', jsonb_build_object('id', id, 'total', total, 'note', 'ü "quoted"') FROM orders WHERE id = $1
+				RETURNING (pg_current_xact_id()::text::bigint % 4294967296)::text, id::text, aggregateid, payload::text`, i).Scan(&e.xid, &e.id, &e.aggID, &e.payload); err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			if _, err := tx.Exec(ctx, "DELETE FROM outbox WHERE id = $1", e.id); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		events = append(events, e)
+	}
+	// An update of the outbox table is not an event.
+	h.exec("UPDATE outbox SET type = 'Changed'")
+
+	var got []event
+	// The 20 transactions, and the update's (with no records) or an initial snapshot's before them.
+	for _, tx := range drain(t, newTCC(t, h), len(events)+1) {
+		var topics []string
+		for _, op := range tx.Ops {
+			topics = append(topics, strings.TrimPrefix(op.Topic, h.id+"."))
+			if op.Topic != h.id+".event.Order" {
+				continue
+			}
+			e := event{xid: tx.ID, aggID: string(op.Key), payload: string(op.Value)}
+			for _, hd := range op.Headers {
+				if hd.Key == "id" {
+					e.id = string(hd.Value)
+				}
+			}
+			got = append(got, e)
+		}
+		if len(topics) > 0 && !slices.Equal(topics, []string{"orders", "event.Order"}) {
+			t.Errorf("transaction %s wrote to %v, want [orders event.Order]", tx.ID, topics)
+		}
+	}
+	if !slices.Equal(got, events) {
+		t.Errorf("events read through the tcc:\n%v\nPostgreSQL wrote:\n%v", got, events)
+	}
+}
