@@ -28,8 +28,9 @@ stack-down:
 stack-status:
 	scripts/stack.sh status
 
+## build: bin/cdcd with cgo, so that it can load KCOP plugins (build them with -trimpath too)
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -o bin/cdcd ./cmd/cdcd
+	CGO_ENABLED=1 $(GO) build -trimpath -o bin/cdcd ./cmd/cdcd
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/cdcd-demo ./cmd/cdcd-demo
 
 ## unit: the tests that need no server (the others skip when the stack is down)

@@ -61,7 +61,7 @@ func newLogger(c config.Log) *slog.Logger {
 
 // buildKCOP builds the chain of the kcops entries. Every entry takes, besides its KCOP's own
 // options, tables: the tables it applies to (all when absent), and headers: the headers added to
-// the records it writes (kcop.WithHeaders).
+// the records it writes (kcop.WithHeaders), and plugin: the Go plugin that holds its KCOP.
 func buildKCOP(entries []map[string]any) (kcop.KCOP, error) {
 	var chain kcop.Chain
 	for i, e := range entries {
@@ -86,6 +86,14 @@ func buildKCOP(entries []map[string]any) (kcop.KCOP, error) {
 					}
 				}
 				tables = o.Tables
+			case "plugin":
+				path, ok := v.(string)
+				if !ok || path == "" {
+					return nil, fmt.Errorf("kcops[%d]: plugin: want the path of a Go plugin (go build -buildmode=plugin), got %v", i, v)
+				}
+				if _, err := kcop.LoadPlugin(path); err != nil {
+					return nil, fmt.Errorf("kcops[%d]: %w", i, err)
+				}
 			case "headers":
 				var o struct {
 					Headers map[string]string `mapstructure:"headers"`

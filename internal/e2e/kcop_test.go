@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -350,5 +351,55 @@ func TestOutboxEndToEnd(t *testing.T) {
 	}
 	if !slices.Equal(got, events) {
 		t.Errorf("events read through the tcc:\n%v\nPostgreSQL wrote:\n%v", got, events)
+	}
+}
+
+// TestKCOPPluginEndToEnd: cdcd loads examples/kcop-plugin, built as a Go plugin with cdcd's build
+// flags, from its configuration, and the plugin's records reach a tcc consumer in their
+// transactions; `cdcd validate` names a plugin that cannot load before any data moves.
+func TestKCOPPluginEndToEnd(t *testing.T) {
+	if os.Getenv("CDCD_TEST_CDCD_BIN") != "" {
+		t.Skip("a plugin must be built with the flags of the cdcd that loads it; CDCD_TEST_CDCD_BIN names another binary")
+	}
+	so := filepath.Join(t.TempDir(), "kv.so")
+	if out, err := exec.Command("go", "build", "-race", "-tags", "failpoints", "-buildmode=plugin", "-o", so, "../../examples/kcop-plugin").CombinedOutput(); err != nil {
+		t.Fatalf("building the plugin: %v\n%s", err, out)
+	}
+	h := newHarness(t, "CREATE TABLE t (id int PRIMARY KEY, v text)")
+	cfg, err := os.ReadFile(h.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := fmt.Sprintf("kcops:\n  - type: json\n    topic: \"%s.{table}\"\n", h.id)
+	bad := strings.Replace(string(cfg), old, "kcops:\n  - {type: kv, plugin: /nonexistent/kv.so, topic: x}\n", 1)
+	if err := os.WriteFile(h.cfgPath, []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(cdcdBin, "validate", "-c", h.cfgPath).CombinedOutput(); err == nil || !strings.Contains(string(out), "plugin /nonexistent/kv.so") {
+		t.Errorf("validate with a missing plugin: %v\n%s", err, out)
+	}
+	good := strings.Replace(string(cfg), old, fmt.Sprintf("kcops:\n  - {type: kv, plugin: %s, topic: %s.kv}\n", so, h.id), 1)
+	if err := os.WriteFile(h.cfgPath, []byte(good), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.start()
+	h.waitStreaming(time.Minute)
+	h.exec("INSERT INTO t VALUES (1, 'a'), (2, NULL)")
+	h.exec("UPDATE t SET v = 'b' WHERE id = 1")
+	h.exec("DELETE FROM t WHERE id = 2")
+	table := h.schema + ".t"
+	want := [][]string{{"c " + table + " id=1 v=a", "c " + table + " id=2 v=NULL"}, {"u " + table + " id=1 v=b"}, {"d " + table + " id=2"}}
+	var got [][]string
+	for _, tx := range drain(t, newTCC(t, h), len(want)) {
+		var lines []string
+		for _, op := range tx.Ops {
+			lines = append(lines, string(op.Value))
+		}
+		if len(lines) > 0 {
+			got = append(got, lines)
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("the plugin's lines through the tcc:\n%q\nwant\n%q", got, want)
 	}
 }
