@@ -35,8 +35,14 @@ type progresser interface {
 //
 // Errors: an error the chain marks Retryable (a schema registry that timed out) is retried with
 // backoff on the same change, which has handed nothing to the sink yet, so nothing is lost or
-// written twice; every other error stops the pipeline as terminal, naming the change. The stage calls
-// the chain from one goroutine at a time; KCOPs must still be safe for concurrent use.
+// written twice; every other error stops the pipeline as terminal, naming the change.
+//
+// Parallelism: with SetWorkers(n > 1) the chain runs on up to n changes of a transaction at once, and
+// the stage still hands the sink every change's records in source order (so each partition keeps its
+// order); Begin and Commit wait for the transaction's changes, so the transaction observers see a
+// transaction's begin before any of its changes and its commit after all of them. With one worker
+// (the default) the chain is called from one goroutine at a time; KCOPs must be safe for concurrent
+// use either way.
 type Stage struct {
 	k        KCOP
 	sink     Sink
@@ -45,6 +51,21 @@ type Stage struct {
 	next     int
 	minDelay time.Duration
 	maxDelay time.Duration
+
+	// With more than one worker: the changes in flight, in source order, and a semaphore of workers.
+	workers int
+	sem     chan struct{}
+	pending []*stageJob
+	free    [][]Record // record slices the sink has let go of
+	held    []Record   // the slice handed to the sink last, held until its next call
+}
+
+// stageJob is one change the chain runs on in a goroutine of its own.
+type stageJob struct {
+	c    *change.Change
+	done chan struct{}
+	recs []Record
+	err  error
 }
 
 // NewStage returns a stage that runs k for sink.
@@ -52,11 +73,23 @@ func NewStage(k KCOP, sink Sink, log *slog.Logger) *Stage {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Stage{k: k, sink: sink, log: log, minDelay: 100 * time.Millisecond, maxDelay: 5 * time.Second}
+	return &Stage{k: k, sink: sink, log: log, minDelay: 100 * time.Millisecond, maxDelay: 5 * time.Second, workers: 1}
+}
+
+// SetWorkers sets how many changes of a transaction the chain may run on at once (at least 1); call
+// it before the stage's first use.
+func (s *Stage) SetWorkers(n int) {
+	s.workers = max(n, 1)
+	if s.workers > 1 {
+		s.sem = make(chan struct{}, s.workers)
+	}
 }
 
 // Begin tells the chain (when it observes transactions) and the sink of a transaction's begin.
 func (s *Stage) Begin(ctx context.Context, txn *change.Txn) error {
+	if err := s.drain(ctx, 0); err != nil {
+		return err
+	}
 	if o, ok := s.k.(TxnObserver); ok {
 		if err := o.BeginTxn(ctx, txn); err != nil {
 			return fault.Terminal("KCOP failed at the begin of transaction %s: %w", txn.ID, err)
@@ -67,6 +100,9 @@ func (s *Stage) Begin(ctx context.Context, txn *change.Txn) error {
 
 // Commit hands the sink the transaction's commit with the records the chain makes at it.
 func (s *Stage) Commit(ctx context.Context, c *change.Commit) error {
+	if err := s.drain(ctx, 0); err != nil {
+		return err
+	}
 	var closing []Record
 	if o, ok := s.k.(TxnObserver); ok {
 		buf := s.bufs[s.next][:0]
@@ -82,32 +118,116 @@ func (s *Stage) Commit(ctx context.Context, c *change.Commit) error {
 
 // Progress passes progress to the sink when it takes it.
 func (s *Stage) Progress(ctx context.Context, end string) error {
+	if err := s.drain(ctx, 0); err != nil {
+		return err
+	}
 	if p, ok := s.sink.(progresser); ok {
 		return p.Progress(ctx, end)
 	}
 	return nil
 }
 
-// Change runs the chain on c and hands its records to the sink.
+// Change runs the chain on c and hands its records to the sink (with several workers, possibly at
+// a later call, always in source order).
 func (s *Stage) Change(ctx context.Context, c *change.Change) error {
+	if s.workers > 1 {
+		return s.submit(ctx, c)
+	}
 	// Two buffers in turn: the sink may hold the previous change's records until this call.
-	buf := s.bufs[s.next][:0]
+	recs, err := s.process(ctx, c, s.bufs[s.next][:0])
+	if err != nil {
+		return err
+	}
+	s.bufs[s.next] = recs
+	s.next = 1 - s.next
+	return s.sink.Records(ctx, c, recs)
+}
+
+// submit starts the chain on c in a goroutine once a worker is free, and hands the sink the records
+// of the changes before it that are done, keeping at most four changes per worker in flight.
+func (s *Stage) submit(ctx context.Context, c *change.Change) error {
+	if err := s.drain(ctx, 4*s.workers-1); err != nil {
+		return err
+	}
+	job := &stageJob{c: c, done: make(chan struct{})}
+	if n := len(s.free); n > 0 {
+		job.recs, s.free = s.free[n-1][:0], s.free[:n-1]
+	}
+	select {
+	case s.sem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	go func() {
+		defer close(job.done)
+		defer func() { <-s.sem }()
+		job.recs, job.err = s.process(ctx, job.c, job.recs)
+	}()
+	s.pending = append(s.pending, job)
+	for len(s.pending) > 0 && s.pending[0].finished() {
+		if err := s.emit(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (j *stageJob) finished() bool {
+	select {
+	case <-j.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// drain hands the sink the records of the changes in flight, in order, until at most keep remain.
+func (s *Stage) drain(ctx context.Context, keep int) error {
+	for len(s.pending) > keep {
+		select {
+		case <-s.pending[0].done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if err := s.emit(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// emit hands the sink the records of the first change in flight, which is done.
+func (s *Stage) emit(ctx context.Context) error {
+	job := s.pending[0]
+	s.pending[0] = nil
+	s.pending = s.pending[1:]
+	if job.err != nil {
+		return job.err
+	}
+	// The sink may hold the slice it had last until this call.
+	if s.held != nil {
+		s.free = append(s.free, s.held)
+	}
+	s.held = job.recs
+	return s.sink.Records(ctx, job.c, job.recs)
+}
+
+// process runs the chain on c, retrying what it marks Retryable.
+func (s *Stage) process(ctx context.Context, c *change.Change, buf []Record) ([]Record, error) {
 	delay := s.minDelay
 	for attempt := 1; ; attempt++ {
-		recs, err := s.k.Process(ctx, c, buf)
+		recs, err := s.k.Process(ctx, c, buf[:0])
 		if err == nil {
-			s.bufs[s.next] = recs
-			s.next = 1 - s.next
-			return s.sink.Records(ctx, c, recs)
+			return recs, nil
 		}
 		if !IsRetryable(err) {
-			return fault.Terminal("KCOP failed on %v of %s in transaction %s (op %d): %w", c.Op, c.Table.QualifiedName(), c.Txn.ID, c.Index, err)
+			return buf, fault.Terminal("KCOP failed on %v of %s in transaction %s (op %d): %w", c.Op, c.Table.QualifiedName(), c.Txn.ID, c.Index, err)
 		}
 		s.log.Warn("KCOP failed with a retryable error; retrying the change", "table", c.Table.QualifiedName(),
 			"txn", c.Txn.ID, "op", c.Index, "attempt", attempt, "in", delay, "err", err)
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("KCOP retry of %s (op %d) stopped: %w (last error: %v)", c.Table.QualifiedName(), c.Index, ctx.Err(), err)
+			return buf, fmt.Errorf("KCOP retry of %s (op %d) stopped: %w (last error: %v)", c.Table.QualifiedName(), c.Index, ctx.Err(), err)
 		case <-time.After(delay):
 		}
 		delay = min(2*delay, s.maxDelay)

@@ -251,7 +251,9 @@ func runPipeline(ctx context.Context, cfg config.Config, src capture.Config, k k
 	}()
 	// Decoding and writing overlap: the source hands events through a queue to the KCOP stage,
 	// which hands records to the writer.
-	pipe := capture.NewPipeline(ctx, kcop.NewStage(k, w, log), 4096)
+	stage := kcop.NewStage(k, w, log)
+	stage.SetWorkers(cfg.KCOPWorkers)
+	pipe := capture.NewPipeline(ctx, stage, 4096)
 	from := capture.Resume{Position: w.Resume()}
 	if last := w.Last(); last != nil {
 		from.Lineage = last.Lineage

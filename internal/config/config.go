@@ -28,9 +28,11 @@ type Config struct {
 	Kafka  Kafka  `mapstructure:"kafka"`
 	// KCOPs is the chain every change goes through; each entry names its KCOP with "type" and
 	// carries that KCOP's options, e.g. {type: json, topic: "shop.{table}", tombstones: false}.
-	KCOPs   []map[string]any `mapstructure:"kcops" doc:"the KCOP chain every change goes through: a list of {type: <kcop>, <option>: ...}"`
-	Metrics Metrics          `mapstructure:"metrics"`
-	Log     Log              `mapstructure:"log"`
+	KCOPs []map[string]any `mapstructure:"kcops" doc:"the KCOP chain every change goes through: a list of {type: <kcop>, <option>: ...}"`
+	// KCOPWorkers is how many changes of a transaction the chain may run on at once.
+	KCOPWorkers int     `mapstructure:"kcop_workers" doc:"how many changes of a transaction the KCOP chain runs on at once (records still reach Kafka in source order); more pays for costly KCOPs (avro, encrypt)"`
+	Metrics     Metrics `mapstructure:"metrics"`
+	Log         Log     `mapstructure:"log"`
 }
 
 // Metrics configures the HTTP endpoint that serves /metrics (Prometheus) and /healthz.
@@ -132,9 +134,10 @@ func Default() Config {
 			TopicPartitions:    1,
 			ReplicationFactor:  -1,
 		},
-		KCOPs:   []map[string]any{{"type": "json"}},
-		Metrics: Metrics{Listen: "127.0.0.1:9187"},
-		Log:     Log{Level: "info", Format: "text"},
+		KCOPs:       []map[string]any{{"type": "json"}},
+		KCOPWorkers: 1,
+		Metrics:     Metrics{Listen: "127.0.0.1:9187"},
+		Log:         Log{Level: "info", Format: "text"},
 	}
 }
 
@@ -350,6 +353,9 @@ func (c Config) Check() error {
 		if t, _ := k["type"].(string); t == "" {
 			bad(fmt.Sprintf("kcops[%d]", i), "has no type; name the KCOP, e.g. type: json")
 		}
+	}
+	if c.KCOPWorkers < 1 || c.KCOPWorkers > 256 {
+		bad("kcop_workers", "%d is not between 1 and 256", c.KCOPWorkers)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

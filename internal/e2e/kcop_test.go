@@ -23,9 +23,10 @@ import (
 // TestKCOPChainEndToEnd: one chain writes every change whole to a restricted topic, a masked
 // projection to a shared topic, and the orders over 500 to an alert topic. The alert topic gets exactly
 // the orders PostgreSQL holds with a total over 500, and through the tcc each transaction's records,
-// in every topic, arrive together in source order.
+// in every topic, arrive together in source order, with the chain running on four changes at once.
 func TestKCOPChainEndToEnd(t *testing.T) {
-	h := newHarness(t, "CREATE TABLE orders (id int PRIMARY KEY, customer text NOT NULL, total numeric(12,2) NOT NULL, email text)")
+	h := newHarness(t, "CREATE TABLE orders (id int PRIMARY KEY, customer text NOT NULL, total numeric(12,2) NOT NULL, email text)",
+		"--set", "kcop_workers=4")
 	cfg, err := os.ReadFile(h.cfgPath)
 	if err != nil {
 		t.Fatal(err)
@@ -161,6 +162,20 @@ func TestKCOPChainEndToEnd(t *testing.T) {
 				t.Fatalf("transaction %s arrived in chunks", tx.ID)
 			}
 			done++
+			// In each partition, the records are in the order of their changes.
+			type at struct {
+				index  int64
+				rec    int
+				offset int64
+			}
+			last := map[string]at{}
+			for _, op := range tx.Ops {
+				p := fmt.Sprint(op.Topic, "/", op.Partition)
+				if l, ok := last[p]; ok && (op.Offset <= l.offset || op.Index < l.index || op.Index == l.index && op.Rec <= l.rec) {
+					t.Errorf("transaction %s: in %s, op %d.%d at offset %d follows op %d.%d at offset %d", tx.ID, p, op.Index, op.Rec, op.Offset, l.index, l.rec, l.offset)
+				}
+				last[p] = at{op.Index, op.Rec, op.Offset}
+			}
 			// Each change: its full record(s), then its shared record, then an alert when it qualifies.
 			for _, op := range tx.Ops {
 				topic := strings.TrimPrefix(op.Topic, h.id+".")
