@@ -44,7 +44,19 @@ func main() {
 	delivery := flag.String("delivery", "transactional", "cdcd's kafka.delivery: transactional or parallel")
 	partitions := flag.Int("partitions", 1, "partitions of the data topic")
 	source := flag.String("source", "postgres", "the source database: postgres or mariadb")
+	format := flag.String("kcop", "json", "the KCOP writing the rows: json, or avro (through $CDCD_STACK_REGISTRY_URL)")
+	workers := flag.Int("kcop-workers", 1, "cdcd's kcop_workers")
 	flag.Parse()
+	kcops := "kcops:\n  - type: json\n    topic: \"bench.{table}\"\n"
+	switch *format {
+	case "json":
+	case "avro":
+		kcops = fmt.Sprintf("kcops:\n  - type: avro\n    registry_url: %s\n    topic: \"bench.{table}\"\n",
+			env("CDCD_STACK_REGISTRY_URL", "http://127.0.0.1:18081/apis/ccompat/v7"))
+	default:
+		log.Fatalf("-kcop %q is not one of json, avro", *format)
+	}
+	kcops += fmt.Sprintf("kcop_workers: %d\n", *workers)
 	if *source == "mariadb" {
 		benchMariaDB(*rows, *txnRows, *bin, env("CDCD_STACK_KAFKA_BROKERS", "127.0.0.1:19092"))
 		return
@@ -88,14 +100,14 @@ func main() {
 	rawRate := rawRead(ctx, dsn, *rows, end)
 	log.Printf("raw pglogrepl read: %.0f rows/s", rawRate)
 
-	cfg := writeConfig(dsn, brokers, *delivery, *partitions)
+	cfg := writeConfig(dsn, brokers, *delivery, *partitions, kcops)
 	took, peak := runCDCD(ctx, *bin, cfg, conn, end)
 	rate := float64(*rows) / took.Seconds()
 	log.Printf("cdcd end to end: %v, %.0f rows/s, peak RSS %d MiB", took.Round(time.Millisecond), rate, peak>>20)
 
 	fmt.Printf("\n| what | result |\n|---|---|\n")
 	fmt.Printf("| machine | %d cores (GOMAXPROCS %d), %s |\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), time.Now().UTC().Format("2006-01-02"))
-	fmt.Printf("| backlog | %d rows in %d-row transactions (%d transactions); delivery %s, %d data partition(s) |\n", *rows, *txnRows, *rows / *txnRows, *delivery, *partitions)
+	fmt.Printf("| backlog | %d rows in %d-row transactions (%d transactions); delivery %s, %d data partition(s); KCOP %s, %d worker(s) |\n", *rows, *txnRows, *rows / *txnRows, *delivery, *partitions, *format, *workers)
 	fmt.Printf("| raw pglogrepl read (ceiling) | %.0f rows/s |\n", rawRate)
 	fmt.Printf("| cdcd end to end (durable in Kafka, slot confirmed) | %.0f rows/s in %v |\n", rate, took.Round(time.Millisecond))
 	fmt.Printf("| ratio cdcd / ceiling | %.2f |\n", rate/rawRate)
@@ -265,7 +277,7 @@ func tccRead(brokers string, rows int) (float64, uint64) {
 	return float64(n) / time.Since(start).Seconds(), peak
 }
 
-func writeConfig(dsn, brokers, delivery string, partitions int) string {
+func writeConfig(dsn, brokers, delivery string, partitions int, kcops string) string {
 	dir, err := os.MkdirTemp("", "cdcd-bench")
 	check(err)
 	p := filepath.Join(dir, "bench.yaml")
@@ -284,14 +296,11 @@ kafka:
   commit_topic: bench.commits
   delivery: %s
   topic_partitions: %d
-kcops:
-  - type: json
-    topic: "bench.{table}"
-metrics:
+%smetrics:
   listen: ""
 log:
   level: warn
-`, dsn, brokers, delivery, partitions)), 0o600))
+`, dsn, brokers, delivery, partitions, kcops)), 0o600))
 	return p
 }
 
