@@ -131,14 +131,21 @@ func (a *AvroAudit) Process(ctx context.Context, c *change.Change, dst []Record)
 	if err != nil {
 		return dst, err
 	}
-	var key []byte
-	if row := c.After; at.key != nil && c.Op != change.Truncate {
-		if row == nil {
-			row = c.Before
+	// The key of an image's row: a multi-row update that moves the row keys its before record by the
+	// old key; the single-row record goes by the row's new key.
+	keyOf := func(row change.Row) ([]byte, error) {
+		if at.key == nil || row == nil {
+			return nil, nil
 		}
-		if key, err = at.key.encode(c.Table, row, c.Table.KeyIndexes); err != nil {
-			return dst, err
-		}
+		return at.key.encode(c.Table, row, c.Table.KeyIndexes)
+	}
+	row := c.After
+	if row == nil {
+		row = c.Before
+	}
+	key, err := keyOf(row)
+	if err != nil {
+		return dst, err
 	}
 	audit := func(unsent []string) map[string]any {
 		ts := any(nil)
@@ -210,6 +217,9 @@ func (a *AvroAudit) Process(ctx context.Context, c *change.Change, dst []Record)
 			native[k] = v
 		}
 		native["AUD_IMAGE"] = goavro.Union("string", img.name)
+		if key, err = keyOf(img.row); err != nil {
+			return dst, err
+		}
 		if err := emit(native); err != nil {
 			return dst, err
 		}

@@ -57,12 +57,18 @@ func keyOnly(id int64) change.Row {
 	return r
 }
 
-func TestJSONGolden(t *testing.T) {
-	tests := []struct {
-		name string
-		opts map[string]any
-		c    change.Change
-	}{
+// goldenCase is one change every formatter's golden files cover.
+type goldenCase struct {
+	name string
+	opts map[string]any
+	c    change.Change
+}
+
+// goldenCases are the changes of the golden files: insert, NULLs, snapshot, update with an
+// unchanged TOAST value, with the full before image, with a key change, delete, truncate, over a
+// table of every kind of value.
+func goldenCases() []goldenCase {
+	return []goldenCase{
 		{"insert", nil, change.Change{Op: change.Insert, After: fullRow(1, present("line1\nline2\ttab \u2028 é"))}},
 		{"insert_nulls", nil, change.Change{Op: change.Insert, After: change.Row{present(int64(2)), null, null, null, null, null, null, null, null, null, null, null}}},
 		// The JSON document null next to SQL NULL: "doc":"null" against "doc":null above.
@@ -72,16 +78,37 @@ func TestJSONGolden(t *testing.T) {
 		{"update_full_before", nil, change.Change{Op: change.Update, Before: fullRow(1, present("old")), After: fullRow(1, present("new"))}},
 		{"update_key_change", nil, change.Change{Op: change.Update, KeyChanged: true, Before: keyOnly(1), After: fullRow(9, present("moved"))}},
 		{"delete_key_only", nil, change.Change{Op: change.Delete, Before: keyOnly(1)}},
-		{"delete_no_tombstone", map[string]any{"tombstones": false, "topic": "{database}-{table}"}, change.Change{Op: change.Delete, Before: keyOnly(1)}},
 		{"truncate", nil, change.Change{Op: change.Truncate}},
 	}
-	for _, tc := range tests {
+}
+
+// checkGolden compares out with the golden file testdata/<name>.golden (rewritten under -update).
+func checkGolden(t *testing.T, name string, out []byte) {
+	t.Helper()
+	golden := filepath.Join("testdata", name+".golden")
+	if *update {
+		if err := os.WriteFile(golden, out, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run go test ./kcop -update to create it)", err)
+	}
+	if !bytes.Equal(out, want) {
+		t.Errorf("output differs from %s:\n%s\nwant:\n%s", golden, out, want)
+	}
+}
+
+// runGolden runs k on every golden case and compares what render makes of the records (or of the
+// error) with testdata/<prefix>_<case>.golden.
+func runGolden(t *testing.T, prefix string, extra []goldenCase, newKCOP func(opts map[string]any) (KCOP, error), render func(t *testing.T, recs []Record) []byte) {
+	for _, tc := range append(goldenCases(), extra...) {
 		t.Run(tc.name, func(t *testing.T) {
-			k, err := NewJSON(NewOptions(tc.opts))
+			k, err := newKCOP(tc.opts)
 			if err != nil {
 				t.Fatal(err)
 			}
-			k.(*JSON).now = func() time.Time { return time.Date(2026, 11, 22, 7, 0, 0, 0, time.UTC) }
 			c := tc.c
 			c.Table = orders
 			if c.Txn == nil {
@@ -89,33 +116,48 @@ func TestJSONGolden(t *testing.T) {
 			}
 			c.Index = 4
 			recs, err := k.Process(context.Background(), &c, nil)
+			var out []byte
 			if err != nil {
-				t.Fatal(err)
+				out = []byte("error: " + err.Error() + "\n")
+			} else {
+				out = render(t, recs)
 			}
-			var out bytes.Buffer
-			for _, r := range recs {
-				fmt.Fprintf(&out, "topic=%s partition=%d\nkey=%s\nvalue=%s\n\n", r.Topic, r.Partition, r.Key, r.Value)
-				for _, js := range [][]byte{r.Key, r.Value} {
-					if js != nil && !json.Valid(js) {
-						t.Errorf("not valid JSON: %s", js)
-					}
-				}
-			}
-			golden := filepath.Join("testdata", "json_"+tc.name+".golden")
-			if *update {
-				if err := os.WriteFile(golden, out.Bytes(), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run go test ./kcop -update to create it)", err)
-			}
-			if !bytes.Equal(out.Bytes(), want) {
-				t.Errorf("output differs from %s:\n%s\nwant:\n%s", golden, out.Bytes(), want)
-			}
+			checkGolden(t, prefix+"_"+tc.name, out)
 		})
 	}
+}
+
+// renderText writes each record's topic, partition, key and value as text.
+func renderText(t *testing.T, recs []Record) []byte {
+	var out bytes.Buffer
+	for _, r := range recs {
+		fmt.Fprintf(&out, "topic=%s partition=%d\nkey=%s\nvalue=%s\n", r.Topic, r.Partition, r.Key, r.Value)
+		for _, h := range r.Headers {
+			fmt.Fprintf(&out, "header %s=%s\n", h.Key, h.Value)
+		}
+		out.WriteByte('\n')
+	}
+	return out.Bytes()
+}
+
+func TestJSONGolden(t *testing.T) {
+	extra := []goldenCase{{"delete_no_tombstone", map[string]any{"tombstones": false, "topic": "{database}-{table}"}, change.Change{Op: change.Delete, Before: keyOnly(1)}}}
+	runGolden(t, "json", extra, func(opts map[string]any) (KCOP, error) {
+		k, err := NewJSON(NewOptions(opts))
+		if err == nil {
+			k.(*JSON).now = func() time.Time { return time.Date(2026, 11, 22, 7, 0, 0, 0, time.UTC) }
+		}
+		return k, err
+	}, func(t *testing.T, recs []Record) []byte {
+		for _, r := range recs {
+			for _, js := range [][]byte{r.Key, r.Value} {
+				if js != nil && !json.Valid(js) {
+					t.Errorf("not valid JSON: %s", js)
+				}
+			}
+		}
+		return renderText(t, recs)
+	})
 }
 
 func TestJSONOptions(t *testing.T) {
