@@ -390,6 +390,22 @@ func (a *Avro) Process(ctx context.Context, c *change.Change, dst []Record) ([]R
 	return append(dst, Record{Topic: at.topic, Partition: PartitionByKey, Key: k, Value: v}), nil
 }
 
+// Check implements Checker: the registry answers.
+func (a *Avro) Check(ctx context.Context) error { return a.registry.check(ctx) }
+
+// check asks the registry for its compatibility setting, which any Confluent-compatible registry
+// serves.
+func (r *schemaRegistry) check(ctx context.Context) error {
+	status, data, err := r.do(ctx, http.MethodGet, "/config", nil)
+	if err != nil {
+		return fmt.Errorf("option registry_url: %w; start the registry or correct the URL", err)
+	}
+	if status != http.StatusOK {
+		return fmt.Errorf("option registry_url: %s answered %d to GET /config (%s); is it a Confluent-compatible schema registry (Apicurio: .../apis/ccompat/v7)?", r.base, status, data)
+	}
+	return nil
+}
+
 // schemaRegistry registers schemas with a Confluent-compatible schema registry.
 type schemaRegistry struct {
 	base   string

@@ -77,6 +77,9 @@ func newAvroAudit(opts Options, multiRow bool) (KCOP, error) {
 	return &AvroAudit{topic: topic, registry: registry, multiRow: multiRow}, nil
 }
 
+// Check implements Checker: the registry answers.
+func (a *AvroAudit) Check(ctx context.Context) error { return a.registry.check(ctx) }
+
 func (a *AvroAudit) table(ctx context.Context, t *change.Table) (*avroAuditTable, error) {
 	return a.tables.get(t, func(t *change.Table) (*avroAuditTable, error) {
 		at := &avroAuditTable{topic: a.topic.expand(t)}

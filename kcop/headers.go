@@ -184,6 +184,14 @@ func (h *headered) CommitTxn(ctx context.Context, c *change.Commit, dst []Record
 	return dst, nil
 }
 
+// Check implements Checker for a KCOP that checks a service.
+func (h *headered) Check(ctx context.Context) error {
+	if c, ok := h.k.(Checker); ok {
+		return c.Check(ctx)
+	}
+	return nil
+}
+
 // Claims implements Claimer for a KCOP that claims changes.
 func (h *headered) Claims(c *change.Change) bool {
 	cl, ok := h.k.(Claimer)

@@ -158,6 +158,25 @@ func (ch Chain) Process(ctx context.Context, c *change.Change, dst []Record) ([]
 	return dst, nil
 }
 
+// Checker is an optional interface of a KCOP that depends on a service (a schema registry): Check
+// reaches it, so that `cdcd validate` reports it and `cdcd run` stops at start, naming it, rather
+// than retrying at the first change.
+type Checker interface {
+	Check(ctx context.Context) error
+}
+
+// Check implements Checker for the steps that check a service.
+func (ch Chain) Check(ctx context.Context) error {
+	for i, k := range ch {
+		if c, ok := k.(Checker); ok {
+			if err := c.Check(ctx); err != nil {
+				return fmt.Errorf("kcops[%d]: %w", i, err)
+			}
+		}
+	}
+	return nil
+}
+
 // Claimer is an optional interface of a KCOP that takes some changes for itself (the outbox
 // router takes its table's rows): after its records for a change it claims, the chain ends, so the
 // steps after it never publish that change.
@@ -203,6 +222,14 @@ func (ch Chain) CommitTxn(ctx context.Context, c *change.Commit, dst []Record) (
 func (s scoped) Claims(c *change.Change) bool {
 	cl, ok := s.k.(Claimer)
 	return ok && s.applies(c) && cl.Claims(c)
+}
+
+// Check implements Checker for a step that checks a service.
+func (s scoped) Check(ctx context.Context) error {
+	if c, ok := s.k.(Checker); ok {
+		return c.Check(ctx)
+	}
+	return nil
 }
 
 // ForTables applies k only to the changes of the listed tables (schema.name); the chain passes the

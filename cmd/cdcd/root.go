@@ -154,10 +154,17 @@ func runChecks(ctx context.Context, cfg config.Config, r *preflight.Report) erro
 	if err != nil {
 		return err
 	}
-	if _, err := buildKCOP(cfg.KCOPs); err != nil {
+	if k, err := buildKCOP(cfg.KCOPs); err != nil {
 		r.Problem("kcops", "chain", err.Error(), "correct the kcops entry; `cdcd config keys` lists every KCOP's options")
 	} else {
 		r.OK("kcops", "chain", fmt.Sprintf("%d entries build", len(cfg.KCOPs)))
+		if c, ok := k.(kcop.Checker); ok {
+			if err := c.Check(ctx); err != nil {
+				r.Problem("kcops", "services", err.Error(), "start the service the entry names, or correct its address")
+			} else {
+				r.OK("kcops", "services", "every service a KCOP uses answers")
+			}
+		}
 	}
 	if err := src.Check(ctx, r); err != nil {
 		return err

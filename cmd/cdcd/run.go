@@ -127,6 +127,16 @@ func runDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	// A service a KCOP needs that does not answer at start is a mistake to name now; later outages
+	// are retried.
+	if c, ok := k.(kcop.Checker); ok {
+		checkCtx, cancel := context.WithTimeout(ctx, cfg.Kafka.Timeout)
+		err := c.Check(checkCtx)
+		cancel()
+		if err != nil {
+			return fault.Terminal("kcops: %w", err)
+		}
+	}
 	var (
 		mu      sync.Mutex
 		current capture.Source

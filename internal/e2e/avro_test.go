@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -154,6 +155,119 @@ func TestAvroReadByConfluentClient(t *testing.T) {
 	for _, want := range []string{h.id + ".accounts under", "column paid changed from boolean to string"} {
 		if !strings.Contains(h.log(), want) {
 			t.Errorf("cdcd's log does not say %q:\n%s", want, h.log())
+		}
+	}
+}
+
+// TestAvroRegistryOutages: a registry that does not answer when cdcd starts stops it at once,
+// naming registry_url (and `cdcd validate` says so); one that stops answering while cdcd runs (the
+// process paused in the middle of a schema change) is waited out: every row arrives once, in its
+// transaction, after it answers again.
+func TestAvroRegistryOutages(t *testing.T) {
+	registry := testenv.RegistryURL(t)
+	h := newHarness(t, "CREATE TABLE items (id int PRIMARY KEY, n int NOT NULL)")
+	cfg, err := os.ReadFile(h.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := fmt.Sprintf("kcops:\n  - type: json\n    topic: \"%s.{table}\"\n", h.id)
+	withRegistry := func(url string) {
+		chain := fmt.Sprintf("kcops:\n  - type: avro\n    registry_url: %s\n    timeout: 1s\n    topic: \"%s.{table}\"\n", url, h.id)
+		if err := os.WriteFile(h.cfgPath, []byte(strings.Replace(string(cfg), old, chain, 1)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	withRegistry("http://127.0.0.1:1/apis/ccompat/v7")
+	if out, err := exec.Command(cdcdBin, "validate", "-c", h.cfgPath).CombinedOutput(); err == nil || !strings.Contains(string(out), "option registry_url") {
+		t.Errorf("validate with no registry: %v\n%s", err, out)
+	}
+	h.start()
+	if done, code := h.exited(time.Minute); !done || code == 0 || !strings.Contains(h.log(), "option registry_url") {
+		t.Fatalf("cdcd with no registry: exited %v, code %d\n%s", done, code, h.log())
+	}
+
+	withRegistry(registry)
+	h.start()
+	h.waitStreaming(time.Minute)
+	ctx := context.Background()
+	var xids []string
+	txn := func(sql string) {
+		var xid string
+		tx, err := h.conn.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.QueryRow(ctx, "SELECT (pg_current_xact_id()::text::bigint % 4294967296)::text").Scan(&xid); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		xids = append(xids, xid)
+	}
+	for i := range 5 {
+		txn(fmt.Sprintf("INSERT INTO items SELECT g, g FROM generate_series(%d, %d) g", i*10+1, i*10+10))
+	}
+	h.waitDurable(time.Minute)
+
+	pidText, err := os.ReadFile(filepath.Join(testenv.StackDir(), "registry", "registry.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(pidText)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	defer resume()
+	// A new column needs a new schema version, which the paused registry cannot give.
+	h.exec("ALTER TABLE items ADD COLUMN note text")
+	for i := 5; i < 10; i++ {
+		txn(fmt.Sprintf("INSERT INTO items SELECT g, g, 'v2' FROM generate_series(%d, %d) g", i*10+1, i*10+10))
+	}
+	deadline := time.Now().Add(time.Minute)
+	for !strings.Contains(h.log(), "retrying the change") && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	if !strings.Contains(h.log(), "retrying the change") {
+		t.Fatalf("cdcd did not retry while the registry was paused:\n%s", h.log())
+	}
+	if done, _ := h.exited(2 * time.Second); done {
+		t.Fatalf("cdcd stopped while the registry was paused:\n%s", h.log())
+	}
+	resume()
+	h.waitDurable(2 * time.Minute)
+
+	// Every transaction once, in order, with all its rows.
+	var got []string
+	counts := map[string]int{}
+	for _, tx := range drain(t, newTCC(t, h), len(xids)) {
+		if tx.Snapshot {
+			continue
+		}
+		got = append(got, tx.ID)
+		counts[tx.ID] += len(tx.Ops)
+	}
+	if !slices.Equal(got, xids) {
+		t.Errorf("the tcc gave transactions %v, PostgreSQL committed %v", got, xids)
+	}
+	for _, x := range xids {
+		if counts[x] != 10 {
+			t.Errorf("transaction %s: %d records, want its 10 rows", x, counts[x])
 		}
 	}
 }
