@@ -22,13 +22,7 @@ import (
 // with the rows PostgreSQL holds.
 func TestAvroReadByConfluentClient(t *testing.T) {
 	registry := testenv.RegistryURL(t)
-	python := filepath.Join(testenv.StackDir(), "python", "bin", "python")
-	if _, err := os.Stat(python); err != nil {
-		if testenv.InCI() {
-			t.Fatalf("%s is missing; scripts/test.sh makes it", python)
-		}
-		t.Skipf("%s is missing; `make test` (scripts/test.sh) makes it", python)
-	}
+	python := confluentPython(t)
 	h := newHarness(t, "CREATE TABLE accounts (id int8 PRIMARY KEY, total numeric(12,2) NOT NULL, name text, paid bool, ratio float8)")
 	cfg, err := os.ReadFile(h.cfgPath)
 	if err != nil {
@@ -156,6 +150,129 @@ func TestAvroReadByConfluentClient(t *testing.T) {
 		if !strings.Contains(h.log(), want) {
 			t.Errorf("cdcd's log does not say %q:\n%s", want, h.log())
 		}
+	}
+}
+
+// confluentPython is the Python of the virtualenv scripts/test.sh makes with confluent-kafka.
+func confluentPython(t *testing.T) string {
+	t.Helper()
+	python := filepath.Join(testenv.StackDir(), "python", "bin", "python")
+	if _, err := os.Stat(python); err != nil {
+		if testenv.InCI() {
+			t.Fatalf("%s is missing; scripts/test.sh makes it", python)
+		}
+		t.Skipf("%s is missing; `make test` (scripts/test.sh) makes it", python)
+	}
+	return python
+}
+
+// TestMariaDBAvroReadByConfluentClient: Avro records of MariaDB rows (unsigned, decimal, float and
+// double, tinyint(1), blob, datetime with microseconds, NULLs) read back by Confluent's own client
+// through the registry equal what MariaDB itself renders of the rows it holds.
+func TestMariaDBAvroReadByConfluentClient(t *testing.T) {
+	registry := testenv.RegistryURL(t)
+	python := confluentPython(t)
+	h := newMyHarness(t, "CREATE TABLE {t}acct (id bigint unsigned PRIMARY KEY, total decimal(12,2) NOT NULL, name varchar(40), ratio double, small float, paid tinyint(1), photo blob, at datetime(6))", "")
+	cfg, err := os.ReadFile(h.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := fmt.Sprintf("kcops:\n  - type: json\n    topic: \"%s.{table}\"\n", h.id)
+	chain := fmt.Sprintf("kcops:\n  - type: avro\n    registry_url: %s\n    topic: \"%s.{table}\"\n", registry, h.id)
+	if err := os.WriteFile(h.cfgPath, []byte(strings.Replace(string(cfg), old, chain, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.exec(h.sql("INSERT INTO {t}acct VALUES (18446744073709551615, 10.50, 'snapshot row', 0.1, 0.1, 1, x'00ff10', '2026-01-02 03:04:05.123456')"))
+	h.start()
+	h.waitStreaming(time.Minute)
+	h.exec(h.sql("INSERT INTO {t}acct VALUES (2, 99999.99, 'héllo', 1e-300, -3.5, 0, '', '1970-01-01 00:00:00'), (3, -0.01, NULL, NULL, NULL, NULL, NULL, NULL)"))
+	h.exec(h.sql("UPDATE {t}acct SET total = total + 1, name = 'changed' WHERE id = 2"))
+	h.exec(h.sql("DELETE FROM {t}acct WHERE id = 3"))
+	h.exec(h.sql("UPDATE {t}acct SET id = 4 WHERE id = 2"))
+	// snapshot 1, inserts 2 and 3, update 2, delete 3 (a tombstone), key change 2→4 (a tombstone, a row)
+	table := h.id + "_acct"
+	out, err := exec.Command(python, "testdata/read_avro.py", strings.Join(h.brokers, ","), registry, h.id+"."+table, "7").CombinedOutput()
+	if err != nil {
+		t.Fatalf("the Confluent client: %v\n%s", err, out)
+	}
+	last := map[string]map[string]any{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		var rec struct {
+			Key   map[string]any `json:"key"`
+			Value map[string]any `json:"value"`
+		}
+		d := json.NewDecoder(strings.NewReader(line))
+		d.UseNumber()
+		if err := d.Decode(&rec); err != nil {
+			t.Fatalf("%v: %s", err, line)
+		}
+		last[fmt.Sprint(rec.Key["id"])] = rec.Value
+	}
+	res, err := h.conn.Execute(h.sql(`SELECT CAST(id AS CHAR), CAST(total AS CHAR), name, CAST(ratio AS CHAR), CAST(small AS CHAR),
+		CAST(paid AS CHAR), HEX(photo), DATE_FORMAT(at, '%Y-%m-%dT%H:%i:%s.%f') FROM {t}acct ORDER BY id`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.RowNumber() != 2 {
+		t.Fatalf("MariaDB holds %d rows, want 2", res.RowNumber())
+	}
+	for i := range res.RowNumber() {
+		col := func(j int) (string, bool) {
+			v, _ := res.GetValue(i, j)
+			if v == nil {
+				return "", false
+			}
+			s, _ := res.GetString(i, j)
+			return s, true
+		}
+		id, _ := col(0)
+		v := last[id]
+		if v == nil {
+			t.Errorf("row %s: the Confluent client read no row for it", id)
+			continue
+		}
+		str := func(name string, j int) {
+			want, ok := col(j)
+			got, isStr := v[name].(string)
+			if !ok && v[name] != nil || ok && (!isStr || got != want) {
+				t.Errorf("row %s: %s = %v, MariaDB has %q (null: %v)", id, name, v[name], want, !ok)
+			}
+		}
+		str("id", 0)
+		str("total", 1)
+		str("name", 2)
+		// Doubles and floats exactly: MariaDB's shortest text parsed at the column's precision.
+		for _, f := range []struct {
+			name string
+			j    int
+			bits int
+		}{{"ratio", 3, 64}, {"small", 4, 32}} {
+			want, ok := col(f.j)
+			if !ok {
+				if v[f.name] != nil {
+					t.Errorf("row %s: %s = %v, MariaDB has NULL", id, f.name, v[f.name])
+				}
+				continue
+			}
+			w, err := strconv.ParseFloat(want, f.bits)
+			n, _ := v[f.name].(json.Number)
+			g, err2 := strconv.ParseFloat(string(n), 64)
+			if err != nil || err2 != nil || g != w {
+				t.Errorf("row %s: %s = %v, MariaDB has %s", id, f.name, v[f.name], want)
+			}
+		}
+		if want, _ := col(5); fmt.Sprint(v["paid"]) != want {
+			t.Errorf("row %s: paid = %v, MariaDB has %s", id, v["paid"], want)
+		}
+		if want, _ := col(6); !strings.EqualFold(fmt.Sprint(v["photo"]), want) {
+			t.Errorf("row %s: photo = %v, MariaDB has %s", id, v["photo"], want)
+		}
+		if want, _ := col(7); v["at"] != want {
+			t.Errorf("row %s: at = %v, MariaDB has %s", id, v["at"], want)
+		}
+	}
+	if v, ok := last["3"]; !ok || v != nil {
+		t.Errorf("row 3 is gone from MariaDB, but its last record is %v", v)
 	}
 }
 

@@ -25,7 +25,7 @@ while seen < count and idle < 60:
         raise SystemExit(str(msg.error()))
     key = deserialize(msg.key(), SerializationContext(topic, MessageField.KEY)) if msg.key() else None
     value = deserialize(msg.value(), SerializationContext(topic, MessageField.VALUE)) if msg.value() else None
-    print(json.dumps({"key": key, "value": value}), flush=True)
+    print(json.dumps({"key": key, "value": value}, default=lambda b: b.hex() if isinstance(b, bytes) else str(b)), flush=True)
     seen += 1
 consumer.close()
 if seen < count:
