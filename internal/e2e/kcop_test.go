@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cdcd-dev/cdcd/internal/testenv"
 	"github.com/cdcd-dev/cdcd/kcop"
 )
 
@@ -416,5 +417,134 @@ func TestKCOPPluginEndToEnd(t *testing.T) {
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("the plugin's lines through the tcc:\n%q\nwant\n%q", got, want)
+	}
+}
+
+// TestJSONAndCSVReadByKcat: the json and csv-audit records of rows full of commas, quotes, line
+// breaks and NULLs, read with kcat (librdkafka, read_committed) and parsed by Python's json and csv
+// modules, hold what PostgreSQL holds.
+func TestJSONAndCSVReadByKcat(t *testing.T) {
+	kcat, err := exec.LookPath("kcat")
+	if err != nil {
+		if testenv.InCI() {
+			t.Fatal("kcat is not installed; scripts/stack.sh installs it")
+		}
+		t.Skip("kcat is not installed; run scripts/stack.sh up kafka")
+	}
+	h := newHarness(t, "CREATE TABLE people (id int PRIMARY KEY, name text, note text)")
+	cfg, err := os.ReadFile(h.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := fmt.Sprintf("kcops:\n  - type: json\n    topic: \"%s.{table}\"\n", h.id)
+	chain := fmt.Sprintf("kcops:\n  - {type: json, topic: \"%[1]s.{table}.json\", tombstones: false}\n  - {type: csv-audit, topic: \"%[1]s.{table}.csv\"}\n", h.id)
+	if err := os.WriteFile(h.cfgPath, []byte(strings.Replace(string(cfg), old, chain, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.start()
+	h.waitStreaming(time.Minute)
+	h.exec(`INSERT INTO people VALUES (1, 'Ann, "the" first', 'line1
+line2'), (2, NULL, 'tab	here'), (3, 'ümlaut \N', '')`)
+	h.exec(`UPDATE people SET name = 'Bob ""quoted""', note = NULL WHERE id = 2`)
+	h.exec(`DELETE FROM people WHERE id = 3`)
+	h.waitDurable(time.Minute)
+
+	rows, err := h.conn.Query(context.Background(), "SELECT id::text, name, note FROM people ORDER BY id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type person struct{ name, note *string }
+	held := map[string]person{}
+	for rows.Next() {
+		var id string
+		var p person
+		if err := rows.Scan(&id, &p.name, &p.note); err != nil {
+			t.Fatal(err)
+		}
+		held[id] = p
+	}
+	rows.Close()
+
+	for _, suffix := range []string{"json", "csv"} {
+		topic := h.id + ".people." + suffix
+		kc := exec.Command(kcat, "-b", strings.Join(h.brokers, ","), "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-J",
+			"-X", "isolation.level=read_committed")
+		var kout, kerr strings.Builder
+		kc.Stdout, kc.Stderr = &kout, &kerr
+		if err := kc.Run(); err != nil {
+			t.Fatalf("kcat on %s: %v\n%s", topic, err, kerr.String())
+		}
+		py := exec.Command("python3", "testdata/read_kcat.py")
+		py.Stdin = strings.NewReader(kout.String())
+		out, err := py.CombinedOutput()
+		if err != nil {
+			t.Fatalf("python on %s: %v\n%s", topic, err, out)
+		}
+		// The last after image per id; a delete leaves none.
+		last := map[string]*person{}
+		n := 0
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			var rec struct {
+				JSON *struct {
+					After map[string]json.RawMessage `json:"after"`
+				} `json:"json"`
+				CSV []string `json:"csv"`
+				Key string   `json:"key"`
+			}
+			if err := json.Unmarshal([]byte(line), &rec); err != nil {
+				t.Fatalf("%v: %s", err, line)
+			}
+			n++
+			var k struct{ ID int }
+			_ = json.Unmarshal([]byte(rec.Key), &k)
+			id := fmt.Sprint(k.ID)
+			if suffix == "json" {
+				text := func(raw json.RawMessage) *string {
+					var s *string
+					if err := json.Unmarshal(raw, &s); err != nil {
+						t.Errorf("%s: %v", raw, err)
+					}
+					return s
+				}
+				if rec.JSON.After == nil {
+					last[id] = nil
+				} else {
+					last[id] = &person{text(rec.JSON.After["name"]), text(rec.JSON.After["note"])}
+				}
+				continue
+			}
+			// op, time, user, txid, 3 before fields, 3 after fields; \N is NULL.
+			if len(rec.CSV) != 10 {
+				t.Fatalf("a CSV record of %d fields: %q", len(rec.CSV), rec.CSV)
+			}
+			field := func(s string) *string {
+				if s == `\N` {
+					return nil
+				}
+				return &s
+			}
+			if rec.CSV[0] == "d" {
+				last[id] = nil
+			} else {
+				last[id] = &person{field(rec.CSV[8]), field(rec.CSV[9])}
+			}
+		}
+		if n != 5 {
+			t.Errorf("%s: %d records, want 5 (3 inserts, an update, a delete)", topic, n)
+		}
+		str := func(p *string) string {
+			if p == nil {
+				return "NULL"
+			}
+			return fmt.Sprintf("%q", *p)
+		}
+		for id, p := range held {
+			if got := last[id]; got == nil || str(got.name) != str(p.name) || str(got.note) != str(p.note) {
+				t.Errorf("%s: person %s read as %v, PostgreSQL has name %s, note %s", topic, id, got, str(p.name), str(p.note))
+			}
+		}
+		if got, ok := last["3"]; !ok || got != nil {
+			t.Errorf("%s: person 3 was deleted, but the last record is %v", topic, got)
+		}
 	}
 }
