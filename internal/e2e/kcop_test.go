@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -21,8 +22,10 @@ import (
 	"github.com/cdcd-dev/cdcd/kcop"
 )
 
-// TestKCOPChainEndToEnd: one chain writes every change whole to a restricted topic, a masked
-// projection to a shared topic, and the orders over 500 to an alert topic. The alert topic gets exactly
+// TestKCOPChainEndToEnd: one chain writes every change whole to a restricted topic (JSON with
+// headers from audit fields and a column, and Avro through the registry), a json-audit record to a
+// per-table topic override, the email encrypted to a third topic, a masked projection to a shared
+// topic, the orders over 500 to an alert topic and the transactions over 1500 to another. The alert topic gets exactly
 // the orders PostgreSQL holds with a total over 500, and through the tcc each transaction's records,
 // in every topic, arrive together in source order, with the chain running on four changes at once.
 func TestKCOPChainEndToEnd(t *testing.T) {
@@ -48,6 +51,9 @@ func TestKCOPChainEndToEnd(t *testing.T) {
   - type: json
     topic: "%[1]s.full.{table}"
     headers: {audit-txid: txid, audit-op: op, customer: column.customer}
+  - type: avro
+    registry_url: %[4]s
+    topic: "%[1]s.avro.{table}"
   - type: json-audit
     topic: "%[1]s.audit.other"
     topics: {%[2]s.orders: "%[1]s.audit.{table}"}
@@ -75,7 +81,7 @@ func TestKCOPChainEndToEnd(t *testing.T) {
   - type: json
     topic: "%[1]s.alerts"
     tombstones: false
-`, h.id, h.schema, keyFile)
+`, h.id, h.schema, keyFile, testenv.RegistryURL(t))
 	old := fmt.Sprintf("kcops:\n  - type: json\n    topic: \"%s.{table}\"\n", h.id)
 	if !strings.Contains(string(cfg), old) {
 		t.Fatalf("the harness's kcops section changed:\n%s", cfg)
@@ -178,9 +184,20 @@ func TestKCOPChainEndToEnd(t *testing.T) {
 				last[p] = at{op.Index, op.Rec, op.Offset}
 			}
 			// Each change: its full record(s), then its shared record, then an alert when it qualifies.
+			inFull, inAvro := map[int64]bool{}, map[int64]bool{}
 			for _, op := range tx.Ops {
 				topic := strings.TrimPrefix(op.Topic, h.id+".")
 				lastTopic[tx.ID] = topic
+				switch {
+				case strings.HasPrefix(topic, "full."):
+					inFull[op.Index] = true
+				case strings.HasPrefix(topic, "avro."):
+					inAvro[op.Index] = true
+					if op.Value != nil && (len(op.Value) < 5 || op.Value[0] != 0) {
+						t.Errorf("transaction %s: an Avro record not in Confluent's wire format: % x", tx.ID, op.Value)
+					}
+					continue
+				}
 				if op.Value == nil {
 					continue
 				}
@@ -265,6 +282,9 @@ func TestKCOPChainEndToEnd(t *testing.T) {
 				default:
 					t.Errorf("a record in topic %s", op.Topic)
 				}
+			}
+			if !maps.Equal(inFull, inAvro) {
+				t.Errorf("transaction %s: changes %v in the JSON topic, %v in the Avro topic", tx.ID, inFull, inAvro)
 			}
 		}
 	}
