@@ -1,7 +1,8 @@
-// Package kafkasec holds the security settings of a connection to Kafka, TLS and SASL, and their one
-// mapping onto each Kafka client cdcd uses: sarama (the writer, the checks) and franz-go (the commit
-// stream reader, the tcc, cdcd tail). Every client built from the same Settings authenticates the
-// same way.
+// Package kafkasec holds the security settings of a connection to Kafka, TLS and SASL, and their
+// mapping onto franz-go (the commit stream reader, the tcc, cdcd tail); the writer maps the same
+// settings onto sarama with TLSConfig, Password and Mechanism (kept out of this package so that a tcc
+// consumer does not link sarama). Every client built from the same Settings authenticates the same
+// way.
 //
 // Secrets never leave this package in text: Settings.String and the errors it returns name the
 // setting, never the password; a password comes from the configuration (which cdcd masks), from an
@@ -9,7 +10,6 @@
 package kafkasec
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -18,7 +18,6 @@ import (
 	"os"
 	"strings"
 
-	"github.com/IBM/sarama"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl"
@@ -117,8 +116,8 @@ func (s Settings) String() string {
 	return strings.Join(parts, ", ")
 }
 
-// password reads the password.
-func (a SASL) password() (string, error) {
+// ReadPassword returns the password, from password_file when it is set.
+func (a SASL) ReadPassword() (string, error) {
 	if a.PasswordFile == "" {
 		return a.Password, nil
 	}
@@ -129,8 +128,8 @@ func (a SASL) password() (string, error) {
 	return strings.TrimRight(string(b), "\r\n"), nil
 }
 
-// tlsConfig builds the TLS configuration, or nil without TLS.
-func (t TLS) tlsConfig() (*tls.Config, error) {
+// Config builds the TLS configuration, reading its files, or returns nil without TLS.
+func (t TLS) Config() (*tls.Config, error) {
 	if !t.Enabled {
 		return nil, nil
 	}
@@ -156,47 +155,12 @@ func (t TLS) tlsConfig() (*tls.Config, error) {
 	return cfg, nil
 }
 
-// Sarama applies the settings to a sarama configuration.
-func (s Settings) Sarama(sc *sarama.Config) error {
-	if err := s.Validate(); err != nil {
-		return err
-	}
-	tc, err := s.TLS.tlsConfig()
-	if err != nil {
-		return err
-	}
-	if tc != nil {
-		sc.Net.TLS.Enable, sc.Net.TLS.Config = true, tc
-	}
-	if s.SASL.Mechanism == None {
-		return nil
-	}
-	pw, err := s.SASL.password()
-	if err != nil {
-		return err
-	}
-	sc.Net.SASL.Enable = true
-	sc.Net.SASL.Handshake = true
-	sc.Net.SASL.User, sc.Net.SASL.Password = s.SASL.User, pw
-	switch s.SASL.Mechanism {
-	case Plain:
-		sc.Net.SASL.Mechanism = sarama.SASLTypePlaintext
-	case ScramSHA256:
-		sc.Net.SASL.Mechanism = sarama.SASLTypeSCRAMSHA256
-		sc.Net.SASL.SCRAMClientGeneratorFunc = func() sarama.SCRAMClient { return &scramClient{sha512: false} }
-	case ScramSHA512:
-		sc.Net.SASL.Mechanism = sarama.SASLTypeSCRAMSHA512
-		sc.Net.SASL.SCRAMClientGeneratorFunc = func() sarama.SCRAMClient { return &scramClient{sha512: true} }
-	}
-	return nil
-}
-
 // Kgo returns the franz-go options for the settings.
 func (s Settings) Kgo() ([]kgo.Opt, error) {
 	if err := s.Validate(); err != nil {
 		return nil, err
 	}
-	tc, err := s.TLS.tlsConfig()
+	tc, err := s.TLS.Config()
 	if err != nil {
 		return nil, err
 	}
@@ -207,7 +171,7 @@ func (s Settings) Kgo() ([]kgo.Opt, error) {
 	if s.SASL.Mechanism == None {
 		return opts, nil
 	}
-	pw, err := s.SASL.password()
+	pw, err := s.SASL.ReadPassword()
 	if err != nil {
 		return nil, err
 	}
@@ -224,42 +188,6 @@ func mechanism(m Mechanism, user, password string) sasl.Mechanism {
 		return scram.Auth{User: user, Pass: password}.AsSha512Mechanism()
 	}
 }
-
-// scramClient is sarama's SCRAM conversation, spoken by franz-go's SCRAM implementation.
-type scramClient struct {
-	sha512  bool
-	mech    sasl.Mechanism
-	session sasl.Session
-	done    bool
-}
-
-func (c *scramClient) Begin(user, password, _ string) error {
-	m := ScramSHA256
-	if c.sha512 {
-		m = ScramSHA512
-	}
-	c.mech = mechanism(m, user, password)
-	return nil
-}
-
-func (c *scramClient) Step(challenge string) (string, error) {
-	if c.session == nil {
-		session, first, err := c.mech.Authenticate(context.Background(), "")
-		if err != nil {
-			return "", err
-		}
-		c.session = session
-		return string(first), nil
-	}
-	done, resp, err := c.session.Challenge([]byte(challenge))
-	if err != nil {
-		return "", err
-	}
-	c.done = done
-	return string(resp), nil
-}
-
-func (c *scramClient) Done() bool { return c.done }
 
 // Explain rewords a connection error caused by the settings so that it names the setting to fix;
 // other errors come back as they are.
@@ -285,12 +213,22 @@ func (s Settings) Explain(err error) error {
 		return fmt.Errorf("kafka.tls.enabled: the broker does not speak TLS on this port; turn kafka.tls.enabled off or use its TLS listener: %w", err)
 	case s.TLS.Enabled && isTimeout(err):
 		return fmt.Errorf("kafka.tls.enabled: the broker did not complete a TLS handshake in time; if this port is not a TLS listener, use the broker's TLS listener or turn TLS off: %w", err)
-	case errors.Is(err, sarama.ErrSASLAuthenticationFailed), errors.Is(err, kerr.SaslAuthenticationFailed):
-		return fmt.Errorf("kafka.sasl: the brokers refused user %q with %s: check kafka.sasl.user and the password: %w", s.SASL.User, s.SASL.Mechanism, err)
-	case errors.Is(err, sarama.ErrUnsupportedSASLMechanism), errors.Is(err, kerr.UnsupportedSaslMechanism):
-		return fmt.Errorf("kafka.sasl.mechanism: the brokers do not offer %s: %w", s.SASL.Mechanism, err)
+	case errors.Is(err, kerr.SaslAuthenticationFailed):
+		return s.AuthFailed(err)
+	case errors.Is(err, kerr.UnsupportedSaslMechanism):
+		return s.MechanismRefused(err)
 	}
 	return err
+}
+
+// AuthFailed is the error of brokers that refused the credentials (err, as the client reported it).
+func (s Settings) AuthFailed(err error) error {
+	return fmt.Errorf("kafka.sasl: the brokers refused user %q with %s: check kafka.sasl.user and the password: %w", s.SASL.User, s.SASL.Mechanism, err)
+}
+
+// MechanismRefused is the error of brokers that do not offer the SASL mechanism.
+func (s Settings) MechanismRefused(err error) error {
+	return fmt.Errorf("kafka.sasl.mechanism: the brokers do not offer %s: %w", s.SASL.Mechanism, err)
 }
 
 func isTimeout(err error) bool {

@@ -31,6 +31,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/cdcd-dev/cdcd/bookmark"
+	"github.com/cdcd-dev/cdcd/kafkasec"
 )
 
 // Header is a record header.
@@ -108,6 +109,7 @@ type config struct {
 	maxBuffered int
 	log         *slog.Logger
 	kgoOpts     []kgo.Opt
+	security    kafkasec.Settings
 }
 
 type startAt int
@@ -144,7 +146,10 @@ func MaxBufferedRecords(n int) Opt { return func(c *config) { c.maxBuffered = n 
 // Logger sets the logger.
 func Logger(l *slog.Logger) Opt { return func(c *config) { c.log = l } }
 
-// KafkaOpts passes options to the franz-go clients (TLS, SASL, ...).
+// Security connects with TLS and SASL as cdcd does: pass cdcd's kafka.tls and kafka.sasl settings.
+func Security(s kafkasec.Settings) Opt { return func(c *config) { c.security = s } }
+
+// KafkaOpts passes other options to the franz-go clients; they apply after Security.
 func KafkaOpts(o ...kgo.Opt) Opt { return func(c *config) { c.kgoOpts = append(c.kgoOpts, o...) } }
 
 // Consumer reads one commit stream. Poll must not be called from several goroutines at once.
@@ -166,9 +171,15 @@ func NewConsumer(ctx context.Context, opts ...Opt) (*Consumer, error) {
 	if cfg.commitTopic == "" {
 		return nil, errors.New("tcc: no commit topic (use tcc.CommitTopic with cdcd's kafka.commit_topic)")
 	}
+	security, err := cfg.security.Kgo()
+	if err != nil {
+		return nil, fmt.Errorf("tcc: %w", err)
+	}
+	// The security options first: KafkaOpts may still override them.
+	cfg.kgoOpts = append(security, cfg.kgoOpts...)
 	src, err := newKafkaFetcher(ctx, cfg)
 	if err != nil {
-		return nil, err
+		return nil, cfg.security.Explain(err)
 	}
 	c := &Consumer{cfg: cfg, src: src}
 	c.asm = newAssembler(src, cfg.maxChunk, cfg.maxBuffered)

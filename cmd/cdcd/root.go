@@ -170,5 +170,5 @@ func runChecks(ctx context.Context, cfg config.Config, r *preflight.Report) erro
 		return err
 	}
 	k := cfg.Kafka
-	return writer.Check(ctx, writer.CheckConfig{Brokers: k.Brokers, ClientID: k.ClientID, TransactionalID: k.TransactionalID, CommitTopic: k.CommitTopic, Timeout: k.Timeout}, r)
+	return writer.Check(ctx, writer.CheckConfig{Brokers: k.Brokers, ClientID: k.ClientID, TransactionalID: k.TransactionalID, CommitTopic: k.CommitTopic, Timeout: k.Timeout, Security: k.Security()}, r)
 }

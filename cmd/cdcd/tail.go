@@ -33,7 +33,7 @@ or a bookmark printed earlier, and continues right after it.`,
 			if err != nil {
 				return err
 			}
-			opts := []tcc.Opt{tcc.Brokers(cfg.Kafka.Brokers...), tcc.CommitTopic(cfg.Kafka.CommitTopic)}
+			opts := []tcc.Opt{tcc.Brokers(cfg.Kafka.Brokers...), tcc.CommitTopic(cfg.Kafka.CommitTopic), tcc.Security(cfg.Kafka.Security())}
 			switch from {
 			case "beginning", "":
 				opts = append(opts, tcc.FromBeginning())

@@ -30,6 +30,7 @@ import (
 
 	"github.com/cdcd-dev/cdcd/bookmark"
 	"github.com/cdcd-dev/cdcd/internal/failpoint"
+	"github.com/cdcd-dev/cdcd/kafkasec"
 	"github.com/cdcd-dev/cdcd/tcc"
 )
 
@@ -39,17 +40,32 @@ func main() {
 	target := flag.String("target", "", "the target database (PostgreSQL URL)")
 	name := flag.String("name", "pgapply", "this consumer's name in the bookmark table")
 	maxChunk := flag.Int("max-chunk", 10_000, "the most records of one delivered chunk of a large transaction")
+	// The same TLS and SASL settings as cdcd's kafka.tls and kafka.sasl; the password only from a
+	// file or the environment (CDCD_KAFKA_SASL_PASSWORD), never from the command line others can read.
+	var sec kafkasec.Settings
+	flag.BoolVar(&sec.TLS.Enabled, "tls", false, "connect to the brokers over TLS")
+	flag.StringVar(&sec.TLS.CAFile, "tls-ca-file", "", "PEM file of the CA certificates that sign the brokers' certificates")
+	flag.StringVar(&sec.TLS.CertFile, "tls-cert-file", "", "PEM client certificate (with -tls-key-file)")
+	flag.StringVar(&sec.TLS.KeyFile, "tls-key-file", "", "PEM private key of -tls-cert-file")
+	flag.StringVar(&sec.TLS.ServerName, "tls-server-name", "", "the name the brokers' certificates must carry")
+	mechanism := flag.String("sasl-mechanism", "", "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
+	flag.StringVar(&sec.SASL.User, "sasl-user", "", "SASL user name")
+	flag.StringVar(&sec.SASL.PasswordFile, "sasl-password-file", "", "a file holding the SASL password (or set CDCD_KAFKA_SASL_PASSWORD)")
 	flag.Parse()
+	sec.SASL.Mechanism = kafkasec.Mechanism(*mechanism)
+	if sec.SASL.PasswordFile == "" {
+		sec.SASL.Password = os.Getenv("CDCD_KAFKA_SASL_PASSWORD")
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, log, strings.Split(*brokers, ","), *commitTopic, *target, *name, *maxChunk); err != nil {
+	if err := run(ctx, log, strings.Split(*brokers, ","), sec, *commitTopic, *target, *name, *maxChunk); err != nil {
 		log.Error("pgapply stopped", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, log *slog.Logger, brokers []string, commitTopic, target, name string, maxChunk int) error {
+func run(ctx context.Context, log *slog.Logger, brokers []string, sec kafkasec.Settings, commitTopic, target, name string, maxChunk int) error {
 	if target == "" {
 		return errors.New("-target is required")
 	}
@@ -66,7 +82,7 @@ func run(ctx context.Context, log *slog.Logger, brokers []string, commitTopic, t
 		consumer text NOT NULL, txn text NOT NULL, pos text NOT NULL, bookmark text NOT NULL)`); err != nil {
 		return err
 	}
-	opts := []tcc.Opt{tcc.Brokers(brokers...), tcc.CommitTopic(commitTopic), tcc.Logger(log), tcc.MaxChunkOps(maxChunk)}
+	opts := []tcc.Opt{tcc.Brokers(brokers...), tcc.CommitTopic(commitTopic), tcc.Logger(log), tcc.MaxChunkOps(maxChunk), tcc.Security(sec)}
 	// saved is the bookmark this instance started from or saved last: every save is conditional on
 	// it, so a second instance of the same consumer fails instead of applying twice.
 	var saved *bookmark.Consumer

@@ -19,6 +19,7 @@ import (
 	"github.com/go-viper/mapstructure/v2"
 
 	"github.com/cdcd-dev/cdcd/capture"
+	"github.com/cdcd-dev/cdcd/kafkasec"
 	"github.com/spf13/viper"
 )
 
@@ -95,7 +96,13 @@ type Kafka struct {
 	// (ReplicationFactor -1: the broker's default).
 	TopicPartitions   int32 `mapstructure:"topic_partitions" doc:"partitions of the data topics cdcd creates"`
 	ReplicationFactor int16 `mapstructure:"replication_factor" doc:"replication factor of the topics cdcd creates (-1: the broker's default)"`
+	// TLS and SASL secure every connection cdcd makes to the brokers.
+	TLS  kafkasec.TLS  `mapstructure:"tls"`
+	SASL kafkasec.SASL `mapstructure:"sasl"`
 }
+
+// Security returns the connection's TLS and SASL settings.
+func (k Kafka) Security() kafkasec.Settings { return kafkasec.Settings{TLS: k.TLS, SASL: k.SASL} }
 
 // Delivery is how commit groups reach Kafka.
 type Delivery string
@@ -345,6 +352,9 @@ func (c Config) Check() error {
 	}
 	if c.Kafka.ReplicationFactor == 0 || c.Kafka.ReplicationFactor < -1 {
 		bad("kafka.replication_factor", "must be -1 (broker default) or at least 1")
+	}
+	if err := c.Kafka.Security().Validate(); err != nil {
+		bad("kafka", "%v", err)
 	}
 	if len(c.KCOPs) == 0 {
 		bad("kcops", "is empty; list at least one KCOP, e.g. [{type: json}]")

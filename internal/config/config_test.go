@@ -120,6 +120,9 @@ func TestLoadErrors(t *testing.T) {
 		{"no parallel producers", minimal, []string{"kafka.delivery=parallel", "kafka.parallel_producers=0"}, []string{"kafka.parallel_producers"}},
 		{"no brokers", "source:\n  kind: postgres\n  postgres:\n    dsn: x\n", nil, []string{"kafka.brokers: is empty"}},
 		{"bad yaml", "source: [\n", nil, []string{"config file"}},
+		{"sasl without mechanism", minimal, []string{"kafka.sasl.user=cdcd"}, []string{"kafka.sasl: a user or password is set but no mechanism"}},
+		{"plain without tls", minimal, []string{"kafka.sasl.mechanism=PLAIN", "kafka.sasl.user=u", "kafka.sasl.password=p"}, []string{"PLAIN sends the password in clear"}},
+		{"tls file without tls", minimal, []string{"kafka.tls.ca_file=/ca.pem"}, []string{"need kafka.tls.enabled: true"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -200,6 +203,9 @@ kafka:
   brokers: [k:9092]
 `)
 	t.Setenv("CDCD_KAFKA_TIMEOUT", "20s")
+	t.Setenv("CDCD_KAFKA_SASL_PASSWORD", "sw0rdfish")
+	t.Setenv("CDCD_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+	t.Setenv("CDCD_KAFKA_SASL_USER", "cdcd")
 	settings, err := Show(p, []string{"log.level=debug"})
 	if err != nil {
 		t.Fatal(err)
@@ -207,7 +213,7 @@ kafka:
 	got := map[string]Setting{}
 	for _, s := range settings {
 		got[s.Key] = s
-		if strings.Contains(s.Value, "s3cret") || strings.Contains(s.Value, "hunter2") {
+		if strings.Contains(s.Value, "s3cret") || strings.Contains(s.Value, "hunter2") || strings.Contains(s.Value, "sw0rdfish") {
 			t.Errorf("%s shows a secret: %s", s.Key, s.Value)
 		}
 	}
@@ -215,6 +221,7 @@ kafka:
 		"source.postgres.slot":  {Value: "from_file", Source: "file"},
 		"source.postgres.dsn":   {Value: "postgres://cdc:****@db:5432/app", Source: "file"},
 		"source.mysql.password": {Value: "****", Source: "file"},
+		"kafka.sasl.password":   {Value: "****", Source: "env CDCD_KAFKA_SASL_PASSWORD"},
 		"kafka.timeout":         {Value: "20s", Source: "env CDCD_KAFKA_TIMEOUT"},
 		"log.level":             {Value: "debug", Source: "flag"},
 		"kafka.group_max_delay": {Value: "100ms", Source: "default"},

@@ -10,6 +10,7 @@ import (
 	"github.com/IBM/sarama"
 
 	"github.com/cdcd-dev/cdcd/internal/preflight"
+	"github.com/cdcd-dev/cdcd/kafkasec"
 )
 
 // KafkaVersion is the protocol level cdcd speaks: Kafka 3.6 and every 4.x broker understand it.
@@ -22,6 +23,7 @@ type CheckConfig struct {
 	TransactionalID string
 	CommitTopic     string
 	Timeout         time.Duration
+	Security        kafkasec.Settings
 }
 
 // Check adds to r whether the brokers answer and whether transactions work: it initialises a
@@ -30,20 +32,29 @@ type CheckConfig struct {
 // nothing. It returns an error only when ctx ends.
 func Check(ctx context.Context, cfg CheckConfig, r *preflight.Report) error {
 	const comp = "kafka"
+	secure, err := SaramaSecurity(cfg.Security)
+	if err != nil {
+		r.Problem(comp, "security", err.Error(), "correct kafka.tls and kafka.sasl")
+		return ctx.Err()
+	}
 	sc := baseConfig(cfg.ClientID, cfg.Timeout)
+	secure(sc)
 	client, err := sarama.NewClient(cfg.Brokers, sc)
 	if err != nil {
-		r.Problem(comp, "brokers", fmt.Sprintf("no broker answered at %s: %v", strings.Join(cfg.Brokers, ","), err),
-			"start Kafka or correct kafka.brokers (host:port of the PLAINTEXT listener, as advertised)")
+		fix := "start Kafka or correct kafka.brokers (host:port of the listener, as advertised)"
+		if cfg.Security != (kafkasec.Settings{}) {
+			fix += "; with kafka.tls and kafka.sasl matching that listener"
+		}
+		r.Problem(comp, "brokers", fmt.Sprintf("no broker answered at %s (%s): %v", strings.Join(cfg.Brokers, ","), cfg.Security, ExplainSarama(cfg.Security, err)), fix)
 		return ctx.Err()
 	}
 	defer client.Close()
-	r.OK(comp, "brokers", fmt.Sprintf("%d broker(s) reachable via %s", len(client.Brokers()), strings.Join(cfg.Brokers, ",")))
+	r.OK(comp, "brokers", fmt.Sprintf("%d broker(s) reachable via %s (%s)", len(client.Brokers()), strings.Join(cfg.Brokers, ","), cfg.Security))
 	checkCommitTopic(client, cfg.CommitTopic, r)
 
 	type result struct{ err error }
 	done := make(chan result, 1)
-	go func() { done <- result{probeTransactions(cfg)} }()
+	go func() { done <- result{probeTransactions(cfg, secure)} }()
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
@@ -100,8 +111,9 @@ func checkCommitTopic(client sarama.Client, topic string, r *preflight.Report) {
 	r.OK(comp, what, fmt.Sprintf("%s has one partition and keeps every record", topic))
 }
 
-func probeTransactions(cfg CheckConfig) error {
+func probeTransactions(cfg CheckConfig, secure func(*sarama.Config)) error {
 	pc := producerConfig(cfg.ClientID, cfg.TransactionalID+".validate", cfg.Timeout)
+	secure(pc)
 	p, err := sarama.NewAsyncProducer(cfg.Brokers, pc)
 	if err != nil {
 		return err

@@ -18,7 +18,7 @@ import (
 // readLastCommit returns the last committed record of the commit stream, or nil when it holds none.
 // It must run after the transactional producer started: that aborts any transaction a crashed
 // writer left open, so the partition's last stable offset reaches its end.
-func readLastCommit(ctx context.Context, brokers []string, client sarama.Client, topic string, timeout time.Duration) (*bookmark.CommitRecord, error) {
+func readLastCommit(ctx context.Context, brokers []string, security []kgo.Opt, client sarama.Client, topic string, timeout time.Duration) (*bookmark.CommitRecord, error) {
 	if err := client.RefreshMetadata(topic); err != nil {
 		return nil, fmt.Errorf("reading metadata of the commit topic %s: %w", topic, err)
 	}
@@ -33,7 +33,7 @@ func readLastCommit(ctx context.Context, brokers []string, client sarama.Client,
 	const window = 512
 	for to := end; to > begin; to -= window {
 		from := max(begin, to-window)
-		rec, err := lastCommittedIn(ctx, brokers, topic, from, to, timeout)
+		rec, err := lastCommittedIn(ctx, brokers, security, topic, from, to, timeout)
 		if err != nil {
 			return nil, err
 		}
@@ -46,10 +46,10 @@ func readLastCommit(ctx context.Context, brokers []string, client sarama.Client,
 
 // lastCommittedIn reads offsets [from, to) of partition 0 with read_committed and returns the last
 // commit record among them. Control records are kept so that the read knows when it reached to.
-func lastCommittedIn(ctx context.Context, brokers []string, topic string, from, to int64, timeout time.Duration) (*bookmark.CommitRecord, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...),
+func lastCommittedIn(ctx context.Context, brokers []string, security []kgo.Opt, topic string, from, to int64, timeout time.Duration) (*bookmark.CommitRecord, error) {
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers...),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().At(from)}}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords()}, security...)...)
 	if err != nil {
 		return nil, fmt.Errorf("reading the commit topic %s: %w", topic, err)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/cdcd-dev/cdcd/change"
 	"github.com/cdcd-dev/cdcd/internal/failpoint"
 	"github.com/cdcd-dev/cdcd/internal/fault"
+	"github.com/cdcd-dev/cdcd/kafkasec"
 	"github.com/cdcd-dev/cdcd/kcop"
 )
 
@@ -57,6 +58,8 @@ type Config struct {
 	TopicPartitions   int32
 	ReplicationFactor int16
 	Timeout           time.Duration
+	// Security is the connection's TLS and SASL settings, for every client the writer opens.
+	Security kafkasec.Settings
 	// Parallel selects the parallel delivery mode: data records go through ParallelProducers
 	// idempotent producers without Kafka transactions (each partition always through the same one),
 	// and only the commit stream record is written transactionally, after every data record of its
@@ -208,9 +211,21 @@ func Open(ctx context.Context, cfg Config) (*Writer, error) {
 	if w.obs == nil {
 		w.obs = nopObserver{}
 	}
-	var err error
-	if w.client, err = sarama.NewClient(cfg.Brokers, baseConfig(cfg.ClientID, cfg.Timeout)); err != nil {
-		return nil, fmt.Errorf("connecting to Kafka at %v: %w (check kafka.brokers)", cfg.Brokers, err)
+	// Every client gets the same security settings, their files read once.
+	applySecurity, err := SaramaSecurity(cfg.Security)
+	if err != nil {
+		return nil, err
+	}
+	secure := func(sc *sarama.Config) *sarama.Config {
+		applySecurity(sc)
+		return sc
+	}
+	kgoSecurity, err := cfg.Security.Kgo()
+	if err != nil {
+		return nil, err
+	}
+	if w.client, err = sarama.NewClient(cfg.Brokers, secure(baseConfig(cfg.ClientID, cfg.Timeout))); err != nil {
+		return nil, fmt.Errorf("connecting to Kafka at %v (%s): %w (check kafka.brokers)", cfg.Brokers, cfg.Security, ExplainSarama(cfg.Security, err))
 	}
 	if w.admin, err = sarama.NewClusterAdminFromClient(w.client); err != nil {
 		w.client.Close()
@@ -220,7 +235,7 @@ func Open(ctx context.Context, cfg Config) (*Writer, error) {
 		w.admin.Close()
 		return nil, err
 	}
-	pc := producerConfig(cfg.ClientID, cfg.TransactionalID, cfg.Timeout)
+	pc := secure(producerConfig(cfg.ClientID, cfg.TransactionalID, cfg.Timeout))
 	pc.Producer.Transaction.Timeout = cfg.TransactionTimeout
 	pc.Producer.MaxMessageBytes = cfg.MaxMessageBytes
 	pc.Producer.Partitioner = newPartitioner
@@ -236,7 +251,7 @@ func Open(ctx context.Context, cfg Config) (*Writer, error) {
 	if cfg.Parallel {
 		w.data = nil
 		for range cfg.ParallelProducers {
-			dc := producerConfig(cfg.ClientID, "", cfg.Timeout)
+			dc := secure(producerConfig(cfg.ClientID, "", cfg.Timeout))
 			dc.Producer.MaxMessageBytes = cfg.MaxMessageBytes
 			dc.Producer.Partitioner = newPartitioner
 			dc.Producer.Flush.Bytes = 1 << 20
@@ -251,7 +266,7 @@ func Open(ctx context.Context, cfg Config) (*Writer, error) {
 			w.data = append(w.data, p)
 		}
 	}
-	if w.last, err = readLastCommit(ctx, cfg.Brokers, w.client, cfg.CommitTopic, cfg.Timeout); err != nil {
+	if w.last, err = readLastCommit(ctx, cfg.Brokers, kgoSecurity, w.client, cfg.CommitTopic, cfg.Timeout); err != nil {
 		w.shutdownProducer()
 		w.admin.Close()
 		return nil, err
