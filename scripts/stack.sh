@@ -5,9 +5,14 @@
 #   mariadb   MariaDB from Debian's packages, ROW binlog with full image and metadata, GTID strict mode
 #   kafka     Apache Kafka, single-node KRaft, from its Maven Central jars (deploy/kafka/pom.xml)
 #   registry  Apicurio Registry (Confluent-compatible API under /apis/ccompat/v7), from Maven Central
+#   kafka-cluster  three KRaft nodes from the same jars, replication factor 3, min.insync.replicas 2,
+#             unclean leader election off; each node has a PLAINTEXT listener and a SASL_SSL one
+#             (TLS with a certificate from a local CA made by the script, SCRAM-SHA-512 users);
+#             not started by default: `scripts/stack.sh up kafka-cluster`
 #
 # Usage: scripts/stack.sh up|down|status|env|install [service...]   (no service: all of them)
 #        scripts/stack.sh crash postgres|mariadb|kafka   (an immediate stop / SIGKILL, for fault tests)
+#        scripts/stack.sh crash-node N   (SIGKILL node N of kafka-cluster; `up kafka-cluster` restarts it)
 #        scripts/stack.sh mariadb-admin 'SQL'   (run SQL as MariaDB's root, e.g. SET GLOBAL ...)
 # Every step is idempotent: `up` installs what is missing, initialises what is new, starts what is
 # stopped and waits until each server answers. Ports and credentials come from the environment.
@@ -30,6 +35,12 @@ KAFKA_CONTROLLER_PORT=${CDCD_STACK_KAFKA_CONTROLLER_PORT:-19093}
 KAFKA_HEAP=${CDCD_STACK_KAFKA_HEAP:-1g}
 REGISTRY_PORT=${CDCD_STACK_REGISTRY_PORT:-18081}
 APICURIO_VERSION=${CDCD_STACK_APICURIO_VERSION:-3.3.3}
+# kafka-cluster: node N listens on CLUSTER_PORT+N (PLAINTEXT), CLUSTER_PORT+10+N (SASL_SSL, clients),
+# CLUSTER_PORT+20+N (SASL_SSL, between brokers) and CLUSTER_PORT+30+N (KRaft controller).
+CLUSTER_PORT=${CDCD_STACK_KAFKA_CLUSTER_PORT:-19190}
+CLUSTER_HEAP=${CDCD_STACK_KAFKA_CLUSTER_HEAP:-512m}
+CLUSTER_USER=${CDCD_STACK_KAFKA_CLUSTER_USER:-cdcd}
+CLUSTER_PASSWORD=${CDCD_STACK_KAFKA_CLUSTER_PASSWORD:-cdcd-cluster-secret}
 
 ALL_SERVICES=(postgres mariadb kafka registry)
 
@@ -399,6 +410,22 @@ kafka_install() {
 
 kafka_pid() { cat "$STACK/kafka/kafka.pid" 2>/dev/null; }
 
+# kafka_log4j FILE: the brokers' logging, to server.log in the directory -Dkafka.logs.dir names.
+kafka_log4j() {
+	cat >"$1" <<-'EOF'
+		status = warn
+		appender.f.type = File
+		appender.f.name = F
+		appender.f.fileName = ${sys:kafka.logs.dir}/server.log
+		appender.f.layout.type = PatternLayout
+		appender.f.layout.pattern = [%d] %p %m (%c)%n
+		rootLogger.level = INFO
+		rootLogger.appenderRef.f.ref = F
+		logger.req.name = kafka.request.logger
+		logger.req.level = WARN
+	EOF
+}
+
 kafka_running() {
 	local pid
 	pid=$(kafka_pid) && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
@@ -436,18 +463,7 @@ kafka_up() {
 		transaction.max.timeout.ms=900000
 		log.retention.hours=168
 	EOF
-	cat >"$dir/log4j2.properties" <<-'EOF'
-		status = warn
-		appender.f.type = File
-		appender.f.name = F
-		appender.f.fileName = ${sys:kafka.logs.dir}/server.log
-		appender.f.layout.type = PatternLayout
-		appender.f.layout.pattern = [%d] %p %m (%c)%n
-		rootLogger.level = INFO
-		rootLogger.appenderRef.f.ref = F
-		logger.req.name = kafka.request.logger
-		logger.req.level = WARN
-	EOF
+	kafka_log4j "$dir/log4j2.properties"
 	local logopts=(-Dkafka.logs.dir="$dir/logs" -Dlog4j2.configurationFile="$dir/log4j2.properties")
 	if [ ! -f "$dir/data/meta.properties" ]; then
 		log "kafka: formatting storage in $dir/data"
@@ -495,6 +511,166 @@ kafka_crash() {
 kafka_status() {
 	if kafka_ready; then echo "kafka: up on 127.0.0.1:$KAFKA_PORT"; else
 		echo "kafka: down"
+		return 1
+	fi
+}
+
+# ---------------------------------------------------------------- kafka-cluster
+
+cluster_nodes=(1 2 3)
+
+cluster_dir() { echo "$STACK/kafka-cluster/node$1"; }
+cluster_pid() { cat "$(cluster_dir "$1")/kafka.pid" 2>/dev/null; }
+cluster_node_running() {
+	local pid
+	pid=$(cluster_pid "$1") && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+}
+
+# cluster_certs: a local CA and one certificate for every node (127.0.0.1 and localhost), made once.
+cluster_certs() {
+	local dir=$STACK/kafka-cluster/tls
+	[ -f "$dir/broker.p12" ] && return 0
+	command -v openssl >/dev/null || apt_install openssl
+	mkdir -p "$dir"
+	log "kafka-cluster: making a local CA and the brokers' certificate in $dir"
+	openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=cdcd stack CA" \
+		-keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
+	openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$dir/broker.key" -out "$dir/broker.csr" 2>/dev/null
+	printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n' >"$dir/ext.cnf"
+	openssl x509 -req -in "$dir/broker.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial -days 3650 \
+		-extfile "$dir/ext.cnf" -out "$dir/broker.pem" 2>/dev/null
+	openssl pkcs12 -export -in "$dir/broker.pem" -inkey "$dir/broker.key" -name broker \
+		-passout pass:changeit -out "$dir/broker.p12"
+}
+
+cluster_ready() {
+	local n
+	for n in "${cluster_nodes[@]}"; do
+		kcat -b "127.0.0.1:$((CLUSTER_PORT + n))" -L -m 5 2>/dev/null | grep -q "3 brokers" || return 1
+	done
+}
+
+kafka-cluster_install() { kafka_install; cluster_certs; }
+
+kafka-cluster_up() {
+	kafka-cluster_install
+	local tls=$STACK/kafka-cluster/tls cp="$STACK/kafka/lib/*" n voters="" id
+	for n in "${cluster_nodes[@]}"; do
+		voters+="${voters:+,}$n@127.0.0.1:$((CLUSTER_PORT + 30 + n))"
+	done
+	id=$(cat "$STACK/kafka-cluster/cluster.id" 2>/dev/null || true)
+	if [ -z "$id" ]; then
+		id=$(java -cp "$cp" kafka.tools.StorageTool random-uuid)
+		echo "$id" >"$STACK/kafka-cluster/cluster.id"
+	fi
+	for n in "${cluster_nodes[@]}"; do
+		local dir
+		dir=$(cluster_dir "$n")
+		mkdir -p "$dir/logs"
+		cat >"$dir/server.properties" <<-EOF
+			process.roles=broker,controller
+			node.id=$n
+			controller.quorum.voters=$voters
+			listeners=PLAINTEXT://127.0.0.1:$((CLUSTER_PORT + n)),SECURE://127.0.0.1:$((CLUSTER_PORT + 10 + n)),INTERNAL://127.0.0.1:$((CLUSTER_PORT + 20 + n)),CONTROLLER://127.0.0.1:$((CLUSTER_PORT + 30 + n))
+			advertised.listeners=PLAINTEXT://127.0.0.1:$((CLUSTER_PORT + n)),SECURE://127.0.0.1:$((CLUSTER_PORT + 10 + n)),INTERNAL://127.0.0.1:$((CLUSTER_PORT + 20 + n))
+			listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SECURE:SASL_SSL,INTERNAL:SASL_SSL,CONTROLLER:PLAINTEXT
+			inter.broker.listener.name=INTERNAL
+			controller.listener.names=CONTROLLER
+			sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512
+			sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+			listener.name.internal.sasl.enabled.mechanisms=SCRAM-SHA-512
+			listener.name.internal.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="admin-$CLUSTER_PASSWORD";
+			listener.name.secure.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+			listener.name.secure.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+			super.users=User:admin
+			ssl.keystore.type=PKCS12
+			ssl.keystore.location=$tls/broker.p12
+			ssl.keystore.password=changeit
+			ssl.key.password=changeit
+			ssl.truststore.type=PEM
+			ssl.truststore.location=$tls/ca.pem
+			ssl.endpoint.identification.algorithm=https
+			log.dirs=$dir/data
+			num.partitions=1
+			default.replication.factor=3
+			min.insync.replicas=2
+			unclean.leader.election.enable=false
+			offsets.topic.replication.factor=3
+			offsets.topic.num.partitions=10
+			transaction.state.log.replication.factor=3
+			transaction.state.log.min.isr=2
+			transaction.state.log.num.partitions=10
+			share.coordinator.state.topic.replication.factor=3
+			share.coordinator.state.topic.min.isr=2
+			group.initial.rebalance.delay.ms=0
+			auto.create.topics.enable=true
+			transaction.max.timeout.ms=900000
+		EOF
+		kafka_log4j "$dir/log4j2.properties"
+		local logopts=(-Dkafka.logs.dir="$dir/logs" -Dlog4j2.configurationFile="$dir/log4j2.properties")
+		if [ ! -f "$dir/data/meta.properties" ]; then
+			log "kafka-cluster: formatting node $n"
+			java "${logopts[@]}" -cp "$cp" kafka.tools.StorageTool format --ignore-formatted -t "$id" -c "$dir/server.properties" \
+				--add-scram "SCRAM-SHA-512=[name=admin,password=admin-$CLUSTER_PASSWORD]" \
+				--add-scram "SCRAM-SHA-512=[name=$CLUSTER_USER,password=$CLUSTER_PASSWORD]" \
+				--add-scram "SCRAM-SHA-256=[name=$CLUSTER_USER,password=$CLUSTER_PASSWORD]" \
+				>"$dir/format.log" 2>&1 || die "kafka-cluster: formatting node $n failed; see $dir/format.log"
+		fi
+		if ! cluster_node_running "$n"; then
+			local p
+			for p in $((CLUSTER_PORT + n)) $((CLUSTER_PORT + 10 + n)) $((CLUSTER_PORT + 20 + n)) $((CLUSTER_PORT + 30 + n)); do
+				port_free "kafka-cluster node $n" "$p" CDCD_STACK_KAFKA_CLUSTER_PORT
+			done
+			log "kafka-cluster: starting node $n on 127.0.0.1:$((CLUSTER_PORT + n)) (PLAINTEXT) and :$((CLUSTER_PORT + 10 + n)) (SASL_SSL)"
+			setsid nohup java -Xms"$CLUSTER_HEAP" -Xmx"$CLUSTER_HEAP" -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+				-Djava.awt.headless=true "${logopts[@]}" -cp "$cp" kafka.Kafka "$dir/server.properties" \
+				>"$dir/logs/stdout.log" 2>&1 </dev/null &
+			echo $! >"$dir/kafka.pid"
+		fi
+	done
+	wait_for kafka-cluster 180 cluster_ready || die "kafka-cluster is not ready; see $STACK/kafka-cluster/node*/logs/server.log"
+	log "kafka-cluster: ready at $(cluster_brokers PLAINTEXT) (PLAINTEXT) and $(cluster_brokers SECURE) (SASL_SSL)"
+}
+
+# cluster_brokers PLAINTEXT|SECURE: the bootstrap list of one listener.
+cluster_brokers() {
+	local n out="" off=0
+	[ "$1" = SECURE ] && off=10
+	for n in "${cluster_nodes[@]}"; do out+="${out:+,}127.0.0.1:$((CLUSTER_PORT + off + n))"; done
+	echo "$out"
+}
+
+kafka-cluster_down() {
+	local n
+	for n in "${cluster_nodes[@]}"; do
+		if cluster_node_running "$n"; then
+			log "kafka-cluster: stopping node $n"
+			stop_pid "$(cluster_pid "$n")" 60
+		fi
+		rm -f "$(cluster_dir "$n")/kafka.pid"
+	done
+}
+
+kafka-cluster_crash() {
+	local n
+	for n in "${cluster_nodes[@]}"; do cluster_crash_node "$n"; done
+}
+
+# cluster_crash_node N: SIGKILL node N.
+cluster_crash_node() {
+	cluster_node_running "$1" || return 0
+	log "kafka-cluster: killing node $1 (SIGKILL)"
+	kill -KILL "$(cluster_pid "$1")" 2>/dev/null || true
+	local i
+	for ((i = 0; i < 30; i++)); do port_open "$((CLUSTER_PORT + $1))" || break; sleep 1; done
+	rm -f "$(cluster_dir "$1")/kafka.pid"
+}
+
+kafka-cluster_status() {
+	local n up=0
+	for n in "${cluster_nodes[@]}"; do cluster_node_running "$n" && up=$((up + 1)); done
+	if [ "$up" -gt 0 ]; then echo "kafka-cluster: $up of 3 nodes up at $(cluster_brokers PLAINTEXT)"; else
+		echo "kafka-cluster: down"
 		return 1
 	fi
 }
@@ -599,6 +775,11 @@ print_env() {
 		export CDCD_STACK_KAFKA_BROKERS='127.0.0.1:$KAFKA_PORT'
 		export CDCD_STACK_REGISTRY_URL='http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7'
 		export CDCD_STACK_DIR='$STACK'
+		export CDCD_STACK_KAFKA_CLUSTER_BROKERS='$(cluster_brokers PLAINTEXT)'
+		export CDCD_STACK_KAFKA_CLUSTER_SECURE_BROKERS='$(cluster_brokers SECURE)'
+		export CDCD_STACK_KAFKA_CLUSTER_CA_FILE='$STACK/kafka-cluster/tls/ca.pem'
+		export CDCD_STACK_KAFKA_CLUSTER_USER='$CLUSTER_USER'
+		export CDCD_STACK_KAFKA_CLUSTER_PASSWORD='$CLUSTER_PASSWORD'
 	EOF
 }
 
@@ -609,15 +790,23 @@ if [ "$cmd" = mariadb-admin ]; then
 	mariadb_client -e "$*"
 	exit 0
 fi
+if [ "$cmd" = crash-node ]; then
+	cluster_crash_node "${1:?crash-node needs a node number, 1 to 3}"
+	exit 0
+fi
 if [ "$cmd" = scratch-postgres ]; then
 	mkdir -p "$STACK/scratch"
 	scratch_postgres "$@"
 	exit 0
 fi
 services=("$@")
-[ ${#services[@]} -gt 0 ] || services=("${ALL_SERVICES[@]}")
+if [ ${#services[@]} -eq 0 ]; then
+	services=("${ALL_SERVICES[@]}")
+	# A plain `down` stops the cluster too, when it runs.
+	[ "$cmd" = down ] && services=(kafka-cluster "${services[@]}")
+fi
 for s in "${services[@]}"; do
-	case " ${ALL_SERVICES[*]} " in *" $s "*) ;; *) die "unknown service '$s' (known: ${ALL_SERVICES[*]})" ;; esac
+	case " ${ALL_SERVICES[*]} kafka-cluster " in *" $s "*) ;; *) die "unknown service '$s' (known: ${ALL_SERVICES[*]} kafka-cluster)" ;; esac
 done
 
 mkdir -p "$STACK"

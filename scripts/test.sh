@@ -43,6 +43,12 @@ echo "[test] unit, golden, model and server tests of every package but internal/
 go tool gotestsum --format testname --format-hide-empty-pkg -- -race -count=1 -timeout 20m $(go list ./... | grep -v /internal/e2e)
 echo "[test] internal/e2e: cdcd as a process against PostgreSQL and Kafka (about 10 minutes)"
 go tool gotestsum --format testname -- -race -count=1 -timeout 45m ./internal/e2e
+# The three-node cluster runs only for its own tests, so that its brokers do not compete for the
+# cores with the rest of the suite.
+echo "[test] internal/e2e TestCluster*: the secured three-node Kafka cluster"
+scripts/stack.sh up kafka-cluster
+CDCD_TEST_CLUSTER=1 go tool gotestsum --format testname -- -race -count=1 -timeout 30m -run '^TestCluster' ./internal/e2e
+scripts/stack.sh down kafka-cluster
 if [ -n "${CI:-}" ] && [ "${CI}" != false ]; then
 	go test -run '^$' -fuzz '^FuzzModel$' -fuzztime 45s ./tcc
 	go test -run '^$' -fuzz '^FuzzParseConsumer$' -fuzztime 10s ./bookmark

@@ -158,3 +158,43 @@ func ScratchPostgres(t testing.TB, name string, port int, settings ...string) st
 	t.Cleanup(func() { Stack(t, "scratch-postgres", "down", name) })
 	return dsn
 }
+
+// Cluster is the stack's three-node Kafka cluster (`scripts/stack.sh up kafka-cluster`).
+type Cluster struct {
+	// Brokers are the PLAINTEXT listeners; SecureBrokers the SASL_SSL ones, whose certificates the
+	// CA in CAFile signs and which take User and Password with SCRAM-SHA-256 or SCRAM-SHA-512.
+	Brokers, SecureBrokers []string
+	CAFile, User, Password string
+	// Dir holds node<N>/kafka.pid of each node.
+	Dir string
+}
+
+// KafkaCluster is the stack's three-node cluster. The tests that use it (named TestCluster...) run in
+// a step of their own of scripts/test.sh, which starts the cluster and sets CDCD_TEST_CLUSTER=1; in
+// other runs they skip. In that step a cluster that is not up fails them in CI and skips them
+// elsewhere.
+func KafkaCluster(t testing.TB) Cluster {
+	t.Helper()
+	if os.Getenv("CDCD_TEST_CLUSTER") == "" {
+		t.Skip("a three-node cluster test: run by scripts/test.sh's cluster step, or by hand with `scripts/stack.sh up kafka-cluster` and CDCD_TEST_CLUSTER=1")
+	}
+	c := Cluster{
+		Brokers:       strings.Split(env("CDCD_STACK_KAFKA_CLUSTER_BROKERS", "127.0.0.1:19191,127.0.0.1:19192,127.0.0.1:19193"), ","),
+		SecureBrokers: strings.Split(env("CDCD_STACK_KAFKA_CLUSTER_SECURE_BROKERS", "127.0.0.1:19201,127.0.0.1:19202,127.0.0.1:19203"), ","),
+		CAFile:        env("CDCD_STACK_KAFKA_CLUSTER_CA_FILE", filepath.Join(StackDir(), "kafka-cluster", "tls", "ca.pem")),
+		User:          env("CDCD_STACK_KAFKA_CLUSTER_USER", "cdcd"),
+		Password:      env("CDCD_STACK_KAFKA_CLUSTER_PASSWORD", "cdcd-cluster-secret"),
+		Dir:           filepath.Join(StackDir(), "kafka-cluster"),
+	}
+	for _, b := range append(append([]string(nil), c.Brokers...), c.SecureBrokers...) {
+		c, err := net.DialTimeout("tcp", b, 2*time.Second)
+		if err != nil {
+			if InCI() {
+				t.Fatalf("the Kafka cluster is not reachable at %s: %v (CI must start it: scripts/stack.sh up kafka-cluster)", b, err)
+			}
+			t.Skipf("the Kafka cluster is not reachable at %s: %v; start it with scripts/stack.sh up kafka-cluster", b, err)
+		}
+		_ = c.Close()
+	}
+	return c
+}

@@ -1,0 +1,122 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cdcd-dev/cdcd/internal/testenv"
+	"github.com/cdcd-dev/cdcd/kafkasec"
+	"github.com/cdcd-dev/cdcd/tcc"
+)
+
+// secureConfig points h's configuration at the cluster's SASL_SSL listeners with TLS (the stack's
+// CA) and SCRAM-SHA-512, the password in a file; edit changes the security section first.
+func secureConfig(t *testing.T, h *harness, c testenv.Cluster, edit func(tls, sasl map[string]string)) {
+	t.Helper()
+	pwFile := filepath.Join(t.TempDir(), "kafka-password")
+	if err := os.WriteFile(pwFile, []byte(c.Password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tls := map[string]string{"enabled": "true", "ca_file": c.CAFile}
+	sasl := map[string]string{"mechanism": "SCRAM-SHA-512", "user": c.User, "password_file": pwFile}
+	if edit != nil {
+		edit(tls, sasl)
+	}
+	block := func(name string, m map[string]string) string {
+		var b strings.Builder
+		fmt.Fprintf(&b, "  %s:\n", name)
+		for k, v := range m {
+			fmt.Fprintf(&b, "    %s: %q\n", k, v)
+		}
+		return b.String()
+	}
+	cfg, err := os.ReadFile(h.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(cfg)
+	if i := strings.Index(s, "\n  tls:\n"); i >= 0 { // an earlier call's sections
+		j := strings.Index(s, "\nkcops:")
+		s = s[:i+1] + s[j+1:]
+	}
+	s = strings.Replace(s, "  brokers: ["+strings.Join(h.brokers, ",")+"]\n", "  brokers: ["+strings.Join(c.SecureBrokers, ",")+"]\n", 1)
+	s = strings.Replace(s, "\nkcops:", "\n"+block("tls", tls)+block("sasl", sasl)+"kcops:", 1)
+	if err := os.WriteFile(h.cfgPath, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestClusterSecureEndToEnd: cdcd writes to the three-node cluster over TLS with SCRAM-SHA-512, and
+// `cdcd tail` and a tcc consumer read the transactions back over the same; a wrong password, an
+// untrusted CA and a wrong server name each stop `cdcd validate` with an error naming the setting;
+// the password appears in no log or output.
+func TestClusterSecureEndToEnd(t *testing.T) {
+	c := testenv.KafkaCluster(t)
+	h := newHarness(t, "CREATE TABLE t (id int PRIMARY KEY, v text)")
+	var outputs []string
+	defer func() {
+		outputs = append(outputs, h.log())
+		for _, out := range outputs {
+			if strings.Contains(out, c.Password) {
+				t.Errorf("the password appears in:\n%s", out)
+			}
+		}
+	}()
+	validate := func() (string, error) {
+		out, err := exec.Command(cdcdBin, "validate", "-c", h.cfgPath).CombinedOutput()
+		outputs = append(outputs, string(out))
+		return string(out), err
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(tls, sasl map[string]string)
+		want string
+	}{
+		{"wrong password", func(_, sasl map[string]string) { delete(sasl, "password_file"); sasl["password"] = "not-" + c.Password[:3] }, `kafka.sasl: the brokers refused user "` + c.User + `"`},
+		{"untrusted CA", func(tls, _ map[string]string) { tls["ca_file"] = testenv.NewCA(t, "a CA the cluster does not use").File }, "kafka.tls.ca_file"},
+		{"wrong server name", func(tls, _ map[string]string) { tls["server_name"] = "kafka.example.com" }, "kafka.tls: the broker's certificate is not for"},
+	} {
+		secureConfig(t, h, c, tc.edit)
+		if out, err := validate(); err == nil || !strings.Contains(out, tc.want) {
+			t.Errorf("%s: validate: %v\n%s", tc.name, err, out)
+		}
+	}
+	secureConfig(t, h, c, nil)
+	if out, err := validate(); err != nil || !strings.Contains(out, "TLS, SASL SCRAM-SHA-512 as "+c.User) {
+		t.Fatalf("validate with good settings: %v\n%s", err, out)
+	}
+
+	h.brokers = c.Brokers // the harness's own readers and cleanup use the PLAINTEXT listeners
+	h.start()
+	h.waitStreaming(time.Minute)
+	for i := range 20 {
+		h.exec(fmt.Sprintf("INSERT INTO t SELECT g, 'v' || g FROM generate_series(%d, %d) g", i*5+1, i*5+5))
+	}
+	h.waitDurable(time.Minute)
+
+	out, err := exec.Command(cdcdBin, "tail", "-c", h.cfgPath, "--json", "--max-txns", "20", "--idle-exit", "30s").CombinedOutput()
+	outputs = append(outputs, string(out))
+	if err != nil || strings.Count(string(out), `"id":`) < 20 {
+		t.Errorf("cdcd tail over TLS and SCRAM: %v\n%s", err, out)
+	}
+
+	sec := kafkasec.Settings{TLS: kafkasec.TLS{Enabled: true, CAFile: c.CAFile}, SASL: kafkasec.SASL{Mechanism: kafkasec.ScramSHA256, User: c.User, Password: c.Password}}
+	cons, err := tcc.NewConsumer(context.Background(), tcc.Brokers(c.SecureBrokers...), tcc.CommitTopic(h.id+".commits"), tcc.Security(sec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Close()
+	rows := 0
+	for _, tx := range drain(t, cons, 20) {
+		rows += len(tx.Ops)
+	}
+	if rows != 100 {
+		t.Errorf("the tcc read %d rows over TLS and SCRAM-SHA-256, want 100", rows)
+	}
+}
