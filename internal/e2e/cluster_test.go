@@ -78,8 +78,13 @@ func TestClusterSecureEndToEnd(t *testing.T) {
 		edit func(tls, sasl map[string]string)
 		want string
 	}{
-		{"wrong password", func(_, sasl map[string]string) { delete(sasl, "password_file"); sasl["password"] = "not-" + c.Password[:3] }, `kafka.sasl: the brokers refused user "` + c.User + `"`},
-		{"untrusted CA", func(tls, _ map[string]string) { tls["ca_file"] = testenv.NewCA(t, "a CA the cluster does not use").File }, "kafka.tls.ca_file"},
+		{"wrong password", func(_, sasl map[string]string) {
+			delete(sasl, "password_file")
+			sasl["password"] = "not-" + c.Password[:3]
+		}, `kafka.sasl: the brokers refused user "` + c.User + `"`},
+		{"untrusted CA", func(tls, _ map[string]string) {
+			tls["ca_file"] = testenv.NewCA(t, "a CA the cluster does not use").File
+		}, "kafka.tls.ca_file"},
 		{"wrong server name", func(tls, _ map[string]string) { tls["server_name"] = "kafka.example.com" }, "kafka.tls: the broker's certificate is not for"},
 	} {
 		secureConfig(t, h, c, tc.edit)
