@@ -170,5 +170,6 @@ func runChecks(ctx context.Context, cfg config.Config, r *preflight.Report) erro
 		return err
 	}
 	k := cfg.Kafka
-	return writer.Check(ctx, writer.CheckConfig{Brokers: k.Brokers, ClientID: k.ClientID, TransactionalID: k.TransactionalID, CommitTopic: k.CommitTopic, Timeout: k.Timeout, Security: k.Security()}, r)
+	return writer.Check(ctx, writer.CheckConfig{Brokers: k.Brokers, ClientID: k.ClientID, TransactionalID: k.TransactionalID, CommitTopic: k.CommitTopic, Timeout: k.Timeout, Security: k.Security(),
+		ReplicationFactor: k.ReplicationFactor, MinInsyncReplicas: k.MinInsyncReplicas}, r)
 }

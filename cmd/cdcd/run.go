@@ -231,7 +231,7 @@ func runPipeline(ctx context.Context, cfg config.Config, src capture.Config, k k
 		Brokers: kc.Brokers, ClientID: kc.ClientID, TransactionalID: kc.TransactionalID, CommitTopic: kc.CommitTopic,
 		Source: r.SourceID(), Lineage: r.Lineage(), MaxGroupRecords: kc.GroupMaxRecords, MaxGroupBytes: kc.GroupMaxBytes, MaxGroupDelay: kc.GroupMaxDelay,
 		TransactionTimeout: kc.TransactionTimeout, MaxMessageBytes: kc.MaxMessageBytes,
-		TopicPartitions: kc.TopicPartitions, ReplicationFactor: kc.ReplicationFactor, Timeout: kc.Timeout, Security: kc.Security(),
+		TopicPartitions: kc.TopicPartitions, ReplicationFactor: kc.ReplicationFactor, MinInsyncReplicas: kc.MinInsyncReplicas, Timeout: kc.Timeout, Security: kc.Security(),
 		Parallel: kc.Delivery == config.Parallel, ParallelProducers: kc.ParallelProducers,
 		Logger: log, Observer: m,
 	})

@@ -95,7 +95,8 @@ type Kafka struct {
 	// TopicPartitions and ReplicationFactor are used for data topics cdcd creates
 	// (ReplicationFactor -1: the broker's default).
 	TopicPartitions   int32 `mapstructure:"topic_partitions" doc:"partitions of the data topics cdcd creates"`
-	ReplicationFactor int16 `mapstructure:"replication_factor" doc:"replication factor of the topics cdcd creates (-1: the broker's default)"`
+	ReplicationFactor int16 `mapstructure:"replication_factor" doc:"replication factor of the topics cdcd creates (0: the smaller of 3 and the number of brokers; -1: the brokers' default)"`
+	MinInsyncReplicas int16 `mapstructure:"min_insync_replicas" doc:"min.insync.replicas of the topics cdcd creates (0: one less than the replication factor, at least 1; -1: the brokers' default)"`
 	// TLS and SASL secure every connection cdcd makes to the brokers.
 	TLS  kafkasec.TLS  `mapstructure:"tls"`
 	SASL kafkasec.SASL `mapstructure:"sasl"`
@@ -139,7 +140,8 @@ func Default() Config {
 			GroupMaxBytes:      64 << 20,
 			GroupMaxDelay:      100 * time.Millisecond,
 			TopicPartitions:    1,
-			ReplicationFactor:  -1,
+			ReplicationFactor:  0,
+			MinInsyncReplicas:  0,
 		},
 		KCOPs:       []map[string]any{{"type": "json"}},
 		KCOPWorkers: 1,
@@ -350,8 +352,14 @@ func (c Config) Check() error {
 	if c.Kafka.TopicPartitions <= 0 {
 		bad("kafka.topic_partitions", "must be at least 1")
 	}
-	if c.Kafka.ReplicationFactor == 0 || c.Kafka.ReplicationFactor < -1 {
-		bad("kafka.replication_factor", "must be -1 (broker default) or at least 1")
+	if c.Kafka.ReplicationFactor < -1 {
+		bad("kafka.replication_factor", "must be 0 (automatic), -1 (the brokers' default) or at least 1")
+	}
+	if c.Kafka.MinInsyncReplicas < -1 {
+		bad("kafka.min_insync_replicas", "must be 0 (automatic), -1 (the brokers' default) or at least 1")
+	}
+	if rf, isr := c.Kafka.ReplicationFactor, c.Kafka.MinInsyncReplicas; rf > 0 && isr > rf {
+		bad("kafka.min_insync_replicas", "%d is more than kafka.replication_factor %d: no write could ever succeed", isr, rf)
 	}
 	if err := c.Kafka.Security().Validate(); err != nil {
 		bad("kafka", "%v", err)

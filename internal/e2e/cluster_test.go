@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/IBM/sarama"
+
 	"github.com/cdcd-dev/cdcd/internal/testenv"
 	"github.com/cdcd-dev/cdcd/kafkasec"
 	"github.com/cdcd-dev/cdcd/tcc"
@@ -123,5 +125,73 @@ func TestClusterSecureEndToEnd(t *testing.T) {
 	}
 	if rows != 100 {
 		t.Errorf("the tcc read %d rows over TLS and SCRAM-SHA-256, want 100", rows)
+	}
+}
+
+// TestClusterTopicsReplicated: on the three-node cluster cdcd creates its commit and data topics
+// with three replicas and min.insync.replicas 2 without being told, and `cdcd validate` warns about
+// a commit topic that can lose acknowledged records, naming the fix.
+func TestClusterTopicsReplicated(t *testing.T) {
+	c := testenv.KafkaCluster(t)
+	h := newHarness(t, "CREATE TABLE t (id int PRIMARY KEY)")
+	cfg, err := os.ReadFile(h.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := strings.Replace(string(cfg), "  brokers: ["+strings.Join(h.brokers, ",")+"]\n", "  brokers: ["+strings.Join(c.Brokers, ",")+"]\n", 1)
+	if err := os.WriteFile(h.cfgPath, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.brokers = c.Brokers
+	admin, err := sarama.NewClusterAdmin(c.Brokers, sarama.NewConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+
+	// A commit topic made by hand with one replica and unclean leader election.
+	unclean := "true"
+	if err := admin.CreateTopic(h.id+".commits", &sarama.TopicDetail{NumPartitions: 1, ReplicationFactor: 1,
+		ConfigEntries: map[string]*string{"unclean.leader.election.enable": &unclean}}, false); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := exec.Command(cdcdBin, "validate", "-c", h.cfgPath).CombinedOutput()
+	for _, want := range []string{"has one replica on a cluster of 3 brokers", "allows unclean leader election", "unclean.leader.election.enable=false"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("validate does not say %q:\n%s", want, out)
+		}
+	}
+	if err := admin.DeleteTopic(h.id + ".commits"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		topics, _ := admin.ListTopics()
+		if _, ok := topics[h.id+".commits"]; !ok {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	h.start()
+	h.waitStreaming(time.Minute)
+	h.exec("INSERT INTO t VALUES (1)")
+	h.waitDurable(time.Minute)
+	for _, topic := range []string{h.id + ".commits", h.id + ".t"} {
+		md, err := admin.DescribeTopics([]string{topic})
+		if err != nil || len(md) != 1 || len(md[0].Partitions) == 0 {
+			t.Fatalf("describing %s: %v %v", topic, md, err)
+		}
+		if n := len(md[0].Partitions[0].Replicas); n != 3 {
+			t.Errorf("%s has %d replicas, want 3", topic, n)
+		}
+		entries, err := admin.DescribeConfig(sarama.ConfigResource{Type: sarama.TopicResource, Name: topic, ConfigNames: []string{"min.insync.replicas"}})
+		if err != nil || len(entries) != 1 || entries[0].Value != "2" {
+			t.Errorf("%s: min.insync.replicas %v (%v), want 2", topic, entries, err)
+		}
+	}
+	out, err = exec.Command(cdcdBin, "validate", "-c", h.cfgPath).CombinedOutput()
+	if !strings.Contains(string(out), "no topic cdcd uses can lose acknowledged records") {
+		t.Errorf("validate after cdcd made its topics: %v\n%s", err, out)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -24,6 +25,9 @@ type CheckConfig struct {
 	CommitTopic     string
 	Timeout         time.Duration
 	Security        kafkasec.Settings
+	// ReplicationFactor and MinInsyncReplicas as in Config, for the topics cdcd would create.
+	ReplicationFactor int16
+	MinInsyncReplicas int16
 }
 
 // Check adds to r whether the brokers answer and whether transactions work: it initialises a
@@ -51,6 +55,7 @@ func Check(ctx context.Context, cfg CheckConfig, r *preflight.Report) error {
 	defer client.Close()
 	r.OK(comp, "brokers", fmt.Sprintf("%d broker(s) reachable via %s (%s)", len(client.Brokers()), strings.Join(cfg.Brokers, ","), cfg.Security))
 	checkCommitTopic(client, cfg.CommitTopic, r)
+	checkDurability(client, cfg, r)
 
 	type result struct{ err error }
 	done := make(chan result, 1)
@@ -111,6 +116,61 @@ func checkCommitTopic(client sarama.Client, topic string, r *preflight.Report) {
 	r.OK(comp, what, fmt.Sprintf("%s has one partition and keeps every record", topic))
 }
 
+// durabilityWarning is a way a topic can lose records Kafka acknowledged, with its fix.
+type durabilityWarning struct{ detail, fix string }
+
+// durabilityWarnings judges a topic with rf replicas and configuration cfg on a cluster of brokers.
+func durabilityWarnings(topic string, brokers, rf int, cfg map[string]string) []durabilityWarning {
+	var out []durabilityWarning
+	if brokers > 1 && rf == 1 {
+		out = append(out, durabilityWarning{fmt.Sprintf("%s has one replica on a cluster of %d brokers: losing that broker loses records Kafka acknowledged", topic, brokers),
+			fmt.Sprintf("raise its replication factor to %d with kafka-reassign-partitions.sh", min(3, brokers))})
+	}
+	if isr, err := strconv.Atoi(cfg["min.insync.replicas"]); err == nil && rf >= 3 && isr < 2 {
+		out = append(out, durabilityWarning{fmt.Sprintf("%s has min.insync.replicas=%d with %d replicas: a write is acknowledged by one broker, whose loss loses it", topic, isr, rf),
+			fmt.Sprintf("kafka-configs.sh --bootstrap-server <broker> --alter --entity-type topics --entity-name %s --add-config min.insync.replicas=2", topic)})
+	}
+	if cfg["unclean.leader.election.enable"] == "true" {
+		out = append(out, durabilityWarning{fmt.Sprintf("%s allows unclean leader election: a replica that missed acknowledged records may become leader and drop them", topic),
+			fmt.Sprintf("kafka-configs.sh --bootstrap-server <broker> --alter --entity-type topics --entity-name %s --add-config unclean.leader.election.enable=false", topic)})
+	}
+	return out
+}
+
+// checkDurability warns about topics that can lose acknowledged records: the commit topic as it
+// is, and the replication cdcd would give the topics it creates.
+func checkDurability(client sarama.Client, cfg CheckConfig, r *preflight.Report) {
+	const comp, what = "kafka", "durability"
+	brokers := len(client.Brokers())
+	warned := false
+	if cfg.ReplicationFactor == 1 && brokers > 1 {
+		r.Warn(comp, what, fmt.Sprintf("kafka.replication_factor is 1 on a cluster of %d brokers: the topics cdcd creates would lose acknowledged records with a broker", brokers),
+			"set kafka.replication_factor to 0 (automatic) or 3")
+		warned = true
+	}
+	if cfg.CommitTopic != "" {
+		if parts, err := client.Partitions(cfg.CommitTopic); err == nil && len(parts) > 0 {
+			replicas, err := client.Replicas(cfg.CommitTopic, parts[0])
+			admin, aerr := sarama.NewClusterAdminFromClient(client)
+			if err == nil && aerr == nil {
+				have := map[string]string{}
+				if entries, err := admin.DescribeConfig(sarama.ConfigResource{Type: sarama.TopicResource, Name: cfg.CommitTopic}); err == nil {
+					for _, e := range entries {
+						have[e.Name] = e.Value
+					}
+				}
+				for _, w := range durabilityWarnings(cfg.CommitTopic, brokers, len(replicas), have) {
+					r.Warn(comp, what, w.detail, w.fix)
+					warned = true
+				}
+			}
+		}
+	}
+	if !warned {
+		r.OK(comp, what, fmt.Sprintf("%d broker(s); no topic cdcd uses can lose acknowledged records to one broker's loss", brokers))
+	}
+}
+
 func probeTransactions(cfg CheckConfig, secure func(*sarama.Config)) error {
 	pc := producerConfig(cfg.ClientID, cfg.TransactionalID+".validate", cfg.Timeout)
 	secure(pc)
@@ -140,6 +200,9 @@ func baseConfig(clientID string, timeout time.Duration) *sarama.Config {
 	sc.Net.WriteTimeout = timeout
 	sc.Metadata.Retry.Max = 2
 	sc.Metadata.Retry.Backoff = 250 * time.Millisecond
+	// cdcd creates its topics itself, with their settings: a metadata request (validate looking at
+	// the commit topic) must never create one with the broker's defaults.
+	sc.Metadata.AllowAutoTopicCreation = false
 	return sc
 }
 

@@ -129,3 +129,35 @@ func TestExplainSarama(t *testing.T) {
 		t.Errorf("an unsupported mechanism: %v", got)
 	}
 }
+
+func TestDurabilityWarnings(t *testing.T) {
+	for _, tc := range []struct {
+		brokers, rf int
+		cfg         map[string]string
+		want        []string
+	}{
+		{1, 1, map[string]string{"min.insync.replicas": "1"}, nil},
+		{3, 3, map[string]string{"min.insync.replicas": "2", "unclean.leader.election.enable": "false"}, nil},
+		{3, 1, map[string]string{"min.insync.replicas": "1"}, []string{"one replica on a cluster of 3 brokers"}},
+		{3, 3, map[string]string{"min.insync.replicas": "1"}, []string{"min.insync.replicas=1 with 3 replicas"}},
+		{3, 3, map[string]string{"min.insync.replicas": "2", "unclean.leader.election.enable": "true"}, []string{"unclean leader election"}},
+		{2, 2, map[string]string{"min.insync.replicas": "1"}, nil},
+	} {
+		var got []string
+		for _, w := range durabilityWarnings("c", tc.brokers, tc.rf, tc.cfg) {
+			got = append(got, w.detail)
+			if !strings.Contains(w.fix, "kafka-") {
+				t.Errorf("a warning without a command: %+v", w)
+			}
+		}
+		if len(got) != len(tc.want) {
+			t.Errorf("%d brokers, rf %d, %v: warnings %q, want %q", tc.brokers, tc.rf, tc.cfg, got, tc.want)
+			continue
+		}
+		for i := range got {
+			if !strings.Contains(got[i], tc.want[i]) {
+				t.Errorf("warning %q, want %q", got[i], tc.want[i])
+			}
+		}
+	}
+}

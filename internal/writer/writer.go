@@ -54,9 +54,13 @@ type Config struct {
 	TransactionTimeout time.Duration
 	// MaxMessageBytes is the largest record the writer sends; a larger one stops it with an error.
 	MaxMessageBytes int
-	// TopicPartitions and ReplicationFactor apply to data topics cdcd creates.
+	// TopicPartitions applies to the data topics cdcd creates; ReplicationFactor and
+	// MinInsyncReplicas to those and to the commit topic. ReplicationFactor 0 is the smaller of 3
+	// and the number of brokers, -1 the brokers' default; MinInsyncReplicas 0 is one less than the
+	// replication factor (at least 1), -1 the brokers' default.
 	TopicPartitions   int32
 	ReplicationFactor int16
+	MinInsyncReplicas int16
 	Timeout           time.Duration
 	// Security is the connection's TLS and SASL settings, for every client the writer opens.
 	Security kafkasec.Settings
@@ -186,9 +190,6 @@ func (c *Config) defaults() {
 	if c.TopicPartitions <= 0 {
 		c.TopicPartitions = 1
 	}
-	if c.ReplicationFactor == 0 {
-		c.ReplicationFactor = -1
-	}
 	if c.Timeout <= 0 {
 		c.Timeout = 10 * time.Second
 	}
@@ -231,6 +232,7 @@ func Open(ctx context.Context, cfg Config) (*Writer, error) {
 		w.client.Close()
 		return nil, fmt.Errorf("kafka admin client: %w", err)
 	}
+	w.resolveReplication()
 	if err := w.ensureCommitTopic(); err != nil {
 		w.admin.Close()
 		return nil, err
@@ -317,7 +319,7 @@ func (w *Writer) ensureCommitTopic() error {
 		return nil
 	}
 	err = w.admin.CreateTopic(w.cfg.CommitTopic, &sarama.TopicDetail{
-		NumPartitions: 1, ReplicationFactor: w.cfg.ReplicationFactor, ConfigEntries: commitTopicConfig(),
+		NumPartitions: 1, ReplicationFactor: w.cfg.ReplicationFactor, ConfigEntries: w.withMinISR(commitTopicConfig()),
 	}, false)
 	if err != nil && !errors.Is(err, sarama.ErrTopicAlreadyExists) {
 		return fmt.Errorf("creating the commit topic %s: %w", w.cfg.CommitTopic, err)
@@ -328,11 +330,35 @@ func (w *Writer) ensureCommitTopic() error {
 
 func ptr[T any](v T) *T { return &v }
 
+// resolveReplication turns the automatic replication settings into numbers for this cluster: a
+// replicated cluster gets replicated topics without anyone asking.
+func (w *Writer) resolveReplication() {
+	if w.cfg.ReplicationFactor == 0 {
+		w.cfg.ReplicationFactor = int16(max(1, min(3, len(w.client.Brokers()))))
+	}
+	if w.cfg.MinInsyncReplicas == 0 {
+		w.cfg.MinInsyncReplicas = -1
+		if w.cfg.ReplicationFactor > 0 {
+			w.cfg.MinInsyncReplicas = max(1, w.cfg.ReplicationFactor-1)
+		}
+	}
+	w.log.Info("topics cdcd creates", "replication_factor", w.cfg.ReplicationFactor, "min_insync_replicas", w.cfg.MinInsyncReplicas)
+}
+
+// withMinISR adds min.insync.replicas to a new topic's configuration, unless it is the brokers'.
+func (w *Writer) withMinISR(m map[string]*string) map[string]*string {
+	if w.cfg.MinInsyncReplicas > 0 {
+		m["min.insync.replicas"] = ptr(strconv.Itoa(int(w.cfg.MinInsyncReplicas)))
+	}
+	return m
+}
+
 func (w *Writer) ensureTopic(topic string) error {
 	if w.topics[topic] {
 		return nil
 	}
-	err := w.admin.CreateTopic(topic, &sarama.TopicDetail{NumPartitions: w.cfg.TopicPartitions, ReplicationFactor: w.cfg.ReplicationFactor}, false)
+	err := w.admin.CreateTopic(topic, &sarama.TopicDetail{NumPartitions: w.cfg.TopicPartitions, ReplicationFactor: w.cfg.ReplicationFactor,
+		ConfigEntries: w.withMinISR(map[string]*string{})}, false)
 	if err != nil && !errors.Is(err, sarama.ErrTopicAlreadyExists) {
 		var te *sarama.TopicError
 		if !errors.As(err, &te) || te.Err != sarama.ErrTopicAlreadyExists {
