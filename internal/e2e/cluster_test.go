@@ -3,10 +3,13 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -266,4 +269,74 @@ func TestClusterTopicsReplicated(t *testing.T) {
 	if !strings.Contains(string(out), "no topic cdcd uses can lose acknowledged records") {
 		t.Errorf("validate after cdcd made its topics: %v\n%s", err, out)
 	}
+}
+
+// healthz is what cdcd's /healthz answers.
+func (h *harness) healthz() (int, string) {
+	h.t.Helper()
+	m := regexp.MustCompile(`serving /metrics and /healthz" addr=(\S+)`).FindStringSubmatch(h.log())
+	if m == nil {
+		h.t.Fatalf("cdcd did not log its metrics address")
+	}
+	resp, err := http.Get("http://" + m[1] + "/healthz")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestClusterBelowMinInsync: with two of the three nodes down, below min.insync.replicas, cdcd
+// makes no progress and confirms nothing to the slot, stays up, and says why in its log and on
+// /healthz; when the nodes return it continues by itself, and the tcc delivers every transaction.
+func TestClusterBelowMinInsync(t *testing.T) {
+	c := testenv.KafkaCluster(t)
+	h := newHarness(t, crashDDL)
+	onCluster(t, h, c)
+	h.start()
+	h.waitStreaming(time.Minute)
+	w := newOwnRecorder(h)
+	rng := rand.New(rand.NewPCG(12, uint64(time.Now().UnixNano())))
+	b := &bank{nextAccount: 1, nextTransfer: 1}
+	burst(b, w, rng, 2*time.Second)
+	h.waitDurable(time.Minute)
+	confirmed := h.slotConfirmed()
+
+	nodes := []int32{1, 2, 3}
+	rand.Shuffle(len(nodes), func(i, j int) { nodes[i], nodes[j] = nodes[j], nodes[i] })
+	for _, n := range nodes[:2] {
+		testenv.Stack(t, "crash-node", fmt.Sprint(n))
+	}
+	burst(b, w, rng, 2*time.Second)
+	deadline := time.Now().Add(time.Minute)
+	code, body := 0, ""
+	for time.Now().Before(deadline) {
+		if code, body = h.healthz(); code == http.StatusServiceUnavailable && strings.Contains(body, "waiting since") {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	t.Logf("/healthz with two nodes down: %d %s", code, body)
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "waiting since") {
+		t.Errorf("/healthz = %d %q with two of three brokers down", code, body)
+	}
+	time.Sleep(5 * time.Second)
+	h.alive("two brokers went down")
+	if got := h.slotConfirmed(); got != confirmed {
+		t.Errorf("the slot moved from %s to %s while Kafka could not take writes", confirmed, got)
+	}
+	if !strings.Contains(h.log(), "pipeline failed") {
+		t.Errorf("cdcd's log does not say why it stopped:\n%s", h.log())
+	}
+
+	testenv.Stack(t, "up", "kafka-cluster")
+	burst(b, w, rng, time.Second)
+	h.waitDurable(3 * time.Minute)
+	if code, body := h.healthz(); code != http.StatusOK {
+		t.Errorf("/healthz = %d %q after the brokers returned", code, body)
+	}
+	h.stop()
+	h.verify(w.events, h.readAll())
+	h.checkTCCHistory(w)
 }
