@@ -49,7 +49,7 @@ func TestAvroReadByConfluentClient(t *testing.T) {
 	// row), insert 5 under the second version
 	const records = 8
 
-	out, err := exec.Command(python, "testdata/read_avro.py", strings.Join(h.brokers, ","), registry, h.id+".accounts", strconv.Itoa(records)).CombinedOutput()
+	out, err := readAvroCommand(t, python, strings.Join(h.brokers, ","), registry, h.id+".accounts", strconv.Itoa(records)).CombinedOutput()
 	if err != nil {
 		t.Fatalf("the Confluent client: %v\n%s", err, out)
 	}
@@ -109,7 +109,7 @@ func TestAvroReadByConfluentClient(t *testing.T) {
 	}
 
 	// The single-row audit records, one per change in source order, read by the same client.
-	out, err = exec.Command(python, "testdata/read_avro.py", strings.Join(h.brokers, ","), registry, h.id+".audit.accounts", "7").CombinedOutput()
+	out, err = readAvroCommand(t, python, strings.Join(h.brokers, ","), registry, h.id+".audit.accounts", "7").CombinedOutput()
 	if err != nil {
 		t.Fatalf("the Confluent client on the audit topic: %v\n%s", err, out)
 	}
@@ -153,6 +153,14 @@ func TestAvroReadByConfluentClient(t *testing.T) {
 	}
 }
 
+// readAvroCommand runs testdata/read_avro.py, bounded so that a hung client fails the test instead
+// of eating the suite's time.
+func readAvroCommand(t *testing.T, python string, args ...string) *exec.Cmd {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	return exec.CommandContext(ctx, python, append([]string{"testdata/read_avro.py"}, args...)...)
+}
+
 // confluentPython is the Python of the virtualenv scripts/test.sh makes with confluent-kafka.
 func confluentPython(t *testing.T) string {
 	t.Helper()
@@ -191,7 +199,7 @@ func TestMariaDBAvroReadByConfluentClient(t *testing.T) {
 	h.exec(h.sql("UPDATE {t}acct SET id = 4 WHERE id = 2"))
 	// snapshot 1, inserts 2 and 3, update 2, delete 3 (a tombstone), key change 2→4 (a tombstone, a row)
 	table := h.id + "_acct"
-	out, err := exec.Command(python, "testdata/read_avro.py", strings.Join(h.brokers, ","), registry, h.id+"."+table, "7").CombinedOutput()
+	out, err := readAvroCommand(t, python, strings.Join(h.brokers, ","), registry, h.id+"."+table, "7").CombinedOutput()
 	if err != nil {
 		t.Fatalf("the Confluent client: %v\n%s", err, out)
 	}

@@ -10,7 +10,8 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 brokers, registry, topic, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-deserialize = AvroDeserializer(SchemaRegistryClient({"url": registry}))
+# A request the registry leaves unanswered is given up after 10 s and retried, not waited on for ever.
+deserialize = AvroDeserializer(SchemaRegistryClient({"url": registry, "timeout": 10, "max.retries": 5}))
 consumer = Consumer({"bootstrap.servers": brokers, "group.id": "cdcd-avro-interop", "auto.offset.reset": "earliest",
                      "isolation.level": "read_committed", "enable.auto.commit": False})
 consumer.subscribe([topic])
