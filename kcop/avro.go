@@ -223,18 +223,27 @@ func registerSchema(ctx context.Context, r *schemaRegistry, t *change.Table, sub
 	return codec, id, nil
 }
 
-func (a *Avro) record(ctx context.Context, t *change.Table, subject, name string, idx []int, nullable bool) (*avroRecord, error) {
+// record registers under subject the record schema of t's columns idx.
+func (r *schemaRegistry) record(ctx context.Context, t *change.Table, subject, name string, idx []int, nullable bool) (*avroRecord, error) {
 	fields, schema, err := avroColumns(t, idx, nullable)
 	if err != nil {
 		return nil, err
 	}
 	rec := &avroRecord{fields: fields}
-	rec.codec, rec.id, err = registerSchema(ctx, a.registry, t, subject,
+	rec.codec, rec.id, err = registerSchema(ctx, r, t, subject,
 		map[string]any{"type": "record", "name": name, "namespace": avroNamespace(t), "fields": schema}, fields)
 	if err != nil {
 		return nil, err
 	}
 	return rec, nil
+}
+
+// keyRecord registers the key schema of t's records in topic: nil for a table without a key.
+func (r *schemaRegistry) keyRecord(ctx context.Context, t *change.Table, topic string) (*avroRecord, error) {
+	if len(t.KeyIndexes) == 0 {
+		return nil, nil
+	}
+	return r.record(ctx, t, topic+"-key", avroName(t.Name)+"_key", t.KeyIndexes, false)
 }
 
 func (a *Avro) table(ctx context.Context, t *change.Table) (*avroTable, error) {
@@ -244,12 +253,10 @@ func (a *Avro) table(ctx context.Context, t *change.Table) (*avroTable, error) {
 			at.valueIdx = append(at.valueIdx, i)
 		}
 		var err error
-		if len(t.KeyIndexes) > 0 {
-			if at.key, err = a.record(ctx, t, at.topic+"-key", avroName(t.Name)+"_key", t.KeyIndexes, false); err != nil {
-				return nil, err
-			}
+		if at.key, err = a.registry.keyRecord(ctx, t, at.topic); err != nil {
+			return nil, err
 		}
-		if at.value, err = a.record(ctx, t, at.topic+"-value", avroName(t.Name), at.valueIdx, true); err != nil {
+		if at.value, err = a.registry.record(ctx, t, at.topic+"-value", avroName(t.Name), at.valueIdx, true); err != nil {
 			return nil, err
 		}
 		return at, nil

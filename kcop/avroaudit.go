@@ -119,10 +119,8 @@ func (a *AvroAudit) table(ctx context.Context, t *change.Table) (*avroAuditTable
 			map[string]any{"type": "record", "name": name, "namespace": avroNamespace(t), "fields": fields}, known); err != nil {
 			return nil, err
 		}
-		if len(t.KeyIndexes) > 0 {
-			if at.key, err = (&Avro{registry: a.registry}).record(ctx, t, at.topic+"-key", avroName(t.Name)+"_key", t.KeyIndexes, false); err != nil {
-				return nil, err
-			}
+		if at.key, err = a.registry.keyRecord(ctx, t, at.topic); err != nil {
+			return nil, err
 		}
 		return at, nil
 	})

@@ -153,10 +153,12 @@ func (o *Outbox) Process(_ context.Context, c *change.Change, dst []Record) ([]R
 	default:
 		if b, ok := v.V.([]byte); ok {
 			rec.Value = b
-		} else if _, err := text(cols.payload, "payload"); err != nil {
-			return dst, err
 		} else {
-			rec.Value = []byte(csvText(v.V))
+			payload, err := text(cols.payload, "payload")
+			if err != nil {
+				return dst, err
+			}
+			rec.Value = []byte(payload)
 		}
 	}
 	return append(dst, rec), nil
