@@ -194,13 +194,7 @@ func TestClusterBrokerLossUnderLoad(t *testing.T) {
 				testenv.Stack(t, "up", "kafka-cluster")
 				h.alive(fmt.Sprintf("node %d came back", node))
 			}
-			time.Sleep(time.Second)
-			close(stop)
-			t.Logf("%d transactions committed", <-done)
-			h.waitDurable(3 * time.Minute)
-			h.alive("the broker faults")
-			h.stop()
-			t.Logf("cdcd restarted its pipeline %d times", strings.Count(h.log(), "pipeline failed"))
+			h.endFaultWorkload(stop, done)
 			if mode == "transactional" {
 				// Any read_committed consumer sees every change once; in parallel delivery only the tcc
 				// does (a lost leader may leave data records no commit record vouches for).

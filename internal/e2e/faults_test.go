@@ -27,6 +27,19 @@ func (h *harness) alive(after string) {
 	}
 }
 
+// endFaultWorkload stops a workload running through broker faults, waits until everything it
+// committed is durable with cdcd still up, and stops cdcd.
+func (h *harness) endFaultWorkload(stop chan struct{}, done <-chan int) {
+	h.t.Helper()
+	time.Sleep(time.Second)
+	close(stop)
+	h.t.Logf("%d transactions committed", <-done)
+	h.waitDurable(3 * time.Minute)
+	h.alive("the broker faults")
+	h.stop()
+	h.t.Logf("cdcd restarted its pipeline %d times", strings.Count(h.log(), "pipeline failed"))
+}
+
 // newFaultHarness starts cdcd streaming the bank tables and returns a recorder on its own
 // connection and the seed of the test's randomness.
 func newFaultHarness(t *testing.T) (*harness, *recorder, uint64) {
@@ -91,13 +104,7 @@ func TestBrokerKilledUnderLiveWriter(t *testing.T) {
 		testenv.Stack(t, "up", "kafka")
 		h.alive("the broker was killed")
 	}
-	time.Sleep(time.Second)
-	close(stop)
-	t.Logf("%d transactions committed", <-done)
-	h.waitDurable(3 * time.Minute)
-	h.alive("the broker faults")
-	h.stop()
-	t.Logf("cdcd restarted its pipeline %d times", strings.Count(h.log(), "pipeline failed"))
+	h.endFaultWorkload(stop, done)
 	h.verify(w.events, h.readAll())
 	h.checkTCCHistory(w)
 }
