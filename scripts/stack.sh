@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The real servers cdcd runs and is tested against, on loopback, with their data under $CDCD_STACK_DIR
 # (default: .stack in the repository, git-ignored):
-#   postgres  PostgreSQL from Debian's packages, wal_level=logical, role `cdc` with REPLICATION
+#   postgres  PostgreSQL from Debian's packages, wal_level=logical, role `cdc` with REPLICATION;
+#             ssl=on with a certificate for `localhost` from the stack's local CA ($STACK/tls/ca.pem),
+#             so clients may use sslmode=disable or sslmode=verify-full (see `env`)
 #   mariadb   MariaDB from Debian's packages, ROW binlog with full image and metadata, GTID strict mode
 #   kafka     Apache Kafka, single-node KRaft, from its Maven Central jars (deploy/kafka/pom.xml)
 #   registry  Apicurio Registry (Confluent-compatible API under /apis/ccompat/v7), from Maven Central
 #   kafka-cluster  three KRaft nodes from the same jars, replication factor 3, min.insync.replicas 2,
 #             unclean leader election off; each node has a PLAINTEXT listener and a SASL_SSL one
-#             (TLS with a certificate from a local CA made by the script, SCRAM-SHA-512 users);
+#             (TLS with a certificate from the stack's local CA, SCRAM-SHA-256/512 users);
 #             not started by default: `scripts/stack.sh up kafka-cluster`
 #
 # Usage: scripts/stack.sh up|down|status|env|install [service...]   (no service: all of them)
@@ -185,7 +187,31 @@ postgres_up() {
 		SELECT format('CREATE DATABASE %I OWNER %I', '${PG_DB}_target', '$PG_USER')
 		 WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = '${PG_DB}_target') \gexec
 	EOF
-	log "postgres: ready at postgres://$PG_USER:***@127.0.0.1:$PG_PORT/$PG_DB"
+	postgres_tls "$bin"
+	log "postgres: ready at postgres://$PG_USER:***@127.0.0.1:$PG_PORT/$PG_DB (TLS: host=localhost, sslrootcert=$STACK/tls/ca.pem)"
+}
+
+pg_ssl_on() {
+	[ "$(run_as postgres "$1/psql" -h "$STACK/postgres" -p "$PG_PORT" -U postgres -qAt -d postgres -c 'SHOW ssl')" = on ]
+}
+
+# postgres_tls BINDIR: ssl=on with a certificate for `localhost` from the stack's CA. Clients choose:
+# sslmode=disable still works, and sslmode=verify-full needs host=localhost and the CA as sslrootcert.
+postgres_tls() {
+	local bin=$1 dir=$STACK/postgres/tls
+	if ! cert_current "$dir" server; then
+		issue_cert "$dir" server "DNS:localhost"
+		log "postgres: made the server's certificate in $dir (for localhost)"
+	fi
+	chown -R postgres:postgres "$dir"
+	chmod 0600 "$dir/server.key"
+	run_as postgres "$bin/psql" -h "$STACK/postgres" -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -qAt -d postgres >/dev/null <<-EOF
+		ALTER SYSTEM SET ssl_cert_file = '$dir/server.pem';
+		ALTER SYSTEM SET ssl_key_file = '$dir/server.key';
+		ALTER SYSTEM SET ssl = on;
+		SELECT pg_reload_conf();
+	EOF
+	wait_for "postgres ssl" 30 pg_ssl_on "$bin" || die "postgres did not turn ssl on; see $STACK/postgres/server.log"
 }
 
 postgres_down() {
@@ -526,19 +552,43 @@ cluster_node_running() {
 	pid=$(cluster_pid "$1") && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
 }
 
-# cluster_certs: a local CA and one certificate for every node (127.0.0.1 and localhost), made once.
-cluster_certs() {
-	local dir=$STACK/kafka-cluster/tls
-	[ -f "$dir/broker.p12" ] && return 0
+# stack_ca: the local CA that signs the stack's server certificates (the Kafka cluster's brokers and
+# PostgreSQL), made once in $STACK/tls.
+stack_ca() {
+	local dir=$STACK/tls
+	[ -f "$dir/ca.pem" ] && [ -f "$dir/ca.key" ] && return 0
 	command -v openssl >/dev/null || apt_install openssl
 	mkdir -p "$dir"
-	log "kafka-cluster: making a local CA and the brokers' certificate in $dir"
+	log "tls: making a local CA in $dir"
 	openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=cdcd stack CA" \
 		-keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
-	openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$dir/broker.key" -out "$dir/broker.csr" 2>/dev/null
-	printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n' >"$dir/ext.cnf"
-	openssl x509 -req -in "$dir/broker.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial -days 3650 \
-		-extfile "$dir/ext.cnf" -out "$dir/broker.pem" 2>/dev/null
+}
+
+# cert_current DIR NAME: DIR/NAME.pem and its key exist and the stack's CA verifies the certificate.
+cert_current() {
+	[ -f "$1/$2.pem" ] && [ -f "$1/$2.key" ] && [ -f "$STACK/tls/ca.pem" ] &&
+		openssl verify -CAfile "$STACK/tls/ca.pem" "$1/$2.pem" >/dev/null 2>&1
+}
+
+# issue_cert DIR NAME SUBJECT_ALT_NAMES: makes DIR/NAME.pem and DIR/NAME.key, signed by the stack's CA.
+issue_cert() {
+	local dir=$1 name=$2 san=$3
+	stack_ca
+	mkdir -p "$dir"
+	openssl req -newkey rsa:2048 -nodes -subj "/CN=cdcd stack $name" -keyout "$dir/$name.key" -out "$dir/$name.csr" 2>/dev/null
+	printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\n' "$san" >"$dir/$name.ext"
+	openssl x509 -req -in "$dir/$name.csr" -CA "$STACK/tls/ca.pem" -CAkey "$STACK/tls/ca.key" -CAcreateserial \
+		-days 3650 -extfile "$dir/$name.ext" -out "$dir/$name.pem" 2>/dev/null
+	rm -f "$dir/$name.csr" "$dir/$name.ext"
+}
+
+# cluster_certs: one certificate for every node (127.0.0.1 and localhost), from the stack's CA.
+cluster_certs() {
+	local dir=$STACK/kafka-cluster/tls
+	cert_current "$dir" broker && [ -f "$dir/broker.p12" ] && return 0
+	command -v openssl >/dev/null || apt_install openssl
+	issue_cert "$dir" broker "IP:127.0.0.1,DNS:localhost"
+	log "kafka-cluster: made the brokers' certificate in $dir"
 	openssl pkcs12 -export -in "$dir/broker.pem" -inkey "$dir/broker.key" -name broker \
 		-passout pass:changeit -out "$dir/broker.p12"
 }
@@ -588,7 +638,7 @@ kafka-cluster_up() {
 			ssl.keystore.password=changeit
 			ssl.key.password=changeit
 			ssl.truststore.type=PEM
-			ssl.truststore.location=$tls/ca.pem
+			ssl.truststore.location=$STACK/tls/ca.pem
 			ssl.endpoint.identification.algorithm=https
 			log.dirs=$dir/data
 			num.partitions=1
@@ -767,6 +817,8 @@ print_env() {
 	cat <<-EOF
 		export CDCD_STACK_PG_DSN='postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB?sslmode=disable'
 		export CDCD_STACK_PG_TARGET_DSN='postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/${PG_DB}_target?sslmode=disable'
+		export CDCD_STACK_PG_TLS_DSN='postgres://$PG_USER:$PG_PASSWORD@localhost:$PG_PORT/$PG_DB?sslmode=verify-full&sslrootcert=$STACK/tls/ca.pem'
+		export CDCD_STACK_CA_FILE='$STACK/tls/ca.pem'
 		export CDCD_STACK_PG_ADMIN_DSN='postgres://postgres@127.0.0.1:$PG_PORT/$PG_DB?host=$STACK/postgres&sslmode=disable'
 		export CDCD_STACK_MYSQL_ADDR='127.0.0.1:$MY_PORT'
 		export CDCD_STACK_MYSQL_USER='$MY_USER'
@@ -777,7 +829,7 @@ print_env() {
 		export CDCD_STACK_DIR='$STACK'
 		export CDCD_STACK_KAFKA_CLUSTER_BROKERS='$(cluster_brokers PLAINTEXT)'
 		export CDCD_STACK_KAFKA_CLUSTER_SECURE_BROKERS='$(cluster_brokers SECURE)'
-		export CDCD_STACK_KAFKA_CLUSTER_CA_FILE='$STACK/kafka-cluster/tls/ca.pem'
+		export CDCD_STACK_KAFKA_CLUSTER_CA_FILE='$STACK/tls/ca.pem'
 		export CDCD_STACK_KAFKA_CLUSTER_USER='$CLUSTER_USER'
 		export CDCD_STACK_KAFKA_CLUSTER_PASSWORD='$CLUSTER_PASSWORD'
 	EOF

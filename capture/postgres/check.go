@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -375,6 +376,9 @@ func checkReplicationConnection(ctx context.Context, cfg CheckConfig, r *preflig
 		if errors.As(err, &pgErr) && pgErr.Code == "42501" {
 			fix = "give the role the REPLICATION attribute (see the replication privilege finding)"
 		}
+		if tlsFix := tlsFix(err); tlsFix != "" {
+			fix = tlsFix
+		}
 		r.Problem(component, "replication connection", fmt.Sprintf("a replication=database connection is refused: %v", err), fix)
 		return
 	}
@@ -400,6 +404,9 @@ func ConnectReplication(ctx context.Context, dsn string) (*pgconn.PgConn, error)
 }
 
 func connectFix(err error) string {
+	if fix := tlsFix(err); fix != "" {
+		return fix
+	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch pgErr.Code {
@@ -416,6 +423,42 @@ func connectFix(err error) string {
 		return "start PostgreSQL or correct the host and port in source.postgres.dsn"
 	}
 	return "check source.postgres.dsn and that PostgreSQL is running and reachable"
+}
+
+// tlsFix says in plain words why the TLS handshake with PostgreSQL failed and what to change, or
+// returns "" when err is not a TLS failure. sslmode and sslrootcert are libpq's names, which
+// source.postgres.dsn shares.
+func tlsFix(err error) string {
+	var wrongHost x509.HostnameError
+	var unknownCA x509.UnknownAuthorityError
+	var invalid x509.CertificateInvalidError
+	switch {
+	case errors.As(err, &wrongHost):
+		return fmt.Sprintf("PostgreSQL's certificate is for %s, not for %s, the host cdcd connected to: put one of the certificate's names as the host in source.postgres.dsn (or use sslmode=verify-ca, which checks the CA but not the name)",
+			certificateNames(wrongHost.Certificate), wrongHost.Host)
+	case errors.As(err, &unknownCA):
+		return "PostgreSQL's certificate is not signed by a CA cdcd trusts: set sslrootcert in source.postgres.dsn to the file of the CA that signed it"
+	case errors.As(err, &invalid):
+		return fmt.Sprintf("PostgreSQL's certificate is not valid (%v): renew it on the server, or trust its CA with sslrootcert in source.postgres.dsn", invalid)
+	case strings.Contains(err.Error(), "server refused TLS connection"):
+		return "PostgreSQL does not accept TLS connections: turn ssl on in the server's settings, or choose an sslmode in source.postgres.dsn that allows a plain connection"
+	}
+	return ""
+}
+
+// certificateNames lists the host names and addresses a certificate is valid for.
+func certificateNames(c *x509.Certificate) string {
+	if c == nil {
+		return "other names"
+	}
+	names := slices.Clone(c.DNSNames)
+	for _, ip := range c.IPAddresses {
+		names = append(names, ip.String())
+	}
+	if len(names) == 0 {
+		return "no host name"
+	}
+	return strings.Join(names, ", ")
 }
 
 // redactDSN hides the password of a URL or key=value DSN for messages.

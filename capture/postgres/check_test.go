@@ -2,14 +2,21 @@ package postgres
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/cdcd-dev/cdcd/internal/preflight"
 	"github.com/cdcd-dev/cdcd/internal/testenv"
@@ -150,4 +157,94 @@ func connect(t *testing.T, dsn string) *pgx.Conn {
 	}
 	t.Cleanup(func() { conn.Close(context.Background()) })
 	return conn
+}
+
+// TestCheckTLS runs the checks over TLS with sslmode=verify-full against the stack's PostgreSQL, whose
+// certificate names localhost, and makes each kind of TLS failure happen for real.
+func TestCheckTLS(t *testing.T) {
+	dsn := testenv.PostgresTLSDSN(t)
+	withURL := func(change func(u *url.URL, q url.Values)) string { return testenv.EditDSN(t, dsn, change) }
+	refuser := refusesTLS(t)
+	for _, tc := range []struct {
+		name, dsn string
+		fix       []string // empty: both connections work
+	}{
+		{"verify-full", dsn, nil},
+		{"wrong server name", withURL(func(u *url.URL, _ url.Values) { u.Host = strings.Replace(u.Host, "localhost", "127.0.0.1", 1) }),
+			[]string{"certificate is for localhost", "not for 127.0.0.1", "host in source.postgres.dsn", "sslmode=verify-ca"}},
+		{"untrusted CA", withURL(func(_ *url.URL, q url.Values) { q.Set("sslrootcert", testenv.NewCA(t, "some other CA").File) }),
+			[]string{"not signed by a CA cdcd trusts", "sslrootcert"}},
+		{"server without TLS", withURL(func(u *url.URL, q url.Values) { u.Host = refuser; q.Set("sslmode", "require") }),
+			[]string{"does not accept TLS", "sslmode"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := check(t, CheckConfig{DSN: tc.dsn, Slot: "tls_check", Publication: "tls_check"})
+			if tc.fix == nil {
+				finding(t, r, preflight.OK, "connection")
+				finding(t, r, preflight.OK, "replication connection")
+				return
+			}
+			f := finding(t, r, preflight.Problem, "connection")
+			for _, want := range tc.fix {
+				if !strings.Contains(f.Fix, want) {
+					t.Errorf("fix %q does not say %q", f.Fix, want)
+				}
+			}
+			if strings.Contains(f.Detail+f.Fix, "cdc:cdc") {
+				t.Errorf("the password leaked into the report: %s", f.Detail)
+			}
+		})
+	}
+}
+
+// refusesTLS listens on loopback and answers every SSLRequest with 'N', as a server with ssl=off does.
+func refusesTLS(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				var req [8]byte
+				if _, err := io.ReadFull(c, req[:]); err == nil {
+					_, _ = c.Write([]byte{'N'})
+					_, _ = io.Copy(io.Discard, c)
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func TestTLSFix(t *testing.T) {
+	cert := &x509.Certificate{DNSNames: []string{"db.example"}, IPAddresses: []net.IP{net.ParseIP("10.0.0.5")}}
+	for _, tc := range []struct {
+		name string
+		err  error
+		want string // "" means not a TLS failure
+	}{
+		{"wrong name", fmt.Errorf("tls error: %w", &tls.CertificateVerificationError{Err: x509.HostnameError{Certificate: cert, Host: "127.0.0.1"}}),
+			"certificate is for db.example, 10.0.0.5, not for 127.0.0.1"},
+		{"unknown CA", fmt.Errorf("tls error: %w", x509.UnknownAuthorityError{}), "sslrootcert"},
+		{"expired", fmt.Errorf("tls error: %w", x509.CertificateInvalidError{Cert: cert, Reason: x509.Expired, Detail: "current time is after 2020-01-01"}),
+			"not valid (x509: certificate has expired or is not yet valid: current time is after 2020-01-01): renew it"},
+		{"refused", errors.New("failed to connect: server refused TLS connection"), "does not accept TLS"},
+		{"wrong password", &pgconn.PgError{Code: "28P01"}, ""},
+		{"down", &net.OpError{Op: "dial", Err: errors.New("connection refused")}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := tlsFix(tc.err)
+			if tc.want == "" && got != "" || !strings.Contains(got, tc.want) {
+				t.Errorf("tlsFix = %q, want it to say %q", got, tc.want)
+			}
+		})
+	}
 }

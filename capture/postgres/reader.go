@@ -243,12 +243,13 @@ func (r *Reader) advanceAck(lsn bookmark.LSN) {
 }
 
 // connectError names a failed connection and its fix. What a retry cannot cure (a wrong password, a
-// role pg_hba.conf refuses, a database that does not exist) is terminal; a server that is down,
-// starting up or out of connections is waited for.
+// role pg_hba.conf refuses, a database that does not exist, a certificate cdcd does not trust) is
+// terminal; a server that is down, starting up or out of connections is waited for.
 func connectError(dsn string, err error) error {
+	tlsFailed := tlsFix(err) != ""
 	err = fmt.Errorf("connecting to PostgreSQL (%s): %w; %s", redactDSN(dsn), err, connectFix(err))
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && (strings.HasPrefix(pgErr.Code, "28") || pgErr.Code == "3D000") {
+	if tlsFailed || errors.As(err, &pgErr) && (strings.HasPrefix(pgErr.Code, "28") || pgErr.Code == "3D000") {
 		return fault.Mark(err)
 	}
 	return err
@@ -564,6 +565,9 @@ func (r *Reader) connectReplication(ctx context.Context) (*pgconn.PgConn, error)
 	setApplicationName(cfg.RuntimeParams)
 	cfg.RuntimeParams["replication"] = "database"
 	rc, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil && tlsFix(err) != "" {
+		return nil, connectError(r.cfg.DSN, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("opening the replication connection: %w; the role needs REPLICATION and pg_hba.conf must allow it (cdcd validate tells which)", err)
 	}

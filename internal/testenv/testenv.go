@@ -62,6 +62,21 @@ func PostgresDSN(t testing.TB) string {
 	return dsn
 }
 
+// PostgresTLSDSN is the cdc role's connection to the test database over TLS with sslmode=verify-full:
+// the stack's PostgreSQL has a certificate for localhost from the stack's CA (StackCAFile).
+func PostgresTLSDSN(t testing.TB) string {
+	t.Helper()
+	dsn := env("CDCD_STACK_PG_TLS_DSN", "postgres://cdc:cdc@localhost:15432/cdcd?sslmode=verify-full&sslrootcert="+StackCAFile())
+	requireTCP(t, "PostgreSQL", hostPort(t, dsn))
+	return dsn
+}
+
+// StackCAFile is the local CA that signed the stack's server certificates (PostgreSQL's and the Kafka
+// cluster's).
+func StackCAFile() string {
+	return env("CDCD_STACK_CA_FILE", filepath.Join(StackDir(), "tls", "ca.pem"))
+}
+
 // PostgresTargetDSN is the cdc role's connection to the second database, the one consumers write to.
 func PostgresTargetDSN(t testing.TB) string {
 	t.Helper()
@@ -181,7 +196,7 @@ func KafkaCluster(t testing.TB) Cluster {
 	c := Cluster{
 		Brokers:       strings.Split(env("CDCD_STACK_KAFKA_CLUSTER_BROKERS", "127.0.0.1:19191,127.0.0.1:19192,127.0.0.1:19193"), ","),
 		SecureBrokers: strings.Split(env("CDCD_STACK_KAFKA_CLUSTER_SECURE_BROKERS", "127.0.0.1:19201,127.0.0.1:19202,127.0.0.1:19203"), ","),
-		CAFile:        env("CDCD_STACK_KAFKA_CLUSTER_CA_FILE", filepath.Join(StackDir(), "kafka-cluster", "tls", "ca.pem")),
+		CAFile:        env("CDCD_STACK_KAFKA_CLUSTER_CA_FILE", StackCAFile()),
 		User:          env("CDCD_STACK_KAFKA_CLUSTER_USER", "cdcd"),
 		Password:      env("CDCD_STACK_KAFKA_CLUSTER_PASSWORD", "cdcd-cluster-secret"),
 		Dir:           filepath.Join(StackDir(), "kafka-cluster"),
@@ -197,4 +212,17 @@ func KafkaCluster(t testing.TB) Cluster {
 		_ = c.Close()
 	}
 	return c
+}
+
+// EditDSN returns dsn, a URL, as change leaves it; change may edit the URL and its query parameters.
+func EditDSN(t testing.TB, dsn string, change func(u *url.URL, q url.Values)) string {
+	t.Helper()
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatalf("testenv: DSN %q is not a URL: %v", dsn, err)
+	}
+	q := u.Query()
+	change(u, q)
+	u.RawQuery = q.Encode()
+	return u.String()
 }
