@@ -6,11 +6,13 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -58,16 +60,28 @@ func secureConfig(t *testing.T, h *harness, c testenv.Cluster, edit func(tls, sa
 	}
 }
 
-// TestClusterSecureEndToEnd: cdcd writes to the three-node cluster over TLS with SCRAM-SHA-512, and
-// `cdcd tail` and a tcc consumer read the transactions back over the same; a wrong password, an
-// untrusted CA and a wrong server name each stop `cdcd validate` with an error naming the setting;
-// the password appears in no log or output.
+// TestClusterSecureEndToEnd: TLS everywhere. cdcd reads PostgreSQL over TLS (sslmode=verify-full)
+// and writes to the three-node cluster over TLS with SCRAM-SHA-512; `cdcd tail`, a tcc consumer
+// (SCRAM-SHA-256) and examples/pgapply (SCRAM-SHA-512, its password from the environment, applying
+// to a target database over TLS) read the transactions back. A wrong password, an untrusted CA and a
+// wrong server name each stop `cdcd validate` with an error naming the setting; the password appears
+// in no log or output.
 func TestClusterSecureEndToEnd(t *testing.T) {
 	c := testenv.KafkaCluster(t)
-	h := newHarness(t, "CREATE TABLE t (id int PRIMARY KEY, v text)")
+	const ddl = "CREATE TABLE t (id int PRIMARY KEY, v text)"
+	h := newHarnessOn(t, testenv.PostgresTLSDSN(t), ddl)
+	target, targetDSN := newTarget(t, h, ddl)
+	targetDSN = testenv.EditDSN(t, targetDSN, func(u *url.URL, q url.Values) {
+		u.Host = strings.Replace(u.Host, "127.0.0.1", "localhost", 1)
+		q.Set("sslmode", "verify-full")
+		q.Set("sslrootcert", testenv.StackCAFile())
+	})
+	app := newApplier(t, h, targetDSN, "-tls", "-tls-ca-file", c.CAFile, "-sasl-mechanism", "SCRAM-SHA-512", "-sasl-user", c.User)
+	app.args[1] = strings.Join(c.SecureBrokers, ",") // -brokers
+	app.env = []string{"CDCD_KAFKA_SASL_PASSWORD=" + c.Password}
 	var outputs []string
 	defer func() {
-		outputs = append(outputs, h.log())
+		outputs = append(outputs, h.log(), app.log())
 		for _, out := range outputs {
 			if strings.Contains(out, c.Password) {
 				t.Errorf("the password appears in:\n%s", out)
@@ -130,6 +144,16 @@ func TestClusterSecureEndToEnd(t *testing.T) {
 	if rows != 100 {
 		t.Errorf("the tcc read %d rows over TLS and SCRAM-SHA-256, want 100", rows)
 	}
+
+	app.start()
+	h.waitSame(target, "t")
+	var encrypted bool
+	if err := target.QueryRow(context.Background(), `SELECT bool_and(s.ssl) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+		WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() AND a.backend_type = 'client backend'`).Scan(&encrypted); err != nil || !encrypted {
+		t.Errorf("pgapply's connection to the target is not encrypted (%v)", err)
+	}
+	app.signal(syscall.SIGTERM)
+	checkApplied(t, target, h.schema, 20+1) // + the initial snapshot's transaction (of no rows)
 }
 
 // onCluster moves h, before it starts, to the cluster's PLAINTEXT listeners.
