@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/IBM/sarama"
 
+	"github.com/cdcd-dev/cdcd/bookmark"
 	"github.com/cdcd-dev/cdcd/internal/preflight"
 	"github.com/cdcd-dev/cdcd/kafkasec"
 )
@@ -55,7 +58,7 @@ func Check(ctx context.Context, cfg CheckConfig, r *preflight.Report) error {
 	defer client.Close()
 	r.OK(comp, "brokers", fmt.Sprintf("%d broker(s) reachable via %s (%s)", len(client.Brokers()), strings.Join(cfg.Brokers, ","), cfg.Security))
 	checkCommitTopic(client, cfg.CommitTopic, r)
-	checkDurability(client, cfg, r)
+	checkDurability(ctx, client, cfg, r)
 
 	type result struct{ err error }
 	done := make(chan result, 1)
@@ -137,9 +140,10 @@ func durabilityWarnings(topic string, brokers, rf int, cfg map[string]string) []
 	return out
 }
 
-// checkDurability warns about topics that can lose acknowledged records: the commit topic as it
-// is, and the replication cdcd would give the topics it creates.
-func checkDurability(client sarama.Client, cfg CheckConfig, r *preflight.Report) {
+// checkDurability warns about topics that can lose acknowledged records: the commit topic and the
+// data topics its latest records name, as they are, and the replication cdcd would give the topics
+// it creates.
+func checkDurability(ctx context.Context, client sarama.Client, cfg CheckConfig, r *preflight.Report) {
 	const comp, what = "kafka", "durability"
 	brokers := len(client.Brokers())
 	warned := false
@@ -148,27 +152,88 @@ func checkDurability(client sarama.Client, cfg CheckConfig, r *preflight.Report)
 			"set kafka.replication_factor to 0 (automatic) or 3")
 		warned = true
 	}
-	if cfg.CommitTopic != "" {
-		if parts, err := client.Partitions(cfg.CommitTopic); err == nil && len(parts) > 0 {
-			replicas, err := client.Replicas(cfg.CommitTopic, parts[0])
-			admin, aerr := sarama.NewClusterAdminFromClient(client)
-			if err == nil && aerr == nil {
-				have := map[string]string{}
-				if entries, err := admin.DescribeConfig(sarama.ConfigResource{Type: sarama.TopicResource, Name: cfg.CommitTopic}); err == nil {
-					for _, e := range entries {
-						have[e.Name] = e.Value
-					}
-				}
-				for _, w := range durabilityWarnings(cfg.CommitTopic, brokers, len(replicas), have) {
-					r.Warn(comp, what, w.detail, w.fix)
-					warned = true
-				}
-			}
+	admin, err := sarama.NewClusterAdminFromClient(client)
+	if err != nil || cfg.CommitTopic == "" {
+		if !warned {
+			r.OK(comp, what, fmt.Sprintf("%d broker(s); cdcd creates its topics with enough replicas", brokers))
+		}
+		return
+	}
+	// Closing this admin would close the shared client.
+	topics := []string{cfg.CommitTopic}
+	data, err := recentDataTopics(ctx, client, cfg)
+	if err != nil {
+		r.Warn(comp, what, fmt.Sprintf("the data topics could not be found from the commit stream: %v", err), "check that the user may read "+cfg.CommitTopic)
+		warned = true
+	}
+	topics = append(topics, data...)
+	for _, topic := range topics {
+		for _, w := range topicDurability(client, admin, topic, brokers) {
+			r.Warn(comp, what, w.detail, w.fix)
+			warned = true
 		}
 	}
 	if !warned {
-		r.OK(comp, what, fmt.Sprintf("%d broker(s); no topic cdcd uses can lose acknowledged records to one broker's loss", brokers))
+		detail := fmt.Sprintf("%d broker(s); no topic cdcd uses can lose acknowledged records to one broker's loss", brokers)
+		if len(data) > 0 {
+			detail += fmt.Sprintf(" (the commit topic and the %d data topic(s) it names lately)", len(data))
+		}
+		r.OK(comp, what, detail)
 	}
+}
+
+// topicDurability judges an existing topic by its partitions' fewest replicas and its settings; a
+// topic that does not exist (yet) gives nothing.
+func topicDurability(client sarama.Client, admin sarama.ClusterAdmin, topic string, brokers int) []durabilityWarning {
+	parts, err := client.Partitions(topic)
+	if err != nil || len(parts) == 0 {
+		return nil
+	}
+	fewest := 0
+	for _, p := range parts {
+		replicas, err := client.Replicas(topic, p)
+		if err != nil {
+			return nil
+		}
+		if fewest == 0 || len(replicas) < fewest {
+			fewest = len(replicas)
+		}
+	}
+	have := map[string]string{}
+	if entries, err := admin.DescribeConfig(sarama.ConfigResource{Type: sarama.TopicResource, Name: topic}); err == nil {
+		for _, e := range entries {
+			have[e.Name] = e.Value
+		}
+	}
+	return durabilityWarnings(topic, brokers, fewest, have)
+}
+
+// recentDataTopics are the data topics named by the commit stream's latest records (at most
+// recentCommits of them): where cdcd has been writing.
+func recentDataTopics(ctx context.Context, client sarama.Client, cfg CheckConfig) ([]string, error) {
+	const recentCommits = 512
+	end, err := client.GetOffset(cfg.CommitTopic, 0, sarama.OffsetNewest)
+	if err != nil {
+		if errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	begin, err := client.GetOffset(cfg.CommitTopic, 0, sarama.OffsetOldest)
+	if err != nil || end <= begin {
+		return nil, err
+	}
+	security, err := cfg.Security.Kgo()
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	err = commitsIn(ctx, cfg.Brokers, security, cfg.CommitTopic, max(begin, end-recentCommits), end, cfg.Timeout, func(rec *bookmark.CommitRecord) {
+		for _, rg := range rec.Ranges {
+			seen[rg.Topic] = true
+		}
+	})
+	return slices.Sorted(maps.Keys(seen)), err
 }
 
 func probeTransactions(cfg CheckConfig, secure func(*sarama.Config)) error {

@@ -45,28 +45,35 @@ func readLastCommit(ctx context.Context, brokers []string, security []kgo.Opt, c
 }
 
 // lastCommittedIn reads offsets [from, to) of partition 0 with read_committed and returns the last
-// commit record among them. Control records are kept so that the read knows when it reached to.
+// commit record among them.
 func lastCommittedIn(ctx context.Context, brokers []string, security []kgo.Opt, topic string, from, to int64, timeout time.Duration) (*bookmark.CommitRecord, error) {
+	var last *bookmark.CommitRecord
+	err := commitsIn(ctx, brokers, security, topic, from, to, timeout, func(rec *bookmark.CommitRecord) { last = rec })
+	return last, err
+}
+
+// commitsIn reads offsets [from, to) of partition 0 with read_committed and passes each commit record
+// to each, in order. Control records are kept so that the read knows when it reached to.
+func commitsIn(ctx context.Context, brokers []string, security []kgo.Opt, topic string, from, to int64, timeout time.Duration, each func(*bookmark.CommitRecord)) error {
 	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers...),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().At(from)}}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords()}, security...)...)
 	if err != nil {
-		return nil, fmt.Errorf("reading the commit topic %s: %w", topic, err)
+		return fmt.Errorf("reading the commit topic %s: %w", topic, err)
 	}
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(ctx, 3*timeout)
 	defer cancel()
-	var last *bookmark.CommitRecord
 	next := from
 	for next < to {
 		fs := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("reading the commit topic %s: got to offset %d of %d within %v; a transaction of another producer may be open on it: %w", topic, next, to, 3*timeout, ctx.Err())
+			return fmt.Errorf("reading the commit topic %s: got to offset %d of %d within %v; a transaction of another producer may be open on it: %w", topic, next, to, 3*timeout, ctx.Err())
 		}
 		var ferr error
 		fs.EachError(func(_ string, _ int32, err error) { ferr = errors.Join(ferr, err) })
 		if ferr != nil {
-			return nil, fmt.Errorf("reading the commit topic %s: %w", topic, ferr)
+			return fmt.Errorf("reading the commit topic %s: %w", topic, ferr)
 		}
 		var perr error
 		fs.EachRecord(func(r *kgo.Record) {
@@ -79,13 +86,13 @@ func lastCommittedIn(ctx context.Context, brokers []string, security []kgo.Opt, 
 				perr = fmt.Errorf("commit topic %s, offset %d: %w; it is not a cdcd commit stream, or was written by another version", topic, r.Offset, err)
 				return
 			}
-			last = rec
+			each(rec)
 		})
 		if perr != nil {
-			return nil, terminal("%w", perr)
+			return terminal("%w", perr)
 		}
 	}
-	return last, nil
+	return nil
 }
 
 // commitTopicSettings are the commit topic's settings that keep every record: a commit stream whose
