@@ -47,8 +47,19 @@ go tool gotestsum --format testname -- -race -count=1 -timeout 45m ./internal/e2
 # cores with the rest of the suite.
 echo "[test] internal/e2e TestCluster*: the secured three-node Kafka cluster"
 scripts/stack.sh up kafka-cluster
-CDCD_TEST_CLUSTER=1 go tool gotestsum --format testname -- -race -count=1 -timeout 30m -run '^TestCluster' ./internal/e2e
+cluster_logs=$(mktemp -d)
+CDCD_TEST_LOG_DIR=$cluster_logs CDCD_TEST_CLUSTER=1 go tool gotestsum --format testname --jsonfile "$cluster_logs/go-test.json" -- \
+	-race -count=1 -timeout 30m -run '^TestCluster' ./internal/e2e
 scripts/stack.sh down kafka-cluster
+# Every log the cluster tests' processes wrote, and their own output: the password is in none.
+password=$CDCD_STACK_KAFKA_CLUSTER_PASSWORD
+[ -n "$password" ] && [ "$(find "$cluster_logs" -name '*.log' | wc -l)" -gt 0 ] || { echo "[test] no cluster test logs to search" >&2; exit 1; }
+if grep -rlF -- "$password" "$cluster_logs"; then
+	echo "[test] the Kafka password appears in the files above" >&2
+	exit 1
+fi
+echo "[test] the Kafka password appears in none of $(find "$cluster_logs" -type f | wc -l) log files of the cluster tests"
+rm -rf "$cluster_logs"
 if [ -n "${CI:-}" ] && [ "${CI}" != false ]; then
 	go test -run '^$' -fuzz '^FuzzModel$' -fuzztime 45s ./tcc
 	go test -run '^$' -fuzz '^FuzzParseConsumer$' -fuzztime 10s ./bookmark

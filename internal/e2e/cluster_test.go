@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -11,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -145,6 +147,42 @@ func TestClusterSecureEndToEnd(t *testing.T) {
 		t.Errorf("the tcc read %d rows over TLS and SCRAM-SHA-256, want 100", rows)
 	}
 
+	// A client we did not write: Confluent's Python client (librdkafka) over TLS and SCRAM-SHA-512
+	// reads the rows as PostgreSQL renders them.
+	py := exec.Command(confluentPython(t), "testdata/read_secure.py", strings.Join(c.SecureBrokers, ","), c.CAFile, c.User, h.id+".t", "100")
+	py.Env = append(os.Environ(), "CDCD_KAFKA_SASL_PASSWORD="+c.Password)
+	pyOut, err := py.CombinedOutput()
+	outputs = append(outputs, string(pyOut))
+	if err != nil {
+		t.Fatalf("Confluent's client over TLS and SCRAM: %v\n%s", err, pyOut)
+	}
+	var read []string
+	for _, line := range strings.Split(strings.TrimSpace(string(pyOut)), "\n") {
+		var rec struct{ Value string }
+		var value struct {
+			After struct {
+				ID json.Number
+				V  string
+			}
+		}
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("%v: %s", err, line)
+		}
+		if err := json.Unmarshal([]byte(rec.Value), &value); err != nil {
+			t.Fatalf("%v: %s", err, rec.Value)
+		}
+		read = append(read, value.After.ID.String()+" "+value.After.V)
+	}
+	var want []string
+	if err := h.conn.QueryRow(context.Background(), "SELECT array_agg(id::text || ' ' || v ORDER BY id) FROM t").Scan(&want); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(read)
+	slices.Sort(want)
+	if !slices.Equal(read, want) {
+		t.Errorf("Confluent's client read %d rows that differ from PostgreSQL's %d", len(read), len(want))
+	}
+
 	app.start()
 	h.waitSame(target, "t")
 	var encrypted bool
@@ -231,10 +269,11 @@ func TestClusterBrokerLossUnderLoad(t *testing.T) {
 
 // TestClusterTopicsReplicated: on the three-node cluster cdcd creates its commit and data topics
 // with three replicas and min.insync.replicas 2 without being told, and `cdcd validate` warns about
-// a commit topic that can lose acknowledged records, naming the fix.
+// a commit topic, and a data topic the commit stream names, that can lose acknowledged records,
+// naming the fix.
 func TestClusterTopicsReplicated(t *testing.T) {
 	c := testenv.KafkaCluster(t)
-	h := newHarness(t, "CREATE TABLE t (id int PRIMARY KEY)")
+	h := newHarness(t, "CREATE TABLE t (id int PRIMARY KEY); CREATE TABLE u (id int PRIMARY KEY)")
 	onCluster(t, h, c)
 	admin, err := sarama.NewClusterAdmin(c.Brokers, sarama.NewConfig())
 	if err != nil {
@@ -266,9 +305,15 @@ func TestClusterTopicsReplicated(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 
+	// A data topic made by hand with one replica; cdcd writes to it as it is.
+	if err := admin.CreateTopic(h.id+".u", &sarama.TopicDetail{NumPartitions: 1, ReplicationFactor: 1}, false); err != nil {
+		t.Fatal(err)
+	}
+
 	h.start()
 	h.waitStreaming(time.Minute)
 	h.exec("INSERT INTO t VALUES (1)")
+	h.exec("INSERT INTO u VALUES (1)")
 	h.waitDurable(time.Minute)
 	for _, topic := range []string{h.id + ".commits", h.id + ".t"} {
 		md, err := admin.DescribeTopics([]string{topic})
@@ -283,9 +328,17 @@ func TestClusterTopicsReplicated(t *testing.T) {
 			t.Errorf("%s: min.insync.replicas %v (%v), want 2", topic, entries, err)
 		}
 	}
+	// validate finds the data topics from the commit stream and names the one that can lose records.
+	out, err = exec.Command(cdcdBin, "validate", "-c", h.cfgPath).CombinedOutput()
+	if !strings.Contains(string(out), h.id+".u has one replica on a cluster of 3 brokers") || strings.Count(string(out), "warning") != 1 {
+		t.Errorf("validate after cdcd wrote to its topics: %v\n%s", err, out)
+	}
+	if err := admin.DeleteTopic(h.id + ".u"); err != nil {
+		t.Fatal(err)
+	}
 	out, err = exec.Command(cdcdBin, "validate", "-c", h.cfgPath).CombinedOutput()
 	if !strings.Contains(string(out), "no topic cdcd uses can lose acknowledged records") {
-		t.Errorf("validate after cdcd made its topics: %v\n%s", err, out)
+		t.Errorf("validate with the topic gone: %v\n%s", err, out)
 	}
 }
 

@@ -69,6 +69,22 @@ type harness struct {
 	proc    process
 }
 
+// logDir is where t's processes write their logs: a directory of its own under $CDCD_TEST_LOG_DIR
+// when that is set, kept after the run (scripts/test.sh searches the cluster tests' logs for the
+// Kafka password), else a temporary one.
+func logDir(t *testing.T) string {
+	t.Helper()
+	root := os.Getenv("CDCD_TEST_LOG_DIR")
+	if root == "" {
+		return t.TempDir()
+	}
+	dir, err := os.MkdirTemp(root, strings.NewReplacer("/", "_").Replace(t.Name())+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 // process runs a binary in the background, appending its output to a log file.
 type process struct {
 	t       *testing.T
@@ -204,7 +220,7 @@ func newHarnessOn(t *testing.T, dsn, ddl string, extraConfig ...string) *harness
 	}
 	dir := t.TempDir()
 	h.cfgPath = filepath.Join(dir, "cdcd.yaml")
-	h.proc = process{t: t, logPath: filepath.Join(dir, "cdcd.log")}
+	h.proc = process{t: t, logPath: filepath.Join(logDir(t), "cdcd.log")}
 	cfg := fmt.Sprintf(`source:
   kind: postgres
   postgres:

@@ -65,7 +65,7 @@ func newMyHarness(t *testing.T, ddl string, extraConfig string) *myHarness {
 	}
 	dir := t.TempDir()
 	h.cfgPath = filepath.Join(dir, "cdcd.yaml")
-	h.proc = process{t: t, logPath: filepath.Join(dir, "cdcd.log")}
+	h.proc = process{t: t, logPath: filepath.Join(logDir(t), "cdcd.log")}
 	cfg := fmt.Sprintf(`source:
   kind: mariadb
   mysql:

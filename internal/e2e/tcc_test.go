@@ -70,7 +70,7 @@ func newTarget(t *testing.T, h *harness, ddl string) (*pgx.Conn, string) {
 // newApplier prepares examples/pgapply for the harness's commit stream and the target.
 func newApplier(t *testing.T, h *harness, targetDSN string, extra ...string) *applier {
 	t.Helper()
-	app := &applier{process: process{t: t, logPath: filepath.Join(t.TempDir(), "pgapply.log")},
+	app := &applier{process: process{t: t, logPath: filepath.Join(logDir(t), "pgapply.log")},
 		args: append([]string{"-brokers", strings.Join(h.brokers, ","), "-commit-topic", h.id + ".commits", "-target", targetDSN, "-name", h.id}, extra...)}
 	t.Cleanup(func() {
 		app.signal(syscall.SIGKILL)

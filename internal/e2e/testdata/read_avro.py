@@ -9,25 +9,19 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from consume import consume
+
 brokers, registry, topic, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 # A request the registry leaves unanswered is given up after 10 s and retried, not waited on for ever.
 deserialize = AvroDeserializer(SchemaRegistryClient({"url": registry, "timeout": 10, "max.retries": 5}))
 consumer = Consumer({"bootstrap.servers": brokers, "group.id": "cdcd-avro-interop", "auto.offset.reset": "earliest",
                      "isolation.level": "read_committed", "enable.auto.commit": False})
-consumer.subscribe([topic])
-seen = 0
-idle = 0
-while seen < count and idle < 60:
-    msg = consumer.poll(1.0)
-    if msg is None:
-        idle += 1
-        continue
-    if msg.error():
-        raise SystemExit(str(msg.error()))
+
+
+def emit(msg):
     key = deserialize(msg.key(), SerializationContext(topic, MessageField.KEY)) if msg.key() else None
     value = deserialize(msg.value(), SerializationContext(topic, MessageField.VALUE)) if msg.value() else None
     print(json.dumps({"key": key, "value": value}, default=lambda b: b.hex() if isinstance(b, bytes) else str(b)), flush=True)
-    seen += 1
-consumer.close()
-if seen < count:
-    raise SystemExit(f"read {seen} of {count} records")
+
+
+consume(consumer, topic, count, emit)
