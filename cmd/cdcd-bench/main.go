@@ -46,6 +46,10 @@ func main() {
 	source := flag.String("source", "postgres", "the source database: postgres or mariadb")
 	format := flag.String("kcop", "json", "the KCOP writing the rows: json, or avro (through $CDCD_STACK_REGISTRY_URL)")
 	workers := flag.Int("kcop-workers", 1, "cdcd's kcop_workers")
+	brokersFlag := flag.String("brokers", env("CDCD_STACK_KAFKA_BROKERS", "127.0.0.1:19092"),
+		"Kafka brokers (e.g. $CDCD_STACK_KAFKA_CLUSTER_BROKERS for the three-node cluster)")
+	secure := flag.Bool("secure", false, "cdcd writes to the stack cluster's SASL_SSL listeners (TLS, SCRAM-SHA-512; "+
+		"$CDCD_STACK_KAFKA_CLUSTER_*); the bench's own readers keep to -brokers")
 	flag.Parse()
 	kcops := "kcops:\n  - type: json\n    topic: \"bench.{table}\"\n"
 	switch *format {
@@ -58,11 +62,18 @@ func main() {
 	}
 	kcops += fmt.Sprintf("kcop_workers: %d\n", *workers)
 	if *source == "mariadb" {
-		benchMariaDB(*rows, *txnRows, *bin, env("CDCD_STACK_KAFKA_BROKERS", "127.0.0.1:19092"))
+		benchMariaDB(*rows, *txnRows, *bin, *brokersFlag)
 		return
 	}
 	dsn := env("CDCD_STACK_PG_DSN", "postgres://cdc:cdc@127.0.0.1:15432/cdcd?sslmode=disable")
-	brokers := env("CDCD_STACK_KAFKA_BROKERS", "127.0.0.1:19092")
+	brokers := *brokersFlag
+	cdcdBrokers, kafkaDesc := brokers, "plaintext"
+	if *secure {
+		var security string
+		cdcdBrokers, security = clusterSecurity()
+		kcops = security + kcops
+		kafkaDesc = "TLS + SCRAM-SHA-512"
+	}
 	ctx := context.Background()
 
 	conn, err := pgx.Connect(ctx, dsn)
@@ -100,7 +111,7 @@ func main() {
 	rawRate := rawRead(ctx, dsn, *rows, end)
 	log.Printf("raw pglogrepl read: %.0f rows/s", rawRate)
 
-	cfg := writeConfig(dsn, brokers, *delivery, *partitions, kcops)
+	cfg := writeConfig(dsn, cdcdBrokers, *delivery, *partitions, kcops)
 	took, peak := runCDCD(ctx, *bin, cfg, conn, end)
 	rate := float64(*rows) / took.Seconds()
 	log.Printf("cdcd end to end: %v, %.0f rows/s, peak RSS %d MiB", took.Round(time.Millisecond), rate, peak>>20)
@@ -108,6 +119,7 @@ func main() {
 	fmt.Printf("\n| what | result |\n|---|---|\n")
 	fmt.Printf("| machine | %d cores (GOMAXPROCS %d), %s |\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), time.Now().UTC().Format("2006-01-02"))
 	fmt.Printf("| backlog | %d rows in %d-row transactions (%d transactions); delivery %s, %d data partition(s); KCOP %s, %d worker(s) |\n", *rows, *txnRows, *rows / *txnRows, *delivery, *partitions, *format, *workers)
+	fmt.Printf("| kafka | %d broker(s), %s |\n", brokerCount(brokers), kafkaDesc)
 	fmt.Printf("| raw pglogrepl read (ceiling) | %.0f rows/s |\n", rawRate)
 	fmt.Printf("| cdcd end to end (durable in Kafka, slot confirmed) | %.0f rows/s in %v |\n", rate, took.Round(time.Millisecond))
 	fmt.Printf("| ratio cdcd / ceiling | %.2f |\n", rate/rawRate)
@@ -174,6 +186,30 @@ func countCommitted(brokers string) int {
 			}
 		})
 	}
+}
+
+// clusterSecurity is cdcd's way into the stack cluster's SASL_SSL listeners: the brokers, and the
+// kafka.tls and kafka.sasl sections of its configuration (the password in a file), which writeConfig
+// places right after the kafka section's last line.
+func clusterSecurity() (brokers, section string) {
+	brokers = os.Getenv("CDCD_STACK_KAFKA_CLUSTER_SECURE_BROKERS")
+	if brokers == "" {
+		log.Fatal("-secure needs the stack cluster's settings: eval \"$(scripts/stack.sh env)\" after scripts/stack.sh up kafka-cluster")
+	}
+	dir, err := os.MkdirTemp("", "cdcd-bench")
+	check(err)
+	pw := filepath.Join(dir, "kafka-password")
+	check(os.WriteFile(pw, []byte(os.Getenv("CDCD_STACK_KAFKA_CLUSTER_PASSWORD")), 0o600))
+	return brokers, fmt.Sprintf("  tls:\n    enabled: true\n    ca_file: %q\n  sasl:\n    mechanism: SCRAM-SHA-512\n    user: %q\n    password_file: %q\n",
+		os.Getenv("CDCD_STACK_KAFKA_CLUSTER_CA_FILE"), os.Getenv("CDCD_STACK_KAFKA_CLUSTER_USER"), pw)
+}
+
+// brokerCount is the number of brokers in the cluster brokers reaches.
+func brokerCount(brokers string) int {
+	client, err := sarama.NewClient(strings.Split(brokers, ","), sarama.NewConfig())
+	check(err)
+	defer client.Close()
+	return len(client.Brokers())
 }
 
 func env(k, def string) string {
