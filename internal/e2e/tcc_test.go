@@ -183,6 +183,44 @@ func tccApplyUnderKills(t *testing.T, delivery string) {
 	h.stop()
 	app.signal(syscall.SIGTERM)
 	checkApplied(t, target, h.schema, txns+1) // + the initial snapshot's transaction
+	if t.Failed() {
+		diagnoseApplied(t, h, target, w.xids)
+	}
+}
+
+// diagnoseApplied says which of the source's transactions the commit stream and pgapply's log
+// lack, and where the missing ones sit.
+func diagnoseApplied(t *testing.T, h *harness, target *pgx.Conn, source []string) {
+	t.Helper()
+	inStream := map[string]string{}
+	for _, cr := range h.commitRecords() {
+		for i, tx := range cr.Txns {
+			inStream[tx.ID] = fmt.Sprintf("group %d #%d of %d (changes %d, records %d)", cr.Group, i, len(cr.Txns), tx.Changes, tx.Records)
+		}
+	}
+	rows, err := target.Query(context.Background(), "SELECT txn FROM "+h.schema+".cdcd_applied ORDER BY seq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	applied, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	was := map[string]bool{}
+	for _, x := range applied {
+		was[x] = true
+	}
+	missing := 0
+	for i, x := range source {
+		if !was[x] {
+			missing++
+			if missing <= 10 {
+				where, ok := inStream[x]
+				t.Logf("source transaction #%d (xid %s) not applied; in the commit stream: %v %s", i, x, ok, where)
+			}
+		}
+	}
+	t.Logf("%d of %d source transactions not applied; the commit stream holds %d transactions", missing, len(source), len(inStream))
 }
 
 // TestPgapplyKilledInsideALargeTransaction: the consumer dies between two chunks of a 30,000-row
