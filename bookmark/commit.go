@@ -47,6 +47,9 @@ type CommitRecord struct {
 	Lineage string `json:"lineage,omitempty"`
 	// Txns are the group's source transactions in commit order.
 	Txns []TxnEntry `json:"txns"`
+	// State is the source's state after the group (a snapshot in progress), which a restart
+	// resumes with together with Resume; empty when there is none.
+	State string `json:"state,omitempty"`
 	// Ranges say where the group's data records are.
 	Ranges []Range `json:"ranges"`
 	// Written is when cdcd wrote the record.
@@ -64,6 +67,17 @@ type TxnEntry struct {
 	Changes  int64 `json:"changes"`
 	Records  int64 `json:"records"`
 	Snapshot bool  `json:"snapshot,omitempty"`
+	// Copy says which chunk of which table a snapshot transaction copied.
+	Copy *Copy `json:"copy,omitempty"`
+}
+
+// Copy is chunk Chunk (from 1) of Table's snapshot, after which Rows rows of the table are copied in
+// all; Complete marks the table's last chunk: its copy is whole.
+type Copy struct {
+	Table    string `json:"table"`
+	Chunk    int64  `json:"chunk"`
+	Rows     int64  `json:"rows"`
+	Complete bool   `json:"complete,omitempty"`
 }
 
 // Range is the span of one partition that holds a group's records: Count data records between

@@ -22,19 +22,22 @@ type Handler interface {
 }
 
 // Progresser is an optional interface of a Handler. Progress says that the source has read its log
-// up to end (a position like Commit.End) and found nothing for the handler since the last Commit. A
-// handler that makes end durable and then acknowledges it lets the source be confirmed past log that
-// held nothing for it (heartbeats, other tables' transactions), so the source does not keep that log.
+// up to end (a position like Commit.End) and found nothing for the handler since the last Commit;
+// state is the source's state there, as Commit.State. A handler that makes end durable and then
+// acknowledges it lets the source be confirmed past log that held nothing for it (heartbeats, other
+// tables' transactions), so the source does not keep that log.
 type Progresser interface {
-	Progress(ctx context.Context, end string) error
+	Progress(ctx context.Context, end, state string) error
 }
 
 // Resume is where a source continues: after Position (an earlier Commit.End or Progress end), which
-// was read on Lineage (the source's line of history at the time, e.g. PostgreSQL's timeline). The zero
-// Resume starts the source as configured.
+// was read on Lineage (the source's line of history at the time, e.g. PostgreSQL's timeline), with
+// State (the Commit.State that went with it, e.g. a snapshot in progress). The zero Resume starts the
+// source as configured.
 type Resume struct {
 	Position string
 	Lineage  string
+	State    string
 }
 
 // Source is a running reader of one source database.

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/cdcd-dev/cdcd/internal/preflight"
 )
@@ -47,6 +48,75 @@ var ErrInUse = errors.New("the source's replication stream is in use by another 
 // is read but not yet durable committed (0 when everything read is durable).
 type Lagger interface {
 	Lag() (bytes int64, behind float64)
+}
+
+// Copier is an optional interface of a Source: the progress of the snapshot it is taking, table by
+// table, in copy order (finished tables of this run first); empty when none runs.
+type Copier interface {
+	Copying() []TableCopy
+}
+
+// TableCopy is one table's snapshot progress.
+type TableCopy struct {
+	Table string
+	// Rows is how many rows are copied, earlier runs' included; Bytes how many bytes of values this
+	// run copied (their text forms).
+	Rows, Bytes int64
+	// Estimate is how many rows the source's statistics expect in all; -1 when it does not know.
+	Estimate int64
+	Chunks   int64
+	// Started is when this run began copying the table; zero while it waits its turn.
+	Started time.Time
+	// RunRows is how many rows this run copied, for the rate.
+	RunRows int64
+	Done    bool
+}
+
+// SnapshotRequester is an optional interface of a Source: snapshots asked for while it streams.
+type SnapshotRequester interface {
+	// RequestSnapshot acts on the snapshot as req says. It returns once the source has taken the
+	// request in hand (the copy itself runs on), or an error that names what it refused and why.
+	RequestSnapshot(ctx context.Context, req SnapshotRequest) error
+}
+
+// SnapshotAction is what a SnapshotRequest asks for.
+type SnapshotAction int
+
+const (
+	// SnapshotStart queues tables for copying behind those already queued.
+	SnapshotStart SnapshotAction = iota + 1
+	// SnapshotPause stops reading new chunks until SnapshotResume; the queue stays.
+	SnapshotPause
+	// SnapshotResume continues a paused snapshot.
+	SnapshotResume
+	// SnapshotCancel drops tables from the queue (all of them when none is named); rows copied so
+	// far stay delivered.
+	SnapshotCancel
+)
+
+var snapshotActions = map[SnapshotAction]string{SnapshotStart: "start", SnapshotPause: "pause", SnapshotResume: "resume", SnapshotCancel: "cancel"}
+
+func (a SnapshotAction) String() string {
+	if s, ok := snapshotActions[a]; ok {
+		return s
+	}
+	return fmt.Sprintf("SnapshotAction(%d)", int(a))
+}
+
+// ParseSnapshotAction reads an action's name: start, pause, resume or cancel.
+func ParseSnapshotAction(s string) (SnapshotAction, error) {
+	for a, name := range snapshotActions {
+		if name == s {
+			return a, nil
+		}
+	}
+	return 0, fmt.Errorf("snapshot action %q is not one of start, pause, resume, cancel", s)
+}
+
+// SnapshotRequest asks a source to start, pause, resume or cancel copying tables (schema.table).
+type SnapshotRequest struct {
+	Action SnapshotAction
+	Tables []string
 }
 
 // Flusher is an optional interface of a Source: confirm the acknowledged position to the server

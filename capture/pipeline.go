@@ -22,6 +22,7 @@ type event struct {
 	change *change.Change
 	commit *change.Commit
 	end    string
+	state  string
 }
 
 // Pipeline is a Handler that hands events, in order, to h on a goroutine of its own, through a
@@ -65,7 +66,7 @@ func (p *Pipeline) run() {
 			err = p.h.Commit(p.ctx, ev.commit)
 		case evProgress:
 			if pr, ok := p.h.(Progresser); ok {
-				err = pr.Progress(p.ctx, ev.end)
+				err = pr.Progress(p.ctx, ev.end, ev.state)
 			}
 		}
 		if err != nil {
@@ -110,8 +111,8 @@ func (p *Pipeline) Commit(ctx context.Context, c *change.Commit) error {
 }
 
 // Progress implements Progresser; it reaches h only when h implements Progresser.
-func (p *Pipeline) Progress(ctx context.Context, end string) error {
-	return p.send(ctx, event{kind: evProgress, end: end})
+func (p *Pipeline) Progress(ctx context.Context, end, state string) error {
+	return p.send(ctx, event{kind: evProgress, end: end, state: state})
 }
 
 // Close lets h finish the queued events and returns h's first error. No call may follow it.

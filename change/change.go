@@ -124,8 +124,20 @@ type Txn struct {
 	Position string
 	// CommitTime is when the source committed the transaction (zero for snapshots).
 	CommitTime time.Time
-	// Snapshot marks the pseudo-transaction of an initial snapshot.
+	// Snapshot marks a transaction of snapshot reads: the pseudo-transaction of a source's whole
+	// initial snapshot, or one chunk of a table's copy (Copy says which).
 	Snapshot bool
+	// Copy describes the chunk of a table a snapshot transaction copies; nil otherwise.
+	Copy *Copy
+}
+
+// Copy is the part of one table's snapshot that a snapshot transaction carries: chunk Chunk (from
+// 1) of Table, after which Rows rows of it are copied in all; Complete marks the table's last chunk.
+type Copy struct {
+	Table    string
+	Chunk    int64
+	Rows     int64
+	Complete bool
 }
 
 // Change is one row change (or a truncate) with its context.
@@ -152,6 +164,10 @@ type Commit struct {
 	End string
 	// Changes is how many changes the transaction held.
 	Changes int64
+	// State is what the source needs, besides End, to resume after this transaction (a snapshot's
+	// progress); the commit stream records the latest with each durable position. A source that
+	// keeps state sends all of it with every Commit; "" means none.
+	State string
 }
 
 // KeyDiffers reports whether an update moved the row to another key: a key column whose value

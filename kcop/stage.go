@@ -26,7 +26,7 @@ type Sink interface {
 // progresser is the optional interface of a Sink that takes progress without transactions (see
 // capture.Progresser).
 type progresser interface {
-	Progress(ctx context.Context, end string) error
+	Progress(ctx context.Context, end, state string) error
 }
 
 // Stage is the KCOP step between capture and the writer: it runs the chain on every change and
@@ -117,12 +117,12 @@ func (s *Stage) Commit(ctx context.Context, c *change.Commit) error {
 }
 
 // Progress passes progress to the sink when it takes it.
-func (s *Stage) Progress(ctx context.Context, end string) error {
+func (s *Stage) Progress(ctx context.Context, end, state string) error {
 	if err := s.drain(ctx, 0); err != nil {
 		return err
 	}
 	if p, ok := s.sink.(progresser); ok {
-		return p.Progress(ctx, end)
+		return p.Progress(ctx, end, state)
 	}
 	return nil
 }

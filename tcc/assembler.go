@@ -394,7 +394,7 @@ func (a *assembler) popFrom(tp topicPartition) {
 
 func (a *assembler) newChunk() *Txn {
 	t := a.g.Txns[a.cur]
-	c := &Txn{ID: t.ID, Position: t.Position, End: t.End, Snapshot: t.Snapshot, Group: a.g.Group,
+	c := &Txn{ID: t.ID, Position: t.Position, End: t.End, Snapshot: t.Snapshot, Copy: t.Copy, Group: a.g.Group,
 		Changes: t.Changes, Records: t.Records, First: a.chunk == nil && !a.skipped}
 	if t.CommitMillis != 0 {
 		c.CommitTime = time.UnixMilli(t.CommitMillis).UTC()

@@ -66,8 +66,11 @@ type Txn struct {
 	// End is the source position just after the transaction.
 	End        string
 	CommitTime time.Time
-	Snapshot   bool
-	Group      uint64
+	// Snapshot marks snapshot reads; Copy, when set, says which chunk of which table's copy this is,
+	// and whether that table's copy is complete with it.
+	Snapshot bool
+	Copy     *bookmark.Copy
+	Group    uint64
 	// Changes and Records are the whole transaction's counts, whatever the chunk holds.
 	Changes, Records int64
 	Ops              []Op

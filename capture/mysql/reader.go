@@ -543,7 +543,7 @@ func (s *stream) commit(ctx context.Context, hdr *replication.EventHeader) error
 	end := s.pos.String()
 	if s.txn == nil {
 		if p, ok := s.h.(capture.Progresser); ok {
-			return p.Progress(ctx, end)
+			return p.Progress(ctx, end, "")
 		}
 		return nil
 	}

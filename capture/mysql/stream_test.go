@@ -38,7 +38,7 @@ func (r *recorded) Commit(_ context.Context, c *change.Commit) error {
 	return nil
 }
 
-func (r *recorded) Progress(_ context.Context, end string) error {
+func (r *recorded) Progress(_ context.Context, end, _ string) error {
 	r.calls = append(r.calls, "progress "+end)
 	return nil
 }

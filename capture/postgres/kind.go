@@ -21,7 +21,7 @@ func init() {
 
 // DefaultConfig is the postgres kind's settings when nothing is set.
 func DefaultConfig() Config {
-	return Config{Slot: "cdcd", Publication: "cdcd", Snapshot: SnapshotInitial, Heartbeat: 10 * time.Second}
+	return Config{Slot: "cdcd", Publication: "cdcd", Snapshot: SnapshotInitial, SnapshotChunkRows: 10_000, Heartbeat: 10 * time.Second}
 }
 
 var (
@@ -60,6 +60,14 @@ func (c *Config) Validate() error {
 	}
 	if c.Heartbeat <= 0 {
 		bad("heartbeat", "must be a positive duration such as 10s")
+	}
+	if c.SignalTable != "" {
+		if s, n, ok := strings.Cut(c.SignalTable, "."); !ok || s == "" || n == "" {
+			bad("signal_table", "%q is not schema-qualified; write it as schema.table, e.g. public.cdcd_signal", c.SignalTable)
+		}
+	}
+	if c.SnapshotChunkRows <= 0 {
+		bad("snapshot_chunk_rows", "must be a positive number of rows such as 10000")
 	}
 	if c.AcceptGapTo != "" {
 		if _, err := bookmark.ParseLSN(c.AcceptGapTo); err != nil {

@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -31,7 +33,8 @@ import (
 type SnapshotMode string
 
 const (
-	// SnapshotInitial copies the tables once, from the exported snapshot of the slot cdcd creates.
+	// SnapshotInitial copies the tables once, when cdcd creates the slot: in chunks while the stream
+	// runs (PostgreSQL 14+), or from the slot's exported snapshot in one transaction before it.
 	SnapshotInitial SnapshotMode = "initial"
 	// SnapshotNever streams only the changes after the slot's creation.
 	SnapshotNever SnapshotMode = "never"
@@ -51,6 +54,14 @@ type Config struct {
 	Tables []string `mapstructure:"tables" doc:"schema-qualified tables to capture; empty: every table of the publication"`
 	// Snapshot says whether a slot cdcd creates is followed by a copy of the tables.
 	Snapshot SnapshotMode `mapstructure:"snapshot" doc:"initial (copy existing rows once, when the slot is created) or never"`
+	// SnapshotChunkRows is how many rows of a table one chunk of a snapshot copies (PostgreSQL 14+):
+	// each chunk is a transaction of its own, and a restart continues after the last one durable.
+	SnapshotChunkRows int `mapstructure:"snapshot_chunk_rows" doc:"rows per chunk of a snapshot; each chunk is its own transaction and a restart resumes after the last durable one"`
+	// SignalTable is a table (schema.table, in the publication) whose inserted rows ask for snapshots
+	// while cdcd streams, for users without access to cdcd's HTTP endpoint: Debezium's signal table
+	// (columns id, type and data; type execute-snapshot with data {"data-collections": [...]},
+	// stop-snapshot, pause-snapshot, resume-snapshot).
+	SignalTable string `mapstructure:"signal_table" doc:"schema.table whose inserted rows (id, type, data) start, stop, pause or resume snapshots, as Debezium's signals"`
 	// Heartbeat is how long the stream may stay quiet before the reader emits a transactional
 	// logical decoding message (PostgreSQL 14+), whose commit lets the slot be confirmed past WAL
 	// that held nothing for the publication.
@@ -84,9 +95,37 @@ type Reader struct {
 	serverWALEnd atomic.Uint64
 	received     atomic.Uint64 // end LSN of the last transaction handed to the handler
 	commitTime   atomic.Int64  // unix nanoseconds of the last transaction's commit
+
+	copyMu  sync.Mutex
+	copying []capture.TableCopy // a running snapshot's progress, for Copying
+
+	requests chan snapshotCall // snapshot requests, for the stream's goroutine
 }
 
-var _ capture.Source = (*Reader)(nil)
+var (
+	_ capture.Source            = (*Reader)(nil)
+	_ capture.Copier            = (*Reader)(nil)
+	_ capture.SnapshotRequester = (*Reader)(nil)
+)
+
+// Copying implements capture.Copier.
+func (r *Reader) Copying() []capture.TableCopy {
+	r.copyMu.Lock()
+	defer r.copyMu.Unlock()
+	return slices.Clone(r.copying)
+}
+
+// updateCopy changes the progress entry of table under the lock.
+func (r *Reader) updateCopy(table string, f func(*capture.TableCopy)) {
+	r.copyMu.Lock()
+	defer r.copyMu.Unlock()
+	for i := range r.copying {
+		if r.copying[i].Table == table {
+			f(&r.copying[i])
+			return
+		}
+	}
+}
 
 // Stats are the reader's positions, for metrics.
 type Stats struct {
@@ -148,7 +187,8 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Reader, error) {
 		meta.Close(ctx)
 		return nil, err
 	}
-	r := &Reader{cfg: cfg, log: log.With("source", "postgres", "slot", cfg.Slot), meta: meta, tm: pgtype.NewMap(), types: map[uint32]typeInfo{}}
+	r := &Reader{cfg: cfg, log: log.With("source", "postgres", "slot", cfg.Slot), meta: meta, tm: pgtype.NewMap(), types: map[uint32]typeInfo{},
+		requests: make(chan snapshotCall)}
 	if err := meta.QueryRow(ctx, "SELECT current_database()").Scan(&r.database); err != nil {
 		meta.Close(ctx)
 		return nil, fmt.Errorf("reading current_database(): %w", err)
@@ -436,9 +476,18 @@ var ErrGap = errors.New("cannot prove that nothing between the commit stream and
 // drops it and starts over, since an earlier start never made its snapshot durable.
 func (r *Reader) Run(ctx context.Context, from capture.Resume, h capture.Handler) error {
 	resume := from.Position
+	state, err := parseCopyState(from.State)
+	if err != nil {
+		return fault.Terminal("%v; it was not written by this version of cdcd", err)
+	}
 	exists, pid, confirmed, err := r.slotState(ctx)
 	if err != nil {
 		return err
+	}
+	var snap *snapshotter
+	if len(state.Tables) > 0 && resume != "" {
+		snap = newSnapshotter(r, state, nil)
+		r.log.Info("snapshot resumed", "table", state.Tables[0].qualified(), "chunks_copied", state.Tables[0].Chunks, "tables_left", len(state.Tables))
 	}
 	if pid != 0 {
 		return fmt.Errorf("slot %s: %w by the process with pid %d (another cdcd with the same source.postgres.slot?); stop it or choose another slot", r.cfg.Slot, ErrSlotInUse, pid)
@@ -469,12 +518,12 @@ func (r *Reader) Run(ctx context.Context, from capture.Resume, h capture.Handler
 		exists = false
 	}
 	if !exists {
-		if start, err = r.createSlot(ctx, rc, h); err != nil {
+		if start, snap, err = r.createSlot(ctx, rc, h); err != nil {
 			return err
 		}
 	}
 	r.advanceAck(start)
-	return r.stream(ctx, rc, start, h)
+	return r.stream(ctx, rc, start, h, snap)
 }
 
 // proveContinuity refuses to resume at start unless the server still holds every transaction after
@@ -574,29 +623,63 @@ func (r *Reader) connectReplication(ctx context.Context) (*pgconn.PgConn, error)
 	return rc, nil
 }
 
-// createSlot creates the slot and, for an initial snapshot, copies the published tables as of the
-// slot's consistent point; it returns the position the stream starts from.
-func (r *Reader) createSlot(ctx context.Context, rc *pgconn.PgConn, h capture.Handler) (bookmark.LSN, error) {
+// createSlot creates the slot and returns the position the stream starts from. For an initial
+// snapshot on PostgreSQL 14+ it returns the snapshotter that copies the published tables in chunks
+// while the stream runs; before 14, which cannot place chunks in the stream, it copies them here, as
+// of the slot's consistent point, in one transaction.
+func (r *Reader) createSlot(ctx context.Context, rc *pgconn.PgConn, h capture.Handler) (bookmark.LSN, *snapshotter, error) {
+	var version int
+	if err := r.meta.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
+		return 0, nil, fmt.Errorf("reading server_version_num: %w", err)
+	}
+	chunked := r.cfg.Snapshot == SnapshotInitial && version >= 140000
 	action := "NOEXPORT_SNAPSHOT"
-	if r.cfg.Snapshot == SnapshotInitial {
+	if r.cfg.Snapshot == SnapshotInitial && !chunked {
 		action = "EXPORT_SNAPSHOT"
+	}
+	var state copyState
+	if chunked {
+		// The tables as the publication holds them when the slot is made; a table added later is
+		// not copied (its rows arrive as they change).
+		rows, err := r.meta.Query(ctx, "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1, 2", r.cfg.Publication)
+		if err != nil {
+			return 0, nil, fmt.Errorf("listing the published tables: %w", err)
+		}
+		if state.Tables, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (tableCopy, error) {
+			var t tableCopy
+			return t, row.Scan(&t.Schema, &t.Name)
+		}); err != nil {
+			return 0, nil, fmt.Errorf("listing the published tables: %w", err)
+		}
 	}
 	res, err := pglogrepl.CreateReplicationSlot(ctx, rc, r.cfg.Slot, "pgoutput", pglogrepl.CreateReplicationSlotOptions{SnapshotAction: action})
 	if err != nil {
-		return 0, fmt.Errorf("creating replication slot %s: %w", r.cfg.Slot, err)
+		return 0, nil, fmt.Errorf("creating replication slot %s: %w", r.cfg.Slot, err)
 	}
 	point, err := bookmark.ParseLSN(res.ConsistentPoint)
 	if err != nil {
-		return 0, fmt.Errorf("slot consistent point: %w", err)
+		return 0, nil, fmt.Errorf("slot consistent point: %w", err)
 	}
 	r.log.Info("created replication slot", "consistent_point", point.String())
-	if r.cfg.Snapshot != SnapshotInitial {
-		return point, nil
+	switch {
+	case chunked:
+		names := make([]string, len(state.Tables))
+		for i := range state.Tables {
+			names[i] = state.Tables[i].qualified()
+		}
+		r.log.Info("snapshot started", "tables", names, "chunk_rows", r.cfg.SnapshotChunkRows)
+		sn := newSnapshotter(r, state, nil)
+		if !sn.active() {
+			r.log.Info("snapshot complete")
+			return point, nil, nil
+		}
+		return point, sn, nil
+	case r.cfg.Snapshot == SnapshotInitial:
+		if err := r.snapshot(ctx, res.SnapshotName, point, h); err != nil {
+			return 0, nil, fmt.Errorf("initial snapshot: %w", err)
+		}
 	}
-	if err := r.snapshot(ctx, res.SnapshotName, point, h); err != nil {
-		return 0, fmt.Errorf("initial snapshot: %w", err)
-	}
-	return point, nil
+	return point, nil, nil
 }
 
 // snapshot copies every published table, as of the exported snapshot, as one transaction of Read
@@ -783,7 +866,7 @@ func relationFromCatalog(ctx context.Context, conn *pgx.Conn, oid uint32) (*pglo
 }
 
 // stream runs the replication protocol from start until ctx ends or an error occurs.
-func (r *Reader) stream(ctx context.Context, rc *pgconn.PgConn, start bookmark.LSN, h capture.Handler) error {
+func (r *Reader) stream(ctx context.Context, rc *pgconn.PgConn, start bookmark.LSN, h capture.Handler, snap *snapshotter) error {
 	args := []string{"proto_version '1'", "publication_names '" + strings.ReplaceAll(r.cfg.Publication, "'", "''") + "'"}
 	var version int
 	if err := r.meta.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
@@ -802,7 +885,15 @@ func (r *Reader) stream(ctx context.Context, rc *pgconn.PgConn, start bookmark.L
 	}
 	r.log.Info("streaming", "from", start.String())
 
-	s := streamState{r: r, h: h, resume: start, relations: map[uint32]*relation{}, lastData: time.Now()}
+	s := streamState{r: r, h: h, snap: snap, resume: start, relations: map[uint32]*relation{}, lastData: time.Now(),
+		handed: handedOn{xids: map[uint32]bool{}, pruned: time.Now()}, heartbeats: heartbeats}
+	if snap != nil {
+		snap.handed = &s.handed
+		defer snap.close(ctx)
+		if !heartbeats {
+			return errors.New("a chunked snapshot needs PostgreSQL 14 or newer")
+		}
+	}
 	var hb *pgx.Conn
 	defer func() {
 		if hb != nil {
@@ -843,7 +934,26 @@ func (r *Reader) stream(ctx context.Context, rc *pgconn.PgConn, start bookmark.L
 			s.replyRequested = false
 			nextStatus = now.Add(statusInterval)
 		}
-		rctx, cancel := context.WithDeadline(ctx, nextStatus)
+		if s.handed.due() && !s.inTxn {
+			if err := s.pruneHanded(ctx); err != nil {
+				return err
+			}
+		}
+		select {
+		case call := <-r.requests:
+			call.reply <- s.snapshotRequest(ctx, call.req)
+		default:
+		}
+		wake := nextStatus
+		if s.snap != nil && !s.inTxn {
+			if err := s.snap.next(ctx); err != nil {
+				return err
+			}
+			if s.snap.active() && s.snap.pending == nil && s.snap.retryAt.Before(wake) {
+				wake = s.snap.retryAt
+			}
+		}
+		rctx, cancel := context.WithDeadline(ctx, wake)
 		msg, err := rc.ReceiveMessage(rctx)
 		cancel()
 		if err != nil {
@@ -868,9 +978,38 @@ func (r *Reader) stream(ctx context.Context, rc *pgconn.PgConn, start bookmark.L
 	}
 }
 
+// state is the source's state to record with the position reached: a snapshot's progress.
+func (s *streamState) state() string {
+	if s.snap == nil {
+		return ""
+	}
+	return s.snap.encoded
+}
+
+// pruneHanded forgets the handed-on transactions a fresh snapshot shows visible, so that the set
+// stays small between the snapshots of chunks (or while no snapshot runs, ready for one to start).
+func (s *streamState) pruneHanded(ctx context.Context) error {
+	var text string
+	if err := s.r.meta.QueryRow(ctx, "SELECT txid_current_snapshot()::text").Scan(&text); err != nil {
+		return fmt.Errorf("reading the server's snapshot: %w", err)
+	}
+	snap, err := parsePGSnapshot(text)
+	if err != nil {
+		return err
+	}
+	s.handed.prune(snap)
+	return nil
+}
+
 type streamState struct {
 	r              *Reader
 	h              capture.Handler
+	snap           *snapshotter // nil when no snapshot runs
+	heartbeats     bool         // the server sends logical decoding messages (14+)
+	handed         handedOn
+	xid            uint32       // the current transaction's
+	beginLSN       bookmark.LSN // the current transaction's commit position
+	watermark      string       // the snapshot watermark the current transaction carries
 	resume         bookmark.LSN
 	relations      map[uint32]*relation
 	inTxn, skip    bool
@@ -1004,6 +1143,7 @@ func (s *streamState) message(ctx context.Context, msg pglogrepl.Message) error 
 	switch m := msg.(type) {
 	case *pglogrepl.BeginMessage:
 		s.inTxn, s.begun, s.index = true, false, 0
+		s.xid, s.beginLSN, s.watermark = m.Xid, bookmark.LSN(m.FinalLSN), ""
 		s.lastData = time.Now()
 		// A transaction whose commit record starts before the resume position ended at or before
 		// it: it is durable already.
@@ -1021,19 +1161,30 @@ func (s *streamState) message(ctx context.Context, msg pglogrepl.Message) error 
 		}
 		end := bookmark.LSN(m.TransactionEndLSN)
 		if !s.begun {
+			if s.watermark != "" && s.snap != nil {
+				// A chunk of the snapshot goes out exactly here, in place of its watermark.
+				cut, err := s.snap.cut(ctx, s.h, s.watermark, s.beginLSN, end)
+				if cut {
+					s.r.received.Store(uint64(end))
+					return err
+				}
+			}
 			// Nothing for the handler (a heartbeat, or a transaction of logical messages only).
 			// Seeing its commit proves that everything before it was sent: the handler may make
 			// this position durable and acknowledge it, so that the slot advances past it.
 			if p, ok := s.h.(capture.Progresser); ok {
-				return p.Progress(ctx, end.String())
+				return p.Progress(ctx, end.String(), s.state())
 			}
 			return nil
 		}
-		err := s.h.Commit(ctx, &change.Commit{Txn: s.txn, End: end.String(), Changes: s.index})
+		err := s.h.Commit(ctx, &change.Commit{Txn: s.txn, End: end.String(), Changes: s.index, State: s.state()})
 		s.r.received.Store(uint64(end))
 		s.r.commitTime.Store(m.CommitTime.UnixNano())
 		return err
 	case *pglogrepl.LogicalDecodingMessage:
+		if m.Prefix == watermarkPrefix && m.Transactional && !s.skip {
+			s.watermark = string(m.Content)
+		}
 		return nil
 	case *pglogrepl.RelationMessage:
 		rel, err := s.r.describe(ctx, s.r.meta, m.RelationID, m)
@@ -1041,6 +1192,9 @@ func (s *streamState) message(ctx context.Context, msg pglogrepl.Message) error 
 			return err
 		}
 		s.relations[m.RelationID] = rel
+		if s.snap != nil {
+			s.snap.relationChanged(rel)
+		}
 		return nil
 	}
 	if s.skip {
@@ -1056,7 +1210,13 @@ func (s *streamState) message(ctx context.Context, msg pglogrepl.Message) error 
 		if err != nil {
 			return err
 		}
-		return s.emit(ctx, &change.Change{Op: change.Insert, Table: rel.table, After: after})
+		if err := s.emit(ctx, &change.Change{Op: change.Insert, Table: rel.table, After: after}); err != nil {
+			return err
+		}
+		if s.r.cfg.SignalTable != "" && rel.table.QualifiedName() == s.r.cfg.SignalTable {
+			s.signal(ctx, rel.table, after)
+		}
+		return nil
 	case *pglogrepl.UpdateMessage:
 		rel, err := s.relation(m.RelationID)
 		if err != nil {
@@ -1143,8 +1303,12 @@ func (s *streamState) emit(ctx context.Context, c *change.Change) error {
 			return err
 		}
 		s.begun = true
+		s.handed.add(s.xid)
 	}
 	c.Txn, c.Index = s.txn, s.index
 	s.index++
+	if s.snap != nil {
+		s.snap.observe(c)
+	}
 	return s.h.Change(ctx, c)
 }

@@ -48,6 +48,8 @@ func main() {
 	workers := flag.Int("kcop-workers", 1, "cdcd's kcop_workers")
 	brokersFlag := flag.String("brokers", env("CDCD_STACK_KAFKA_BROKERS", "127.0.0.1:19092"),
 		"Kafka brokers (e.g. $CDCD_STACK_KAFKA_CLUSTER_BROKERS for the three-node cluster)")
+	snapshotRows := flag.Int("snapshot", 0, "instead of the backlog, measure an initial snapshot of a table of this many rows beside COPY TO STDOUT")
+	chunkRows := flag.Int("snapshot-chunk-rows", 10_000, "source.postgres.snapshot_chunk_rows for -snapshot")
 	secure := flag.Bool("secure", false, "cdcd writes to the stack cluster's SASL_SSL listeners (TLS, SCRAM-SHA-512; "+
 		"$CDCD_STACK_KAFKA_CLUSTER_*); the bench's own readers keep to -brokers")
 	flag.Parse()
@@ -67,6 +69,10 @@ func main() {
 	}
 	dsn := env("CDCD_STACK_PG_DSN", "postgres://cdc:cdc@127.0.0.1:15432/cdcd?sslmode=disable")
 	brokers := *brokersFlag
+	if *snapshotRows > 0 {
+		benchSnapshot(*snapshotRows, *chunkRows, *bin, dsn, brokers)
+		return
+	}
 	cdcdBrokers, kafkaDesc := brokers, "plaintext"
 	if *secure {
 		var security string
@@ -111,7 +117,7 @@ func main() {
 	rawRate := rawRead(ctx, dsn, *rows, end)
 	log.Printf("raw pglogrepl read: %.0f rows/s", rawRate)
 
-	cfg := writeConfig(dsn, cdcdBrokers, *delivery, *partitions, kcops)
+	cfg := writeConfig(dsn, cdcdBrokers, pgConfig{delivery: *delivery, partitions: *partitions, kcops: kcops, snapshot: "    snapshot: never\n"})
 	took, peak := runCDCD(ctx, *bin, cfg, conn, end)
 	rate := float64(*rows) / took.Seconds()
 	log.Printf("cdcd end to end: %v, %.0f rows/s, peak RSS %d MiB", took.Round(time.Millisecond), rate, peak>>20)
@@ -313,7 +319,17 @@ func tccRead(brokers string, rows int) (float64, uint64) {
 	return float64(n) / time.Since(start).Seconds(), peak
 }
 
-func writeConfig(dsn, brokers, delivery string, partitions int, kcops string) string {
+// pgConfig is what a bench run's cdcd configuration varies in.
+type pgConfig struct {
+	delivery   string
+	partitions int
+	kcops      string // the kcops section (with anything to follow the kafka section)
+	snapshot   string // the source.postgres lines after the tables, e.g. snapshot: never
+	kafka      string // more kafka lines
+	listen     string // metrics.listen
+}
+
+func writeConfig(dsn, brokers string, c pgConfig) string {
 	dir, err := os.MkdirTemp("", "cdcd-bench")
 	check(err)
 	p := filepath.Join(dir, "bench.yaml")
@@ -324,19 +340,18 @@ func writeConfig(dsn, brokers, delivery string, partitions int, kcops string) st
     slot: bench_cdcd
     publication: bench_pub
     tables: [bench.rows]
-    snapshot: never
     heartbeat: 100ms
-kafka:
+%skafka:
   brokers: [%s]
   transactional_id: cdcd-bench
   commit_topic: bench.commits
   delivery: %s
   topic_partitions: %d
-%smetrics:
-  listen: ""
+%s%smetrics:
+  listen: %q
 log:
   level: warn
-`, dsn, brokers, delivery, partitions, kcops)), 0o600))
+`, dsn, c.snapshot, brokers, c.delivery, c.partitions, c.kafka, c.kcops, c.listen)), 0o600))
 	return p
 }
 

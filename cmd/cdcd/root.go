@@ -53,7 +53,7 @@ for source.postgres.dsn), then --set key=value flags. Unknown keys are errors.`,
 	}
 	root.PersistentFlags().StringVarP(&g.configPath, "config", "c", "", "configuration file (YAML)")
 	root.PersistentFlags().StringArrayVar(&g.overrides, "set", nil, "override a configuration key, e.g. --set kafka.brokers=127.0.0.1:9092 (repeatable)")
-	root.AddCommand(newVersionCommand(), newValidateCommand(g), newConfigCommand(g), newRunCommand(g), newTailCommand(g))
+	root.AddCommand(newVersionCommand(), newValidateCommand(g), newConfigCommand(g), newRunCommand(g), newTailCommand(g), newStatusCommand(g), newSnapshotCommand(g))
 	return root
 }
 

@@ -153,6 +153,30 @@ func runDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		}
 		return 0, 0, kept
 	})
+	copying := func() []capture.TableCopy {
+		mu.Lock()
+		s := current
+		mu.Unlock()
+		if c, ok := s.(capture.Copier); ok {
+			return c.Copying()
+		}
+		return nil
+	}
+	m.WatchCopying(copying)
+	m.OnSnapshotRequest(func(ctx context.Context, req capture.SnapshotRequest) error {
+		mu.Lock()
+		s := current
+		mu.Unlock()
+		if s == nil {
+			return errors.New("cdcd is not streaming now (starting, or waiting for the source or Kafka); try again")
+		}
+		sr, ok := s.(capture.SnapshotRequester)
+		if !ok {
+			return fmt.Errorf("this source (%s) takes no snapshot requests", cfg.Source.Kind)
+		}
+		return sr.RequestSnapshot(ctx, req)
+	})
+	go logCopying(ctx, copying, log)
 	if cfg.Metrics.Listen != "" {
 		if err := m.Serve(ctx, cfg.Metrics.Listen, log); err != nil {
 			return fault.Terminal("metrics.listen %s: %w", cfg.Metrics.Listen, err)
@@ -266,7 +290,7 @@ func runPipeline(ctx context.Context, cfg config.Config, src capture.Config, k k
 	pipe := capture.NewPipeline(ctx, stage, 4096)
 	from := capture.Resume{Position: w.Resume()}
 	if last := w.Last(); last != nil {
-		from.Lineage = last.Lineage
+		from.Lineage, from.State = last.Lineage, last.State
 	}
 	runErr := r.Run(rctx, from, pipe)
 	if perr := pipe.Close(); perr != nil && ctx.Err() == nil {
@@ -302,6 +326,36 @@ func runPipeline(ctx context.Context, cfg config.Config, src capture.Config, k k
 
 // probeRetained asks the source how much log it keeps for cdcd: soon after the start, then every 5
 // seconds.
+// copyLogInterval is how often a running snapshot's progress is logged.
+const copyLogInterval = 10 * time.Second
+
+// logCopying logs the progress of each table a snapshot is copying, every copyLogInterval, so that
+// a long copy never looks frozen.
+func logCopying(ctx context.Context, copying func() []capture.TableCopy, log *slog.Logger) {
+	t := time.NewTicker(copyLogInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, s := range metrics.Statuses(copying(), time.Now()) {
+			if s.State != "copying" {
+				continue
+			}
+			attrs := []any{"table", s.Table, "rows", s.Rows, "chunks", s.Chunks, "mb", s.Bytes >> 20, "rows_per_s", int64(s.RowsPerSecond)}
+			if s.Estimate >= 0 {
+				attrs = append(attrs, "estimated_rows", s.Estimate)
+			}
+			if s.ETASeconds >= 0 {
+				attrs = append(attrs, "eta", (time.Duration(s.ETASeconds) * time.Second).Round(time.Second))
+			}
+			log.Info("snapshot progress", attrs...)
+		}
+	}
+}
+
 func probeRetained(ctx context.Context, which func() capture.RetainedLogger, into *atomic.Int64) {
 	select {
 	case <-ctx.Done():

@@ -104,18 +104,19 @@ type jsonOp struct {
 }
 
 type jsonTxn struct {
-	ID         string    `json:"id"`
-	Position   string    `json:"pos"`
-	End        string    `json:"end"`
-	CommitTime time.Time `json:"commit_time,omitzero"`
-	Snapshot   bool      `json:"snapshot,omitempty"`
-	Group      uint64    `json:"group"`
-	Changes    int64     `json:"changes"`
-	Records    int64     `json:"records"`
-	First      bool      `json:"first"`
-	Last       bool      `json:"last"`
-	Ops        []jsonOp  `json:"ops"`
-	Bookmark   string    `json:"bookmark"`
+	ID         string         `json:"id"`
+	Position   string         `json:"pos"`
+	End        string         `json:"end"`
+	CommitTime time.Time      `json:"commit_time,omitzero"`
+	Snapshot   bool           `json:"snapshot,omitempty"`
+	Copy       *bookmark.Copy `json:"copy,omitempty"`
+	Group      uint64         `json:"group"`
+	Changes    int64          `json:"changes"`
+	Records    int64          `json:"records"`
+	First      bool           `json:"first"`
+	Last       bool           `json:"last"`
+	Ops        []jsonOp       `json:"ops"`
+	Bookmark   string         `json:"bookmark"`
 }
 
 // raw embeds b as JSON when it is JSON, as a JSON string otherwise, and null when absent.
@@ -132,7 +133,7 @@ func raw(b []byte) json.RawMessage {
 
 func printTxn(w io.Writer, t *tcc.Txn, asJSON bool) error {
 	if asJSON {
-		j := jsonTxn{ID: t.ID, Position: t.Position, End: t.End, CommitTime: t.CommitTime, Snapshot: t.Snapshot,
+		j := jsonTxn{ID: t.ID, Position: t.Position, End: t.End, CommitTime: t.CommitTime, Snapshot: t.Snapshot, Copy: t.Copy,
 			Group: t.Group, Changes: t.Changes, Records: t.Records, First: t.First, Last: t.Last, Bookmark: t.Bookmark.String(),
 			Ops: make([]jsonOp, len(t.Ops))}
 		for i, op := range t.Ops {
@@ -158,6 +159,12 @@ func printTxn(w io.Writer, t *tcc.Txn, asJSON bool) error {
 	when := ""
 	if !t.CommitTime.IsZero() {
 		when = " committed " + t.CommitTime.Format(time.RFC3339Nano)
+	}
+	if c := t.Copy; c != nil {
+		when = fmt.Sprintf(" copying %s, chunk %d, %d rows so far", c.Table, c.Chunk, c.Rows)
+		if c.Complete {
+			when += ", complete"
+		}
 	}
 	if _, err := fmt.Fprintf(w, "txn %s at %s%s%s: %d changes, %d records\n", t.ID, t.Position, when, part, t.Changes, t.Records); err != nil {
 		return err

@@ -18,6 +18,20 @@ import (
 	"github.com/cdcd-dev/cdcd/tcc"
 )
 
+// snapshotTxns counts the snapshot transactions (chunks) the commit stream holds.
+func (h *harness) snapshotTxns() int {
+	h.t.Helper()
+	n := 0
+	for _, rec := range h.commitRecords() {
+		for _, tx := range rec.Txns {
+			if tx.Snapshot {
+				n++
+			}
+		}
+	}
+	return n
+}
+
 // commitRecords reads the harness's whole commit stream with a read_committed franz-go consumer.
 func (h *harness) commitRecords() []*bookmark.CommitRecord {
 	h.t.Helper()

@@ -296,15 +296,20 @@ func (h *harness) start(extraArgs ...string) {
 	h.proc.start(cdcdBin, args...)
 }
 
-// waitStreaming waits until cdcd has made its snapshot durable (when it takes one) and streams.
+// waitStreaming waits until cdcd streams and has copied the tables of a snapshot it started or
+// resumed in its latest run.
 func (h *harness) waitStreaming(timeout time.Duration) {
 	h.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		var active bool
 		err := h.conn.QueryRow(context.Background(), "SELECT active FROM pg_replication_slots WHERE slot_name = $1", h.id).Scan(&active)
-		if err == nil && active && strings.Count(h.log(), "msg=streaming") > h.streams {
-			h.streams = strings.Count(h.log(), "msg=streaming")
+		log := h.log()
+		latest := log[max(0, strings.LastIndex(log, "serving /metrics")):]
+		copying := (strings.Contains(latest, `msg="snapshot started"`) || strings.Contains(latest, `msg="snapshot resumed"`)) &&
+			!strings.Contains(latest, `msg="snapshot complete"`)
+		if err == nil && active && strings.Count(log, "msg=streaming") > h.streams && !copying {
+			h.streams = strings.Count(log, "msg=streaming")
 			return
 		}
 		if done, code := h.exited(0); done {

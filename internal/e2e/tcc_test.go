@@ -182,7 +182,7 @@ func tccApplyUnderKills(t *testing.T, delivery string) {
 	h.waitSame(target, "accounts", "transfers")
 	h.stop()
 	app.signal(syscall.SIGTERM)
-	checkApplied(t, target, h.schema, txns+1) // + the initial snapshot's transaction
+	checkApplied(t, target, h.schema, txns+h.snapshotTxns()) // + the snapshot's chunks
 	if t.Failed() {
 		diagnoseApplied(t, h, target, w.xids)
 	}
@@ -259,5 +259,5 @@ func TestPgapplyKilledInsideALargeTransaction(t *testing.T) {
 	h.waitSame(target, "big")
 	h.stop()
 	app.signal(syscall.SIGTERM)
-	checkApplied(t, target, h.schema, 4) // the snapshot, the row before, the large transaction, the row after
+	checkApplied(t, target, h.schema, 3+h.snapshotTxns()) // the row before, the large transaction, the row after, and the snapshot
 }

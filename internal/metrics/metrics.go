@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/cdcd-dev/cdcd/capture"
 	"github.com/cdcd-dev/cdcd/change"
 )
 
@@ -31,6 +32,8 @@ type Metrics struct {
 	restarts     prometheus.Counter
 	healthy      atomic.Bool
 	waiting      atomic.Pointer[string]
+	copying      atomic.Pointer[func() []capture.TableCopy]
+	request      atomic.Pointer[func(context.Context, capture.SnapshotRequest) error]
 }
 
 // New registers the collectors; lag reports the source lag in bytes and seconds and the WAL the slot
@@ -112,10 +115,11 @@ func (m *Metrics) SetWaiting(what string, since time.Time) {
 	m.waiting.Store(&w)
 }
 
-// Serve answers /metrics and /healthz on addr until ctx ends.
+// Serve answers /metrics, /healthz and /snapshot on addr until ctx ends.
 func (m *Metrics) Serve(ctx context.Context, addr string, log *slog.Logger) error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/snapshot", m.snapshotHandler)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if m.healthy.Load() {
 			_, _ = w.Write([]byte("ok\n"))

@@ -131,6 +131,8 @@ type Writer struct {
 	// that held nothing to write; "" when the last transaction's End is the latest position.
 	progress      string
 	lastCommitted time.Time
+	// state is the source's latest Commit.State, which every commit record carries.
+	state string
 	// txnStarted is when the open Kafka transaction began (unix nanoseconds, 0 when none is open),
 	// to tell a transaction the coordinator aborted for its timeout from a fenced producer.
 	txnStarted atomic.Int64
@@ -279,7 +281,7 @@ func Open(ctx context.Context, cfg Config) (*Writer, error) {
 			w.admin.Close()
 			return nil, terminal("commit topic %s belongs to source %q, not %q: give this source its own kafka.commit_topic", cfg.CommitTopic, w.last.Source, cfg.Source)
 		}
-		w.group = w.last.Group
+		w.group, w.state = w.last.Group, w.last.State
 	}
 	w.drained = make(chan struct{}, len(w.all()))
 	for _, p := range w.all() {
@@ -398,14 +400,15 @@ func (w *Writer) openGroup() error {
 		}
 		w.txnStarted.Store(time.Now().UnixNano())
 	}
-	w.open, w.groupStart, w.commitBytes = true, time.Now(), commitRecordBase
+	w.open, w.groupStart, w.commitBytes = true, time.Now(), commitRecordBase+len(w.state)
 	w.group++
 	return nil
 }
 
-// Progress implements capture.Progresser: end is durable once a commit record carries it, in the
-// next group or, while the source stays quiet, in a commit record of its own.
-func (w *Writer) Progress(ctx context.Context, end string) error {
+// Progress implements capture.Progresser: end (with the source's state there) is durable once a
+// commit record carries it, in the next group or, while the source stays quiet, in a commit record
+// of its own.
+func (w *Writer) Progress(ctx context.Context, end, state string) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err := w.failed(); err != nil {
@@ -415,6 +418,8 @@ func (w *Writer) Progress(ctx context.Context, end string) error {
 		return fmt.Errorf("writer: progress to %s inside transaction %s", end, w.txn.ID)
 	}
 	w.progress = end
+	w.commitBytes += len(state) - len(w.state)
+	w.state = state
 	return nil
 }
 
@@ -484,6 +489,11 @@ func (w *Writer) Commit(ctx context.Context, c *change.Commit, closing []kcop.Re
 		return err
 	}
 	e := bookmark.TxnEntry{ID: c.Txn.ID, Position: c.Txn.Position, End: c.End, Changes: c.Changes, Records: w.txnRecords, Snapshot: c.Txn.Snapshot}
+	if cp := c.Txn.Copy; cp != nil {
+		e.Copy = &bookmark.Copy{Table: cp.Table, Chunk: cp.Chunk, Rows: cp.Rows, Complete: cp.Complete}
+	}
+	w.commitBytes += len(c.State) - len(w.state)
+	w.state = c.State
 	if !c.Txn.CommitTime.IsZero() {
 		e.CommitMillis = c.Txn.CommitTime.UnixMilli()
 	}
@@ -738,7 +748,7 @@ func (w *Writer) closeGroup(ctx context.Context) error {
 		return nil
 	}
 	rec := &bookmark.CommitRecord{Version: bookmark.CommitVersion, Source: w.cfg.Source, Group: w.group,
-		Resume: w.progress, Lineage: w.cfg.Lineage, Txns: w.groupTxns, Written: time.Now().UTC()}
+		Resume: w.progress, Lineage: w.cfg.Lineage, State: w.state, Txns: w.groupTxns, Written: time.Now().UTC()}
 	if rec.Resume == "" {
 		rec.Resume = w.groupTxns[len(w.groupTxns)-1].End
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -239,7 +240,7 @@ func TestProgressRecords(t *testing.T) {
 	if got := <-durable; got != "0/18" {
 		t.Fatalf("durable %s, want 0/18", got)
 	}
-	if err := w.Progress(ctx, "0/40"); err != nil {
+	if err := w.Progress(ctx, "0/40", ""); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -251,7 +252,7 @@ func TestProgressRecords(t *testing.T) {
 		t.Fatal("the progress position never became durable")
 	}
 	// Progress followed by a transaction: the transaction's end is the group's resume position.
-	if err := w.Progress(ctx, "0/48"); err != nil {
+	if err := w.Progress(ctx, "0/48", ""); err != nil {
 		t.Fatal(err)
 	}
 	writeTxns(t, w, 5, 1, 1) // ends at 0/58
@@ -271,6 +272,55 @@ func TestProgressRecords(t *testing.T) {
 	}
 	if fmt.Sprint(resumes) != "[0/18/1 0/40/0 0/58/1]" {
 		t.Errorf("commit records (resume/transactions) %v", resumes)
+	}
+}
+
+// TestSourceState: the source's state goes into every commit record after it arrives, with a
+// Commit or a Progress, until it changes; a writer opened on the commit stream carries the last
+// record's state on; and a snapshot chunk's table, number and completeness are in its entry.
+func TestSourceState(t *testing.T) {
+	brokers := newFake(t)
+	ctx := context.Background()
+	w := open(t, brokers, "src", func(c *Config) { c.MaxGroupRecords = 1 })
+	tbl := &change.Table{Schema: "s", Name: "t"}
+	chunk := &change.Txn{ID: "snapshot", Position: "0/10", Snapshot: true, Copy: &change.Copy{Table: "s.t", Chunk: 3, Rows: 30, Complete: true}}
+	if err := w.Begin(ctx, chunk); err != nil {
+		t.Fatal(err)
+	}
+	if err := kcop.NewStage(twoRecords{}, w, nil).Change(ctx, &change.Change{Op: change.Read, Table: tbl, Txn: chunk}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(ctx, &change.Commit{Txn: chunk, End: "0/18", Changes: 1, State: `{"a":1}`}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Progress(ctx, "0/20", `{"a":2}`); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	w = open(t, brokers, "src", nil)
+	if w.Last().State != `{"a":2}` {
+		t.Fatalf("the last record's state is %q", w.Last().State)
+	}
+	if err := w.Progress(ctx, "0/28", `{"a":2}`); err != nil {
+		t.Fatal(err)
+	}
+	writeTxns(t, w, 3, 1, 1) // a Commit without state: the source has none any more
+	if err := w.Close(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, c := range readCommits(t, brokers) {
+		got = append(got, c.Resume+" "+c.State)
+		for _, e := range c.Txns {
+			if e.ID == "snapshot" && (e.Copy == nil || *e.Copy != (bookmark.Copy{Table: "s.t", Chunk: 3, Rows: 30, Complete: true}) || !e.Snapshot) {
+				t.Errorf("the chunk's entry: %+v copy %+v", e, e.Copy)
+			}
+		}
+	}
+	if want := []string{`0/18 {"a":1}`, `0/20 {"a":2}`, "0/38 "}; !slices.Equal(got, want) {
+		t.Errorf("commit records (resume state) %q, want %q", got, want)
 	}
 }
 

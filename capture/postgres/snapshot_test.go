@@ -1,0 +1,182 @@
+package postgres
+
+import (
+	"log/slog"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/cdcd-dev/cdcd/change"
+)
+
+func TestPGSnapshotVisibility(t *testing.T) {
+	// Epoch 1: full ids are 2^32 + xid.
+	const epoch = uint64(1) << 32
+	snap, err := parsePGSnapshot("4294968296:4294968396:4294968300,4294968350")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		xid  uint32
+		sees bool
+	}{
+		{1000, true},       // xmin itself is not running, and below xmax
+		{999, true},        // below xmin
+		{1004, false},      // running
+		{1054, false},      // running
+		{1051, true},       // finished between xmin and xmax
+		{1100, false},      // xmax: not yet started
+		{1200, false},      // after xmax
+		{4294967000, true}, // the previous epoch, just before the wrap: long finished
+	} {
+		if got := snap.sees(tc.xid); got != tc.sees {
+			t.Errorf("xid %d (full %d): sees %v, want %v", tc.xid, snap.full(tc.xid), got, tc.sees)
+		}
+	}
+	if got := snap.full(4294967000); got != epoch-296 {
+		t.Errorf("full(4294967000) = %d, want %d (the previous epoch)", got, epoch-296)
+	}
+	for _, bad := range []string{"", "1:2", "a:2:", "3:2:", "1:5:x"} {
+		if _, err := parsePGSnapshot(bad); err == nil {
+			t.Errorf("parsePGSnapshot(%q) accepted it", bad)
+		}
+	}
+	if s, err := parsePGSnapshot("10:10:"); err != nil || len(s.xip) != 0 {
+		t.Errorf("an idle server's snapshot: %v %v", s, err)
+	}
+}
+
+func testRelation(keys ...int) *relation {
+	t := &change.Table{Schema: "my schema", Name: "T", KeyIndexes: keys,
+		Columns: []change.Column{{Name: "id"}, {Name: "sub"}, {Name: "v"}}}
+	return &relation{table: t, oids: []uint32{23, 25, 25}}
+}
+
+func TestChunkQuery(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		rel    *relation
+		after  []string
+		sql    string
+		params []string
+		oids   []uint32
+	}{
+		{"first chunk", testRelation(0), nil,
+			`SELECT "id", "sub", "v" FROM "my schema"."T" ORDER BY "id" LIMIT 101`, nil, nil},
+		{"next chunk", testRelation(0), []string{"42"},
+			`SELECT "id", "sub", "v" FROM "my schema"."T" WHERE ("id") > ($1) ORDER BY "id" LIMIT 101`, []string{"42"}, []uint32{23}},
+		{"composite key", testRelation(1, 0), []string{"b'c", "7"},
+			`SELECT "id", "sub", "v" FROM "my schema"."T" WHERE ("sub", "id") > ($1, $2) ORDER BY "sub", "id" LIMIT 101`, []string{"b'c", "7"}, []uint32{25, 23}},
+		{"no key", testRelation(), nil, `SELECT "id", "sub", "v" FROM "my schema"."T" LIMIT 101`, nil, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sql, params, oids := chunkQuery(tc.rel, tc.after, 101)
+			if sql != tc.sql {
+				t.Errorf("sql\n got %s\nwant %s", sql, tc.sql)
+			}
+			var got []string
+			for _, p := range params {
+				got = append(got, string(p))
+			}
+			if !slices.Equal(got, tc.params) || !slices.Equal(oids, tc.oids) {
+				t.Errorf("params %q %v, want %q %v", got, oids, tc.params, tc.oids)
+			}
+		})
+	}
+}
+
+func row(vals ...any) change.Row {
+	r := make(change.Row, len(vals))
+	for i, v := range vals {
+		switch v := v.(type) {
+		case change.Kind:
+			r[i] = change.Value{Kind: v}
+		default:
+			r[i] = change.Value{V: v}
+		}
+	}
+	return r
+}
+
+// TestObserve: changes the stream hands on while a chunk waits for its watermark are applied to
+// the chunk's rows, so that each row leaves as it is at the watermark.
+func TestObserve(t *testing.T) {
+	rel := testRelation(0)
+	newPending := func() *snapshotter {
+		sn := &snapshotter{r: &Reader{log: slog.Default()}}
+		p := &pendingChunk{rel: rel, keyed: true, byKey: map[string]int{}}
+		for i, id := range []int64{1, 2, 3} {
+			r := row(id, "s", "v"+string(rune('0'+id)))
+			k, _ := keyString(rel.table, r)
+			p.byKey[k] = i
+			p.rows = append(p.rows, r)
+		}
+		sn.pending = p
+		return sn
+	}
+	other := &change.Table{Schema: "my schema", Name: "other", KeyIndexes: []int{0}}
+	for _, tc := range []struct {
+		name    string
+		changes []*change.Change
+		want    string
+		dirty   bool
+	}{
+		{"update", []*change.Change{{Op: change.Update, Table: rel.table, After: row(int64(2), "s", "new")}}, "1 v1|2 new|3 v3", false},
+		{"update with an unchanged value", []*change.Change{{Op: change.Update, Table: rel.table, After: row(int64(2), change.Unchanged, "new")}}, "1 v1|2 new|3 v3", false},
+		{"delete", []*change.Change{{Op: change.Delete, Table: rel.table, Before: row(int64(1), change.Absent, change.Absent)}}, "2 v2|3 v3", false},
+		{"insert of a row the chunk did not read", []*change.Change{{Op: change.Insert, Table: rel.table, After: row(int64(9), "s", "x")}}, "1 v1|2 v2|3 v3", false},
+		{"key change", []*change.Change{{Op: change.Update, Table: rel.table, KeyChanged: true, Before: row(int64(3), change.Absent, change.Absent), After: row(int64(1), "s", "moved")}},
+			"1 moved|2 v2", false},
+		{"truncate", []*change.Change{{Op: change.Truncate, Table: rel.table}}, "", false},
+		{"another table", []*change.Change{{Op: change.Delete, Table: other, Before: row(int64(1))}}, "1 v1|2 v2|3 v3", false},
+		{"a key the image lacks", []*change.Change{{Op: change.Update, Table: rel.table, After: row(change.Unchanged, "s", "x")}}, "1 v1|2 v2|3 v3", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sn := newPending()
+			for _, c := range tc.changes {
+				sn.observe(c)
+			}
+			var got []string
+			for _, r := range sn.pending.rows {
+				if r != nil {
+					got = append(got, strings.TrimSpace(strings.Join([]string{fmtValue(r[0]), fmtValue(r[2])}, " ")))
+				}
+			}
+			if strings.Join(got, "|") != tc.want || sn.pending.dirty != tc.dirty {
+				t.Errorf("rows %q dirty %v, want %q dirty %v", strings.Join(got, "|"), sn.pending.dirty, tc.want, tc.dirty)
+			}
+			if tc.name == "update with an unchanged value" && sn.pending.rows[1][1].V != "s" {
+				t.Errorf("the unchanged value was not kept from the chunk: %v", sn.pending.rows[1][1])
+			}
+		})
+	}
+}
+
+func fmtValue(v change.Value) string {
+	if v.Kind != change.Present {
+		return "?"
+	}
+	switch x := v.V.(type) {
+	case int64:
+		return string(rune('0' + x))
+	case string:
+		return x
+	}
+	return "?"
+}
+
+func TestCopyState(t *testing.T) {
+	st := copyState{Tables: []tableCopy{{Schema: "public", Name: "a", After: []string{"x,y", "1"}, Chunks: 3, Rows: 30000}, {Schema: "s", Name: "b"}}}
+	back, err := parseCopyState(st.encode())
+	if err != nil || len(back.Tables) != 2 || !slices.Equal(back.Tables[0].After, []string{"x,y", "1"}) || back.Tables[0].Rows != 30000 || back.Tables[1].qualified() != "s.b" {
+		t.Fatalf("round trip: %+v %v", back, err)
+	}
+	if (&copyState{}).encode() != "" {
+		t.Error("a state with no tables left is not empty")
+	}
+	for _, bad := range []string{"{", `{"v":2,"tables":[]}`} {
+		if _, err := parseCopyState(bad); err == nil {
+			t.Errorf("parseCopyState(%q) accepted it", bad)
+		}
+	}
+}
