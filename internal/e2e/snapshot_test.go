@@ -2,8 +2,11 @@ package e2e
 
 import (
 	"context"
+	"crypto/md5"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math/big"
 	"math/rand/v2"
 	"os/exec"
 	"regexp"
@@ -11,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cdcd-dev/cdcd/internal/testenv"
 )
 
 // replay is what a consumer that applies the tcc's history in order holds at the end: per table,
@@ -349,5 +354,67 @@ func TestSnapshotOnDemand(t *testing.T) {
 	xids = slices.DeleteFunc(xids, func(x string) bool { return !slices.Contains(w.xids, x) })
 	if strings.Join(xids, ",") != strings.Join(w.xids, ",") {
 		t.Errorf("the commit stream holds %d of the workload's %d transactions, or not in commit order", len(xids), len(w.xids))
+	}
+}
+
+// TestSnapshotLargeTable (CI only: a few minutes): an initial snapshot of 3,000,000 rows with
+// kafka.transaction_timeout at 60 s completes, and what the tcc delivers equals the table: as many
+// rows, and the same sum of a hash of each row's id, text and numeric columns as PostgreSQL computes
+// from its own rendering of them.
+func TestSnapshotLargeTable(t *testing.T) {
+	if !testenv.InCI() {
+		t.Skip("a 3,000,000-row snapshot runs only under CI=true (CI=true go test -run TestSnapshotLargeTable ./internal/e2e)")
+	}
+	const rows = 3_000_000
+	h := newHarness(t, "CREATE TABLE big (id bigint PRIMARY KEY, payload text NOT NULL, amount numeric(12,2) NOT NULL)",
+		"--set", "kafka.transaction_timeout=60s")
+	h.exec(fmt.Sprintf("INSERT INTO big SELECT g, md5(g::text) || repeat('x', g %% 50), (g %% 100000) / 100.0 FROM generate_series(1, %d) g", rows))
+	var wantCount int64
+	var wantSum string
+	if err := h.conn.QueryRow(context.Background(), `SELECT count(*), sum(('x' || substr(md5(id::text || ':' || payload || ':' || amount::text), 1, 15))::bit(60)::bigint)::text FROM big`).
+		Scan(&wantCount, &wantSum); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	h.start()
+	h.waitStreaming(10 * time.Minute)
+	t.Logf("copied %d rows in %v", rows, time.Since(start).Round(time.Second))
+	h.waitDurable(time.Minute)
+	h.stop()
+
+	c := newTCC(t, h)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	var count int64
+	sum := new(big.Int)
+	complete := false
+	for !complete {
+		f := c.Poll(ctx)
+		if f.Err != nil {
+			t.Fatalf("after %d rows: %v", count, f.Err)
+		}
+		for _, tx := range f.Txns {
+			complete = complete || tx.Copy != nil && tx.Copy.Complete && tx.Last
+			for _, op := range tx.Ops {
+				var env struct {
+					After struct {
+						ID      int64           `json:"id"`
+						Payload string          `json:"payload"`
+						Amount  json.RawMessage `json:"amount"` // a string or a number: its digits either way
+					} `json:"after"`
+				}
+				if err := json.Unmarshal(op.Value, &env); err != nil {
+					t.Fatal(err)
+				}
+				a := env.After
+				d := md5.Sum([]byte(fmt.Sprintf("%d:%s:%s", a.ID, a.Payload, strings.Trim(string(a.Amount), `"`))))
+				v, _ := new(big.Int).SetString(hex.EncodeToString(d[:])[:15], 16)
+				sum.Add(sum, v)
+				count++
+			}
+		}
+	}
+	if count != wantCount || sum.String() != wantSum {
+		t.Errorf("the tcc delivered %d rows with hash sum %s; PostgreSQL holds %d with %s", count, sum, wantCount, wantSum)
 	}
 }
