@@ -80,6 +80,7 @@ type Reader struct {
 	log      *slog.Logger
 	meta     *pgx.Conn // catalog look-ups; never used by two goroutines at once
 	database string
+	version  int // server_version_num
 	tm       *pgtype.Map
 	types    map[uint32]typeInfo // pg_type rows by OID, as read so far
 	// systemID and timeline are the server's identity and current line of history (IDENTIFY_SYSTEM);
@@ -189,9 +190,9 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Reader, error) {
 	}
 	r := &Reader{cfg: cfg, log: log.With("source", "postgres", "slot", cfg.Slot), meta: meta, tm: pgtype.NewMap(), types: map[uint32]typeInfo{},
 		requests: make(chan snapshotCall)}
-	if err := meta.QueryRow(ctx, "SELECT current_database()").Scan(&r.database); err != nil {
+	if err := meta.QueryRow(ctx, "SELECT current_database(), current_setting('server_version_num')::int").Scan(&r.database, &r.version); err != nil {
 		meta.Close(ctx)
-		return nil, fmt.Errorf("reading current_database(): %w", err)
+		return nil, fmt.Errorf("reading current_database() and server_version_num: %w", err)
 	}
 	if err := r.identify(ctx); err != nil {
 		meta.Close(ctx)
@@ -484,11 +485,6 @@ func (r *Reader) Run(ctx context.Context, from capture.Resume, h capture.Handler
 	if err != nil {
 		return err
 	}
-	var snap *snapshotter
-	if len(state.Tables) > 0 && resume != "" {
-		snap = newSnapshotter(r, state, nil)
-		r.log.Info("snapshot resumed", "table", state.Tables[0].qualified(), "chunks_copied", state.Tables[0].Chunks, "tables_left", len(state.Tables))
-	}
 	if pid != 0 {
 		return fmt.Errorf("slot %s: %w by the process with pid %d (another cdcd with the same source.postgres.slot?); stop it or choose another slot", r.cfg.Slot, ErrSlotInUse, pid)
 	}
@@ -516,6 +512,11 @@ func (r *Reader) Run(ctx context.Context, from capture.Resume, h capture.Handler
 			return fmt.Errorf("dropping slot %s: %w", r.cfg.Slot, err)
 		}
 		exists = false
+	}
+	var snap *snapshotter
+	if len(state.Tables) > 0 && resume != "" {
+		snap = newSnapshotter(r, state, nil)
+		r.log.Info("snapshot resumed", "table", state.Tables[0].qualified(), "chunks_copied", state.Tables[0].Chunks, "tables_left", len(state.Tables))
 	}
 	if !exists {
 		if start, snap, err = r.createSlot(ctx, rc, h); err != nil {
@@ -628,11 +629,7 @@ func (r *Reader) connectReplication(ctx context.Context) (*pgconn.PgConn, error)
 // while the stream runs; before 14, which cannot place chunks in the stream, it copies them here, as
 // of the slot's consistent point, in one transaction.
 func (r *Reader) createSlot(ctx context.Context, rc *pgconn.PgConn, h capture.Handler) (bookmark.LSN, *snapshotter, error) {
-	var version int
-	if err := r.meta.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
-		return 0, nil, fmt.Errorf("reading server_version_num: %w", err)
-	}
-	chunked := r.cfg.Snapshot == SnapshotInitial && version >= 140000
+	chunked := r.cfg.Snapshot == SnapshotInitial && r.version >= 140000
 	action := "NOEXPORT_SNAPSHOT"
 	if r.cfg.Snapshot == SnapshotInitial && !chunked {
 		action = "EXPORT_SNAPSHOT"
@@ -736,28 +733,14 @@ func (r *Reader) snapshot(ctx context.Context, name string, point bookmark.LSN, 
 }
 
 func (r *Reader) copyTable(ctx context.Context, conn *pgx.Conn, rel *relation, txn *change.Txn, index *int64, h capture.Handler) (int64, error) {
-	cols := make([]string, len(rel.table.Columns))
-	for i, c := range rel.table.Columns {
-		cols[i] = pgx.Identifier{c.Name}.Sanitize()
-	}
-	sql := "SELECT " + strings.Join(cols, ", ") + " FROM " + pgx.Identifier{rel.table.Schema, rel.table.Name}.Sanitize()
 	// Text results, read row by row: the same decoding as the stream, in bounded memory.
-	rr := conn.PgConn().ExecParams(ctx, sql, nil, nil, nil, []int16{pgtype.TextFormatCode})
+	rr := conn.PgConn().ExecParams(ctx, selectFrom(rel), nil, nil, nil, []int16{pgtype.TextFormatCode})
 	var n int64
 	for rr.NextRow() {
-		vals := rr.Values()
-		row := make(change.Row, len(vals))
-		for i, v := range vals {
-			if v == nil {
-				row[i] = change.Value{Kind: change.Null}
-				continue
-			}
-			d, err := decodeText(r.tm, rel.oids[i], v)
-			if err != nil {
-				rr.Close()
-				return n, fmt.Errorf("column %s: %w", rel.table.Columns[i].Name, err)
-			}
-			row[i] = change.Value{V: d}
+		row, err := r.decodeTextRow(rel, rr.Values())
+		if err != nil {
+			rr.Close()
+			return n, err
 		}
 		failpoint.Hit(ctx, "postgres.snapshot-row")
 		if err := h.Change(ctx, &change.Change{Op: change.Read, Table: rel.table, After: row, Txn: txn, Index: *index}); err != nil {
@@ -769,6 +752,33 @@ func (r *Reader) copyTable(ctx context.Context, conn *pgx.Conn, rel *relation, t
 	}
 	_, err := rr.Close()
 	return n, err
+}
+
+// selectFrom is a SELECT of every column of rel's table, in the relation's order.
+func selectFrom(rel *relation) string {
+	cols := make([]string, len(rel.table.Columns))
+	for i, c := range rel.table.Columns {
+		cols[i] = pgx.Identifier{c.Name}.Sanitize()
+	}
+	return "SELECT " + strings.Join(cols, ", ") + " FROM " + pgx.Identifier{rel.table.Schema, rel.table.Name}.Sanitize()
+}
+
+// decodeTextRow decodes one row of a text-format result of selectFrom as the stream decodes
+// tuples; a nil value is NULL.
+func (r *Reader) decodeTextRow(rel *relation, vals [][]byte) (change.Row, error) {
+	row := make(change.Row, len(vals))
+	for i, v := range vals {
+		if v == nil {
+			row[i] = change.Value{Kind: change.Null}
+			continue
+		}
+		d, err := decodeText(r.tm, rel.oids[i], v)
+		if err != nil {
+			return nil, fmt.Errorf("column %s: %w", rel.table.Columns[i].Name, err)
+		}
+		row[i] = change.Value{V: d}
+	}
+	return row, nil
 }
 
 // describe turns a Relation message (the shape of the rows at this WAL position, with the replica
@@ -868,11 +878,7 @@ func relationFromCatalog(ctx context.Context, conn *pgx.Conn, oid uint32) (*pglo
 // stream runs the replication protocol from start until ctx ends or an error occurs.
 func (r *Reader) stream(ctx context.Context, rc *pgconn.PgConn, start bookmark.LSN, h capture.Handler, snap *snapshotter) error {
 	args := []string{"proto_version '1'", "publication_names '" + strings.ReplaceAll(r.cfg.Publication, "'", "''") + "'"}
-	var version int
-	if err := r.meta.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
-		return fmt.Errorf("reading server_version_num: %w", err)
-	}
-	heartbeats := version >= 140000
+	heartbeats := r.version >= 140000
 	if heartbeats {
 		// Logical decoding messages carry cdcd's heartbeats through the stream (PostgreSQL 14+).
 		args = append(args, "messages 'true'")

@@ -62,6 +62,11 @@ type tableCopy struct {
 
 func (t *tableCopy) qualified() string { return t.Schema + "." + t.Name }
 
+// progress is the table's entry in the reader's progress, before this run copies any of it.
+func (t *tableCopy) progress() capture.TableCopy {
+	return capture.TableCopy{Table: t.qualified(), Rows: t.Rows, Chunks: t.Chunks, Estimate: -1}
+}
+
 func parseCopyState(s string) (copyState, error) {
 	var st copyState
 	if s == "" {
@@ -203,7 +208,7 @@ func newSnapshotter(r *Reader, st copyState, handed *handedOn) *snapshotter {
 	sn.nonce = uint64(time.Now().UnixNano())
 	progress := make([]capture.TableCopy, len(st.Tables))
 	for i, tc := range st.Tables {
-		progress[i] = capture.TableCopy{Table: tc.qualified(), Rows: tc.Rows, Chunks: tc.Chunks, Estimate: -1}
+		progress[i] = tc.progress()
 	}
 	r.copyMu.Lock()
 	r.copying = progress
@@ -323,19 +328,13 @@ func (sn *snapshotter) read(ctx context.Context) (p *pendingChunk, err error) {
 			more = true
 			break
 		}
-		row := make(change.Row, len(vals))
-		for i, v := range vals {
+		row, err := sn.r.decodeTextRow(rel, vals)
+		if err != nil {
+			rr.Close()
+			return nil, fmt.Errorf("copying %s: %w", tc.qualified(), err)
+		}
+		for _, v := range vals {
 			p.bytes += int64(len(v))
-			if v == nil {
-				row[i] = change.Value{Kind: change.Null}
-				continue
-			}
-			d, err := decodeText(sn.r.tm, rel.oids[i], v)
-			if err != nil {
-				rr.Close()
-				return nil, fmt.Errorf("copying %s: column %s: %w", tc.qualified(), rel.table.Columns[i].Name, err)
-			}
-			row[i] = change.Value{V: d}
 		}
 		if p.keyed {
 			k, _ := keyString(rel.table, row)
@@ -363,18 +362,14 @@ func (sn *snapshotter) read(ctx context.Context) (p *pendingChunk, err error) {
 // chunkQuery selects the rows of rel after the key after (text forms; empty: from the start), in
 // key order, at most limit of them; a table without a key is selected whole.
 func chunkQuery(rel *relation, after []string, limit int) (sql string, params [][]byte, oids []uint32) {
-	cols := make([]string, len(rel.table.Columns))
-	for i, c := range rel.table.Columns {
-		cols[i] = pgx.Identifier{c.Name}.Sanitize()
-	}
-	sql = "SELECT " + strings.Join(cols, ", ") + " FROM " + pgx.Identifier{rel.table.Schema, rel.table.Name}.Sanitize()
+	sql = selectFrom(rel)
 	keys := rel.table.KeyIndexes
 	if len(keys) == 0 {
 		return sql + " LIMIT " + strconv.Itoa(limit), nil, nil
 	}
 	keyCols := make([]string, len(keys))
 	for i, ki := range keys {
-		keyCols[i] = cols[ki]
+		keyCols[i] = pgx.Identifier{rel.table.Columns[ki].Name}.Sanitize()
 	}
 	if len(after) == len(keys) {
 		marks := make([]string, len(keys))
@@ -596,7 +591,7 @@ func (s *streamState) snapshotRequest(ctx context.Context, req capture.SnapshotR
 		sn.state.Tables = append(sn.state.Tables, add...)
 		s.r.copyMu.Lock()
 		for _, t := range add {
-			s.r.copying = append(s.r.copying, capture.TableCopy{Table: t.qualified(), Estimate: -1})
+			s.r.copying = append(s.r.copying, t.progress())
 		}
 		s.r.copyMu.Unlock()
 		s.r.log.Info("snapshot requested", "tables", req.Tables, "queued", len(add), "tables_left", len(sn.state.Tables))
