@@ -141,11 +141,14 @@ func runDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		mu      sync.Mutex
 		current capture.Source
 	)
+	running := func() capture.Source {
+		mu.Lock()
+		defer mu.Unlock()
+		return current
+	}
 	var retained atomic.Int64
 	m := metrics.New(func() (float64, float64, float64) {
-		mu.Lock()
-		s := current
-		mu.Unlock()
+		s := running()
 		kept := float64(retained.Load())
 		if l, ok := s.(capture.Lagger); ok {
 			bytes, behind := l.Lag()
@@ -154,19 +157,14 @@ func runDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return 0, 0, kept
 	})
 	copying := func() []capture.TableCopy {
-		mu.Lock()
-		s := current
-		mu.Unlock()
-		if c, ok := s.(capture.Copier); ok {
+		if c, ok := running().(capture.Copier); ok {
 			return c.Copying()
 		}
 		return nil
 	}
 	m.WatchCopying(copying)
 	m.OnSnapshotRequest(func(ctx context.Context, req capture.SnapshotRequest) error {
-		mu.Lock()
-		s := current
-		mu.Unlock()
+		s := running()
 		if s == nil {
 			return errors.New("cdcd is not streaming now (starting, or waiting for the source or Kafka); try again")
 		}
@@ -185,10 +183,7 @@ func runDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	go probeRetained(ctx, func() capture.RetainedLogger {
 		// The running source knows what it confirmed; the settings alone do where the server
 		// keeps the position itself (a slot).
-		mu.Lock()
-		s := current
-		mu.Unlock()
-		if rl, ok := s.(capture.RetainedLogger); ok {
+		if rl, ok := running().(capture.RetainedLogger); ok {
 			return rl
 		}
 		rl, _ := src.(capture.RetainedLogger)
@@ -324,8 +319,6 @@ func runPipeline(ctx context.Context, cfg config.Config, src capture.Config, k k
 	return runErr
 }
 
-// probeRetained asks the source how much log it keeps for cdcd: soon after the start, then every 5
-// seconds.
 // copyLogInterval is how often a running snapshot's progress is logged.
 const copyLogInterval = 10 * time.Second
 
@@ -356,6 +349,8 @@ func logCopying(ctx context.Context, copying func() []capture.TableCopy, log *sl
 	}
 }
 
+// probeRetained asks the source how much log it keeps for cdcd: soon after the start, then every 5
+// seconds.
 func probeRetained(ctx context.Context, which func() capture.RetainedLogger, into *atomic.Int64) {
 	select {
 	case <-ctx.Done():

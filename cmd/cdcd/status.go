@@ -27,37 +27,50 @@ func newStatusCommand(g *globalFlags) *cobra.Command {
 catalog expects, the rate and the time left.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := g.load()
+			base, err := metricsBase(g)
 			if err != nil {
 				return err
-			}
-			if cfg.Metrics.Listen == "" {
-				return errors.New("metrics.listen is empty, so a running cdcd answers no questions; set it (e.g. 127.0.0.1:9187) and restart cdcd")
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
 			defer cancel()
-			base := "http://" + cfg.Metrics.Listen
-			health, err := get(ctx, base+"/healthz")
-			if err != nil {
-				return fmt.Errorf("no cdcd answers at metrics.listen %s: %w; is it running with this configuration?", cfg.Metrics.Listen, err)
-			}
-			body, err := get(ctx, base+"/snapshot")
-			if err != nil {
-				return fmt.Errorf("asking %s/snapshot: %w", base, err)
-			}
-			if jsonOut {
-				_, err := fmt.Fprintf(cmd.OutOrStdout(), "{\"health\":%q,\"snapshot\":%s}\n", health, body)
-				return err
-			}
-			var tables []metrics.TableStatus
-			if err := json.Unmarshal(body, &tables); err != nil {
-				return fmt.Errorf("%s/snapshot answered something else than progress: %w", base, err)
-			}
-			return printStatus(cmd.OutOrStdout(), string(health), tables)
+			return showStatus(ctx, cmd.OutOrStdout(), base, jsonOut)
 		},
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print the answers as one JSON object")
 	return cmd
+}
+
+// metricsBase is the URL of the running cdcd's metrics endpoint, from metrics.listen.
+func metricsBase(g *globalFlags) (string, error) {
+	cfg, err := g.load()
+	if err != nil {
+		return "", err
+	}
+	if cfg.Metrics.Listen == "" {
+		return "", errors.New("metrics.listen is empty, so a running cdcd answers no questions and takes no requests; set it (e.g. 127.0.0.1:9187) and restart cdcd")
+	}
+	return "http://" + cfg.Metrics.Listen, nil
+}
+
+// showStatus prints whether the cdcd at base streams and its snapshot's progress.
+func showStatus(ctx context.Context, w io.Writer, base string, jsonOut bool) error {
+	health, err := get(ctx, base+"/healthz")
+	if err != nil {
+		return fmt.Errorf("no cdcd answers at %s (metrics.listen): %w; is it running with this configuration?", base, err)
+	}
+	body, err := get(ctx, base+"/snapshot")
+	if err != nil {
+		return fmt.Errorf("asking %s/snapshot: %w", base, err)
+	}
+	if jsonOut {
+		_, err := fmt.Fprintf(w, "{\"health\":%q,\"snapshot\":%s}\n", health, body)
+		return err
+	}
+	var tables []metrics.TableStatus
+	if err := json.Unmarshal(body, &tables); err != nil {
+		return fmt.Errorf("%s/snapshot answered something else than progress: %w", base, err)
+	}
+	return printStatus(w, string(health), tables)
 }
 
 // get returns the body of a GET; a 503 of /healthz is an answer, not an error.
@@ -121,12 +134,9 @@ the stream so that the copy and the changes around it give exactly the table. Th
 the publication. --pause stops reading new chunks, --resume continues, --cancel drops the named
 tables (or all) from the queue; --status prints the progress, as cdcd status does.`,
 		RunE: func(cmd *cobra.Command, tables []string) error {
-			cfg, err := g.load()
+			base, err := metricsBase(g)
 			if err != nil {
 				return err
-			}
-			if cfg.Metrics.Listen == "" {
-				return errors.New("metrics.listen is empty, so a running cdcd takes no requests; set it (e.g. 127.0.0.1:9187) and restart cdcd")
 			}
 			call := metrics.SnapshotCall{Action: "start", Tables: tables}
 			n := 0
@@ -146,18 +156,8 @@ tables (or all) from the queue; --status prints the progress, as cdcd status doe
 			}
 			ctx, stop := context.WithTimeout(cmd.Context(), 40*time.Second)
 			defer stop()
-			base := "http://" + cfg.Metrics.Listen
 			if call.Action == "status" {
-				body, err := get(ctx, base+"/snapshot")
-				if err != nil {
-					return fmt.Errorf("no cdcd answers at metrics.listen %s: %w", cfg.Metrics.Listen, err)
-				}
-				var tables []metrics.TableStatus
-				if err := json.Unmarshal(body, &tables); err != nil {
-					return err
-				}
-				health, _ := get(ctx, base+"/healthz")
-				return printStatus(cmd.OutOrStdout(), string(health), tables)
+				return showStatus(ctx, cmd.OutOrStdout(), base, false)
 			}
 			body, _ := json.Marshal(call)
 			req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/snapshot", bytes.NewReader(body))
@@ -166,7 +166,7 @@ tables (or all) from the queue; --status prints the progress, as cdcd status doe
 			}
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
-				return fmt.Errorf("no cdcd answers at metrics.listen %s: %w; is it running with this configuration?", cfg.Metrics.Listen, err)
+				return fmt.Errorf("no cdcd answers at %s (metrics.listen): %w; is it running with this configuration?", base, err)
 			}
 			defer resp.Body.Close()
 			answer, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
