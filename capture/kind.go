@@ -70,6 +70,8 @@ type TableCopy struct {
 	// RunRows is how many rows this run copied, for the rate.
 	RunRows int64
 	Done    bool
+	// Paused says the snapshot waits for a request to resume it.
+	Paused bool
 }
 
 // SnapshotRequester is an optional interface of a Source: snapshots asked for while it streams.

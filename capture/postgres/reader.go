@@ -99,6 +99,7 @@ type Reader struct {
 
 	copyMu  sync.Mutex
 	copying []capture.TableCopy // a running snapshot's progress, for Copying
+	paused  bool                // the running snapshot waits for a request to resume
 
 	requests chan snapshotCall // snapshot requests, for the stream's goroutine
 }
@@ -113,7 +114,11 @@ var (
 func (r *Reader) Copying() []capture.TableCopy {
 	r.copyMu.Lock()
 	defer r.copyMu.Unlock()
-	return slices.Clone(r.copying)
+	out := slices.Clone(r.copying)
+	for i := range out {
+		out[i].Paused = r.paused
+	}
+	return out
 }
 
 // updateCopy changes the progress entry of table under the lock.

@@ -211,7 +211,7 @@ func newSnapshotter(r *Reader, st copyState, handed *handedOn) *snapshotter {
 		progress[i] = tc.progress()
 	}
 	r.copyMu.Lock()
-	r.copying = progress
+	r.copying, r.paused = progress, st.Paused
 	r.copyMu.Unlock()
 	return sn
 }
@@ -597,6 +597,9 @@ func (s *streamState) snapshotRequest(ctx context.Context, req capture.SnapshotR
 		s.r.log.Info("snapshot requested", "tables", req.Tables, "queued", len(add), "tables_left", len(sn.state.Tables))
 	case capture.SnapshotPause, capture.SnapshotResume:
 		sn.state.Paused = req.Action == capture.SnapshotPause
+		s.r.copyMu.Lock()
+		s.r.paused = sn.state.Paused
+		s.r.copyMu.Unlock()
 		s.r.log.Info("snapshot "+map[bool]string{true: "paused", false: "resumed by request"}[sn.state.Paused], "tables_left", len(sn.state.Tables))
 	case capture.SnapshotCancel:
 		dropped := 0

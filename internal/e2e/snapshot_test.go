@@ -289,11 +289,17 @@ func TestSnapshotOnDemand(t *testing.T) {
 		var st struct {
 			Snapshot []struct {
 				Table string
+				State string
 				Rows  int64
 			}
 		}
 		if err != nil || json.Unmarshal([]byte(out), &st) != nil {
 			t.Fatalf("cdcd status --json: %v\n%s", err, out)
+		}
+		for _, c := range st.Snapshot {
+			if c.State != "paused" && c.State != "done" {
+				t.Errorf("while paused, status says %s is %s", c.Table, c.State)
+			}
 		}
 		return fmt.Sprint(st.Snapshot)
 	}

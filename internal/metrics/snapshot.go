@@ -15,7 +15,7 @@ import (
 // TableStatus is one table's snapshot progress as /snapshot, `cdcd status` and the log give it.
 type TableStatus struct {
 	Table string `json:"table"`
-	// State is waiting, copying or done.
+	// State is waiting, copying, paused or done.
 	State  string `json:"state"`
 	Rows   int64  `json:"rows"`
 	Bytes  int64  `json:"bytes"`
@@ -35,6 +35,8 @@ func Statuses(copies []capture.TableCopy, now time.Time) []TableStatus {
 		switch {
 		case c.Done:
 			s.State, s.ETASeconds = "done", 0
+		case c.Paused:
+			s.State = "paused"
 		case !c.Started.IsZero():
 			s.State = "copying"
 			if took := now.Sub(c.Started).Seconds(); took > 0 && c.RunRows > 0 {
@@ -52,7 +54,9 @@ func Statuses(copies []capture.TableCopy, now time.Time) []TableStatus {
 // copyCollector reports snapshot progress at scrape time.
 type copyCollector struct {
 	copying                           func() []capture.TableCopy
+	now                               func() time.Time
 	rows, bytes, estimated, remaining *prometheus.Desc
+	rate, eta                         *prometheus.Desc
 }
 
 func (c *copyCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -60,17 +64,21 @@ func (c *copyCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.bytes
 	ch <- c.estimated
 	ch <- c.remaining
+	ch <- c.rate
+	ch <- c.eta
 }
 
 func (c *copyCollector) Collect(ch chan<- prometheus.Metric) {
 	left := 0
-	for _, t := range c.copying() {
-		if !t.Done {
+	for _, t := range Statuses(c.copying(), c.now()) {
+		if t.State != "done" {
 			left++
 		}
 		ch <- prometheus.MustNewConstMetric(c.rows, prometheus.GaugeValue, float64(t.Rows), t.Table)
 		ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.GaugeValue, float64(t.Bytes), t.Table)
 		ch <- prometheus.MustNewConstMetric(c.estimated, prometheus.GaugeValue, float64(t.Estimate), t.Table)
+		ch <- prometheus.MustNewConstMetric(c.rate, prometheus.GaugeValue, t.RowsPerSecond, t.Table)
+		ch <- prometheus.MustNewConstMetric(c.eta, prometheus.GaugeValue, t.ETASeconds, t.Table)
 	}
 	ch <- prometheus.MustNewConstMetric(c.remaining, prometheus.GaugeValue, float64(left))
 }
@@ -79,12 +87,18 @@ func (c *copyCollector) Collect(ch chan<- prometheus.Metric) {
 // source's snapshot, read when asked).
 func (m *Metrics) WatchCopying(copying func() []capture.TableCopy) {
 	m.copying.Store(&copying)
-	m.Registry.MustRegister(&copyCollector{copying: copying,
+	m.Registry.MustRegister(newCopyCollector(copying, time.Now))
+}
+
+func newCopyCollector(copying func() []capture.TableCopy, now func() time.Time) *copyCollector {
+	return &copyCollector{copying: copying, now: now,
 		rows:      prometheus.NewDesc("cdcd_snapshot_rows", "Rows of the table the snapshot has copied.", []string{"table"}, nil),
 		bytes:     prometheus.NewDesc("cdcd_snapshot_bytes", "Bytes of values (their text forms) this run's snapshot copied of the table.", []string{"table"}, nil),
 		estimated: prometheus.NewDesc("cdcd_snapshot_rows_estimated", "Rows the source's statistics expect in the table (-1: unknown).", []string{"table"}, nil),
 		remaining: prometheus.NewDesc("cdcd_snapshot_tables_remaining", "Tables the running snapshot has still to copy.", nil, nil),
-	})
+		rate:      prometheus.NewDesc("cdcd_snapshot_rows_per_second", "Rows per second this run copied of the table, since it began copying it.", []string{"table"}, nil),
+		eta:       prometheus.NewDesc("cdcd_snapshot_eta_seconds", "Seconds left to copy the table at that rate (-1: unknown; 0: done).", []string{"table"}, nil),
+	}
 }
 
 // SnapshotCall is the body of a POST to /snapshot.
