@@ -21,7 +21,7 @@ func init() {
 
 // DefaultConfig is the postgres kind's settings when nothing is set.
 func DefaultConfig() Config {
-	return Config{Slot: "cdcd", Publication: "cdcd", Snapshot: SnapshotInitial, SnapshotChunkRows: 10_000, Heartbeat: 10 * time.Second}
+	return Config{Slot: "cdcd", Publication: "cdcd", Snapshot: SnapshotInitial, SnapshotChunkRows: 10_000, SnapshotParallel: 1, Heartbeat: 10 * time.Second}
 }
 
 var (
@@ -69,6 +69,9 @@ func (c *Config) Validate() error {
 	if c.SnapshotChunkRows <= 0 {
 		bad("snapshot_chunk_rows", "must be a positive number of rows such as 10000")
 	}
+	if c.SnapshotParallel < 1 || c.SnapshotParallel > maxSnapshotParallel {
+		bad("snapshot_parallel", "must be between 1 and %d connections", maxSnapshotParallel)
+	}
 	if c.AcceptGapTo != "" {
 		if _, err := bookmark.ParseLSN(c.AcceptGapTo); err != nil {
 			bad("accept_gap_to", "%q is not an LSN; copy the slot's confirmed position from cdcd's error, e.g. 0/16B3748", c.AcceptGapTo)
@@ -76,6 +79,10 @@ func (c *Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// maxSnapshotParallel bounds snapshot_parallel: each lane is a connection and an open snapshot on
+// the server.
+const maxSnapshotParallel = 32
 
 func validSlotName(s string) bool {
 	if len(s) > 63 {

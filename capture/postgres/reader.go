@@ -57,6 +57,9 @@ type Config struct {
 	// SnapshotChunkRows is how many rows of a table one chunk of a snapshot copies (PostgreSQL 14+):
 	// each chunk is a transaction of its own, and a restart continues after the last one durable.
 	SnapshotChunkRows int `mapstructure:"snapshot_chunk_rows" doc:"rows per chunk of a snapshot; each chunk is its own transaction and a restart resumes after the last durable one"`
+	// SnapshotParallel is how many chunks a snapshot reads at once, each on a connection of its own:
+	// of several tables, or of key ranges of a large table.
+	SnapshotParallel int `mapstructure:"snapshot_parallel" doc:"chunks a snapshot reads at once, each on its own connection: several tables, or key ranges of a large analysed table"`
 	// SignalTable is a table (schema.table, in the publication) whose inserted rows ask for snapshots
 	// while cdcd streams, for users without access to cdcd's HTTP endpoint: Debezium's signal table
 	// (columns id, type and data; type execute-snapshot with data {"data-collections": [...]},
@@ -648,7 +651,7 @@ func (r *Reader) createSlot(ctx context.Context, rc *pgconn.PgConn, h capture.Ha
 			return 0, nil, fmt.Errorf("listing the published tables: %w", err)
 		}
 		if state.Tables, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (tableCopy, error) {
-			var t tableCopy
+			t := newTableCopy("", "")
 			return t, row.Scan(&t.Schema, &t.Name)
 		}); err != nil {
 			return 0, nil, fmt.Errorf("listing the published tables: %w", err)
@@ -669,7 +672,7 @@ func (r *Reader) createSlot(ctx context.Context, rc *pgconn.PgConn, h capture.Ha
 		for i := range state.Tables {
 			names[i] = state.Tables[i].qualified()
 		}
-		r.log.Info("snapshot started", "tables", names, "chunk_rows", r.cfg.SnapshotChunkRows)
+		r.log.Info("snapshot started", "tables", names, "chunk_rows", r.cfg.SnapshotChunkRows, "parallel", r.cfg.SnapshotParallel)
 		sn := newSnapshotter(r, state, nil)
 		if !sn.active() {
 			r.log.Info("snapshot complete")
@@ -742,7 +745,7 @@ func (r *Reader) copyTable(ctx context.Context, conn *pgx.Conn, rel *relation, t
 	rr := conn.PgConn().ExecParams(ctx, selectFrom(rel), nil, nil, nil, []int16{pgtype.TextFormatCode})
 	var n int64
 	for rr.NextRow() {
-		row, err := r.decodeTextRow(rel, rr.Values())
+		row, err := decodeTextRow(r.tm, rel, rr.Values())
 		if err != nil {
 			rr.Close()
 			return n, err
@@ -770,14 +773,14 @@ func selectFrom(rel *relation) string {
 
 // decodeTextRow decodes one row of a text-format result of selectFrom as the stream decodes
 // tuples; a nil value is NULL.
-func (r *Reader) decodeTextRow(rel *relation, vals [][]byte) (change.Row, error) {
+func decodeTextRow(tm *pgtype.Map, rel *relation, vals [][]byte) (change.Row, error) {
 	row := make(change.Row, len(vals))
 	for i, v := range vals {
 		if v == nil {
 			row[i] = change.Value{Kind: change.Null}
 			continue
 		}
-		d, err := decodeText(r.tm, rel.oids[i], v)
+		d, err := decodeText(tm, rel.oids[i], v)
 		if err != nil {
 			return nil, fmt.Errorf("column %s: %w", rel.table.Columns[i].Name, err)
 		}
@@ -960,7 +963,7 @@ func (r *Reader) stream(ctx context.Context, rc *pgconn.PgConn, start bookmark.L
 			if err := s.snap.next(ctx); err != nil {
 				return err
 			}
-			if s.snap.active() && s.snap.pending == nil && s.snap.retryAt.Before(wake) {
+			if s.snap.active() && time.Now().Before(s.snap.retryAt) && s.snap.retryAt.Before(wake) {
 				wake = s.snap.retryAt
 			}
 		}

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -40,8 +41,8 @@ const watermarkPrefix = "cdcd.snapshot"
 // most this many times the chunk size.
 const unkeyedChunkFactor = 10
 
-// copyState is a snapshot in progress: the tables still to copy, in order, and how far the first of
-// them got. It travels as Commit.State and returns as Resume.State.
+// copyState is a snapshot in progress: the tables still to copy, in order, and how far each got. It
+// travels as Commit.State and returns as Resume.State.
 type copyState struct {
 	Version int         `json:"v"`
 	Tables  []tableCopy `json:"tables"`
@@ -49,15 +50,37 @@ type copyState struct {
 	Paused bool `json:"paused,omitempty"`
 }
 
+// copyStateVersion is the version of copyState this build writes; it reads it and version 1 (one
+// key range per table).
+const copyStateVersion = 2
+
 // tableCopy is one table still to copy.
 type tableCopy struct {
 	Schema string `json:"schema"`
 	Name   string `json:"name"`
-	// After holds the text forms of the key columns of the last row copied; empty before the first
-	// chunk.
-	After  []string `json:"after,omitempty"`
-	Chunks int64    `json:"chunks,omitempty"`
-	Rows   int64    `json:"rows,omitempty"`
+	Chunks int64  `json:"chunks,omitempty"`
+	Rows   int64  `json:"rows,omitempty"`
+	// Split says the table's key ranges are decided; until then it has one range, unbounded.
+	Split bool `json:"split,omitempty"`
+	// Ranges are the key ranges still to copy, in key order; read in parallel when lanes allow.
+	Ranges []keyRange `json:"ranges"`
+	// After is version 1's position: the key texts of the last row copied.
+	After []string `json:"after,omitempty"`
+}
+
+// keyRange is a range of a table's rows by the first key column, From inclusive, To exclusive; nil
+// is unbounded.
+type keyRange struct {
+	ID   int     `json:"id"`
+	From *string `json:"from,omitempty"`
+	To   *string `json:"to,omitempty"`
+	// After holds the text forms of the key columns of the last row of the range copied; empty before
+	// the range's first chunk.
+	After []string `json:"after,omitempty"`
+}
+
+func newTableCopy(schema, name string) tableCopy {
+	return tableCopy{Schema: schema, Name: name, Ranges: []keyRange{{}}}
 }
 
 func (t *tableCopy) qualified() string { return t.Schema + "." + t.Name }
@@ -65,6 +88,11 @@ func (t *tableCopy) qualified() string { return t.Schema + "." + t.Name }
 // progress is the table's entry in the reader's progress, before this run copies any of it.
 func (t *tableCopy) progress() capture.TableCopy {
 	return capture.TableCopy{Table: t.qualified(), Rows: t.Rows, Chunks: t.Chunks, Estimate: -1}
+}
+
+// rangeIndex is the index of the range id in t.Ranges; -1 when it is copied already.
+func (t *tableCopy) rangeIndex(id int) int {
+	return slices.IndexFunc(t.Ranges, func(r keyRange) bool { return r.ID == id })
 }
 
 func parseCopyState(s string) (copyState, error) {
@@ -75,8 +103,21 @@ func parseCopyState(s string) (copyState, error) {
 	if err := json.Unmarshal([]byte(s), &st); err != nil {
 		return st, fmt.Errorf("the snapshot state in the commit stream is not readable: %w", err)
 	}
-	if st.Version != 1 {
-		return st, fmt.Errorf("the snapshot state in the commit stream has version %d; this build reads version 1", st.Version)
+	switch st.Version {
+	case 1:
+		for i := range st.Tables {
+			t := &st.Tables[i]
+			t.Ranges, t.Split, t.After = []keyRange{{After: t.After}}, t.Chunks > 0, nil
+		}
+		st.Version = copyStateVersion
+	case copyStateVersion:
+		for _, t := range st.Tables {
+			if len(t.Ranges) == 0 {
+				return st, fmt.Errorf("the snapshot state in the commit stream lists table %s with no key range left to copy", t.qualified())
+			}
+		}
+	default:
+		return st, fmt.Errorf("the snapshot state in the commit stream has version %d; this build reads versions 1 and %d", st.Version, copyStateVersion)
 	}
 	return st, nil
 }
@@ -86,9 +127,19 @@ func (st *copyState) encode() string {
 	if len(st.Tables) == 0 {
 		return ""
 	}
-	st.Version = 1
+	st.Version = copyStateVersion
 	b, _ := json.Marshal(st)
 	return string(b)
+}
+
+// table is the entry of the table named qualified; nil when it is not (or no longer) to copy.
+func (st *copyState) table(qualified string) *tableCopy {
+	for i := range st.Tables {
+		if st.Tables[i].qualified() == qualified {
+			return &st.Tables[i]
+		}
+	}
+	return nil
 }
 
 // pgSnapshot is a transaction snapshot as txid_current_snapshot() gives it: transactions below xmin
@@ -163,6 +214,17 @@ func (ho *handedOn) prune(snap pgSnapshot) bool {
 	return all
 }
 
+// seenBy reports whether snap sees every transaction of the set; it changes nothing, so that chunks
+// read in parallel may ask at once.
+func (ho *handedOn) seenBy(snap pgSnapshot) bool {
+	for xid := range ho.xids {
+		if !snap.sees(xid) {
+			return false
+		}
+	}
+	return true
+}
+
 // due says whether the set should be pruned with a fresh snapshot: it is large, or was last pruned a
 // while ago.
 func (ho *handedOn) due() bool {
@@ -171,39 +233,60 @@ func (ho *handedOn) due() bool {
 
 // pendingChunk is a chunk read and waiting for its watermark in the stream.
 type pendingChunk struct {
-	table    string // schema.table: the state's first table when the chunk was read
+	table    string // schema.table
+	rangeID  int
+	lane     int // the lane (connection) that read it; free again once the chunk is cut
 	rel      *relation
 	token    string
 	rows     []change.Row // in key order; nil where a row was deleted in the meantime
 	byKey    map[string]int
 	keyed    bool
 	after    []string // the key texts of the last row read: where the chunk's range ends
-	complete bool     // the table ends with this chunk
+	complete bool     // the key range ends with this chunk
 	shape    string
 	read     time.Time
 	dirty    bool // an unkeyed table changed in the meantime: the chunk must be read again
 	bytes    int64
 }
 
-// snapshotter copies the tables of a copyState, chunk by chunk, on the stream's goroutine.
+// snapshotter copies the tables of a copyState, chunk by chunk, on the stream's goroutine. Up to
+// one chunk per lane waits for its watermark at a time; the chunks of free lanes are read in
+// parallel, each lane on its own connection, while the stream waits.
 type snapshotter struct {
 	r         *Reader
 	state     copyState
 	encoded   string // state, as every position handed on carries it
 	chunkRows int
-	conn      *pgx.Conn
-	pending   *pendingChunk
+	lanes     []lane
+	pending   []*pendingChunk
 	handed    *handedOn
 	retryAt   time.Time
 	nonce     uint64
-	began     time.Time // when the current table's copy began
+	began     map[string]time.Time // when this run began copying each table
+	// describeMu keeps the readers of parallel chunks from filling the reader's type cache at once.
+	describeMu sync.Mutex
+}
+
+// lane is one connection reading chunks, with its own decoding state.
+type lane struct {
+	conn *pgx.Conn
+	tm   *pgtype.Map
+}
+
+// chunkJob is a chunk to read: where its table's range stands, and its watermark's token.
+type chunkJob struct {
+	schema, name string
+	rng          keyRange
+	split        bool // the table's ranges are decided
+	token        string
 }
 
 func newSnapshotter(r *Reader, st copyState, handed *handedOn) *snapshotter {
-	sn := &snapshotter{r: r, state: st, chunkRows: r.cfg.SnapshotChunkRows, handed: handed, began: time.Now()}
+	sn := &snapshotter{r: r, state: st, chunkRows: r.cfg.SnapshotChunkRows, handed: handed, began: map[string]time.Time{}}
 	if sn.chunkRows <= 0 {
 		sn.chunkRows = DefaultConfig().SnapshotChunkRows
 	}
+	sn.lanes = make([]lane, max(r.cfg.SnapshotParallel, 1))
 	sn.encoded = st.encode()
 	sn.nonce = uint64(time.Now().UnixNano())
 	progress := make([]capture.TableCopy, len(st.Tables))
@@ -219,51 +302,222 @@ func newSnapshotter(r *Reader, st copyState, handed *handedOn) *snapshotter {
 func (sn *snapshotter) active() bool { return len(sn.state.Tables) > 0 }
 
 func (sn *snapshotter) close(ctx context.Context) {
-	if sn.conn != nil {
-		sn.conn.Close(context.WithoutCancel(ctx))
-		sn.conn = nil
+	for i := range sn.lanes {
+		sn.closeLane(ctx, i)
 	}
 }
 
-// next reads the next chunk and writes its watermark, unless a chunk waits for its watermark
-// already, nothing is left to copy, or a snapshot was refused a moment ago.
+func (sn *snapshotter) closeLane(ctx context.Context, i int) {
+	if sn.lanes[i].conn != nil {
+		sn.lanes[i].conn.Close(context.WithoutCancel(ctx))
+		sn.lanes[i].conn = nil
+	}
+}
+
+// dropPending forgets the chunks waiting for their watermarks that drop says to.
+func (sn *snapshotter) dropPending(drop func(*pendingChunk) bool) {
+	sn.pending = slices.DeleteFunc(sn.pending, drop)
+}
+
+// freeLanes are the lanes with no chunk waiting for its watermark.
+func (sn *snapshotter) freeLanes() []int {
+	var free []int
+	for i := range sn.lanes {
+		if !slices.ContainsFunc(sn.pending, func(p *pendingChunk) bool { return p.lane == i }) {
+			free = append(free, i)
+		}
+	}
+	return free
+}
+
+// next reads the next chunks, one on each free lane, and writes their watermarks, unless nothing is
+// left to read, the copy is paused, or a snapshot was refused a moment ago.
 func (sn *snapshotter) next(ctx context.Context) error {
-	if sn.pending != nil || !sn.active() || sn.state.Paused || time.Now().Before(sn.retryAt) {
+	if !sn.active() || sn.state.Paused || time.Now().Before(sn.retryAt) {
 		return nil
 	}
-	if sn.conn == nil {
-		cc, err := connConfig(sn.r.cfg.DSN)
-		if err != nil {
-			return err
-		}
-		if sn.conn, err = pgx.ConnectConfig(ctx, cc); err != nil {
-			return fmt.Errorf("connecting for the snapshot: %w", err)
-		}
+	free := sn.freeLanes()
+	if len(free) == 0 {
+		return nil
 	}
-	p, err := sn.read(ctx)
-	if err != nil {
-		sn.close(ctx)
+	jobs, err := sn.plan(ctx, len(free))
+	if err != nil || len(jobs) == 0 {
 		return err
 	}
-	if p == nil {
-		sn.retryAt = time.Now().Add(50 * time.Millisecond)
+	type result struct {
+		p    *pendingChunk
+		gone bool
+		err  error
+	}
+	results := make([]result, len(jobs))
+	var wg sync.WaitGroup
+	for i, job := range jobs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p, gone, err := sn.readLane(ctx, free[i], job)
+			results[i] = result{p, gone, err}
+		}()
+	}
+	wg.Wait()
+	var errs []error
+	for i, res := range results {
+		switch {
+		case res.err != nil:
+			sn.closeLane(ctx, free[i])
+			errs = append(errs, res.err)
+		case res.gone:
+			if tc := sn.state.table(jobs[i].schema + "." + jobs[i].name); tc != nil {
+				sn.r.log.Warn("a table to copy no longer exists; its snapshot ends here", "table", tc.qualified(), "rows", tc.Rows)
+				sn.r.updateCopy(tc.qualified(), func(c *capture.TableCopy) { c.Done = true })
+				sn.finishTable(tc.qualified())
+			}
+		case res.p == nil:
+			sn.retryAt = time.Now().Add(50 * time.Millisecond)
+		default:
+			res.p.lane = free[i]
+			sn.pending = append(sn.pending, res.p)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// plan picks up to n key ranges to read next, in copy order, that no chunk waits for; a table's
+// ranges are decided when it first comes up.
+func (sn *snapshotter) plan(ctx context.Context, n int) ([]chunkJob, error) {
+	var jobs []chunkJob
+	for ti := range sn.state.Tables {
+		tc := &sn.state.Tables[ti]
+		if len(jobs) == n {
+			break
+		}
+		if !tc.Split {
+			if err := sn.split(ctx, tc); err != nil {
+				return nil, err
+			}
+		}
+		if _, ok := sn.began[tc.qualified()]; !ok {
+			sn.began[tc.qualified()] = time.Now()
+		}
+		for _, rg := range tc.Ranges {
+			if len(jobs) == n {
+				break
+			}
+			if slices.ContainsFunc(sn.pending, func(p *pendingChunk) bool { return p.table == tc.qualified() && p.rangeID == rg.ID }) {
+				continue
+			}
+			sn.nonce++
+			rg.After = slices.Clone(rg.After)
+			jobs = append(jobs, chunkJob{schema: tc.Schema, name: tc.Name, rng: rg, split: tc.Split,
+				token: fmt.Sprintf("%s/%s/%d/%d/%d", sn.r.cfg.Slot, tc.qualified(), rg.ID, tc.Chunks+1, sn.nonce)})
+		}
+	}
+	return jobs, nil
+}
+
+// split decides the key ranges of a table about to be copied: with more than one lane, a table the
+// statistics expect to span several chunks is cut into as many ranges as there are lanes, at bounds
+// of the histogram of its first key column. Only columns of types without a collation are cut (a
+// range's bounds must sort alike wherever they are compared); other tables, and tables never
+// analysed, are read as one range.
+func (sn *snapshotter) split(ctx context.Context, tc *tableCopy) error {
+	tc.Split = true
+	if len(sn.lanes) < 2 || tc.Chunks > 0 || len(tc.Ranges) != 1 || len(tc.Ranges[0].After) > 0 {
 		return nil
 	}
-	failpoint.Hit(ctx, "postgres.snapshot-chunk-read")
-	if _, err := sn.conn.Exec(ctx, "SELECT pg_logical_emit_message(true, $1, $2)", watermarkPrefix, p.token); err != nil {
-		sn.close(ctx)
-		return fmt.Errorf("writing the snapshot watermark: %w", err)
+	var column string
+	var typeName string
+	var estimate int64
+	err := sn.r.meta.QueryRow(ctx, `SELECT a.attname, format_type(a.atttypid, NULL), c.reltuples::bigint
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		JOIN pg_index i ON i.indrelid = c.oid AND CASE c.relreplident WHEN 'i' THEN i.indisreplident ELSE i.indisprimary END
+		JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = (SELECT min(k) FROM unnest(i.indkey::int2[]) k)
+		JOIN pg_type t ON t.oid = a.atttypid
+		WHERE n.nspname = $1 AND c.relname = $2 AND c.relreplident IN ('d', 'i', 'f') AND t.typcollation = 0`,
+		tc.Schema, tc.Name).Scan(&column, &typeName, &estimate)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil // no key, or a collatable first key column: one range
 	}
-	sn.pending = p
+	if err != nil {
+		return fmt.Errorf("reading the key of %s to split its copy: %w", tc.qualified(), err)
+	}
+	parts := min(int64(len(sn.lanes)), estimate/int64(sn.chunkRows))
+	if parts < 2 {
+		return nil
+	}
+	// Sorted as the column's type sorts (not as the text forms would), so that the ranges neither
+	// overlap nor leave gaps.
+	rows, err := sn.r.meta.Query(ctx, fmt.Sprintf(`SELECT h.b::text AS bound FROM (SELECT DISTINCT unnest(histogram_bounds::text::%s[]) AS b
+		FROM pg_stats WHERE schemaname = $1 AND tablename = $2 AND attname = $3 AND NOT inherited) h ORDER BY h.b`, typeName),
+		tc.Schema, tc.Name, column)
+	if err != nil {
+		return fmt.Errorf("reading the statistics of %s to split its copy: %w", tc.qualified(), err)
+	}
+	bounds, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("reading the statistics of %s to split its copy: %w", tc.qualified(), err)
+	}
+	tc.Ranges = splitRanges(bounds, int(parts))
+	if len(tc.Ranges) > 1 {
+		sn.r.log.Info("snapshot reads the table in key ranges", "table", tc.qualified(), "ranges", len(tc.Ranges), "column", column)
+	}
 	return nil
 }
 
-// read takes a snapshot and reads the first table's next chunk under it; nil when the snapshot
-// cannot be used yet (a transaction handed on already is not visible in it).
-func (sn *snapshotter) read(ctx context.Context) (p *pendingChunk, err error) {
-	conn, tc := sn.conn, &sn.state.Tables[0]
+// splitRanges cuts the key space into parts ranges at evenly spaced bounds of a histogram (sorted,
+// distinct); fewer when the histogram is short.
+func splitRanges(bounds []string, parts int) []keyRange {
+	var cuts []string
+	for i := 1; i < parts; i++ {
+		j := i * len(bounds) / parts
+		if j > 0 && j < len(bounds) && (len(cuts) == 0 || cuts[len(cuts)-1] != bounds[j]) {
+			cuts = append(cuts, bounds[j])
+		}
+	}
+	ranges := make([]keyRange, len(cuts)+1)
+	for i := range ranges {
+		ranges[i].ID = i
+		if i > 0 {
+			ranges[i].From = &cuts[i-1]
+		}
+		if i < len(cuts) {
+			ranges[i].To = &cuts[i]
+		}
+	}
+	return ranges
+}
+
+// readLane reads job's chunk on lane i and writes its watermark; nil when the snapshot cannot be
+// used yet; gone when the table no longer exists.
+func (sn *snapshotter) readLane(ctx context.Context, i int, job chunkJob) (*pendingChunk, bool, error) {
+	ln := &sn.lanes[i]
+	if ln.conn == nil {
+		cc, err := connConfig(sn.r.cfg.DSN)
+		if err != nil {
+			return nil, false, err
+		}
+		if ln.conn, err = pgx.ConnectConfig(ctx, cc); err != nil {
+			return nil, false, fmt.Errorf("connecting for the snapshot: %w", err)
+		}
+		ln.tm = pgtype.NewMap()
+	}
+	p, gone, err := sn.read(ctx, ln, job)
+	if p == nil || err != nil {
+		return nil, gone, err
+	}
+	failpoint.Hit(ctx, "postgres.snapshot-chunk-read")
+	if _, err := ln.conn.Exec(ctx, "SELECT pg_logical_emit_message(true, $1, $2)", watermarkPrefix, p.token); err != nil {
+		return nil, false, fmt.Errorf("writing the snapshot watermark: %w", err)
+	}
+	return p, false, nil
+}
+
+// read takes a snapshot and reads job's chunk under it; nil when the snapshot cannot be used yet (a
+// transaction handed on already is not visible in it), gone when the table no longer exists.
+func (sn *snapshotter) read(ctx context.Context, ln *lane, job chunkJob) (p *pendingChunk, gone bool, err error) {
+	conn, qualified := ln.conn, job.schema+"."+job.name
 	if _, err := conn.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	defer func() {
 		if _, rerr := conn.Exec(ctx, "ROLLBACK"); rerr != nil && err == nil {
@@ -274,52 +528,50 @@ func (sn *snapshotter) read(ctx context.Context) (p *pendingChunk, err error) {
 	var committed []int64
 	if err := conn.QueryRow(ctx, `SELECT s::text, ARRAY(SELECT x::bigint FROM txid_snapshot_xip(s) x WHERE txid_status(x::bigint) = 'committed')
 		FROM txid_current_snapshot() s`).Scan(&text, &committed); err != nil {
-		return nil, fmt.Errorf("taking the snapshot: %w", err)
+		return nil, false, fmt.Errorf("taking the snapshot: %w", err)
 	}
 	snap, err := parsePGSnapshot(text)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if len(committed) > 0 {
-		return nil, nil // committed, but not yet visible: its commit record may have been handed on
+		return nil, false, nil // committed, but not yet visible: its commit record may have been handed on
 	}
-	if !sn.handed.prune(snap) {
-		return nil, nil
+	if !sn.handed.seenBy(snap) {
+		return nil, false, nil
 	}
 	var oid uint32
 	err = conn.QueryRow(ctx, `SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE n.nspname = $1 AND c.relname = $2`, tc.Schema, tc.Name).Scan(&oid)
+		WHERE n.nspname = $1 AND c.relname = $2`, job.schema, job.name).Scan(&oid)
 	if errors.Is(err, pgx.ErrNoRows) {
-		sn.r.log.Warn("a table to copy no longer exists; its snapshot ends here", "table", tc.qualified(), "rows", tc.Rows)
-		sn.r.updateCopy(tc.qualified(), func(c *capture.TableCopy) { c.Done = true })
-		sn.finishTable()
-		return nil, nil
+		return nil, true, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("looking up %s: %w", tc.qualified(), err)
+		return nil, false, fmt.Errorf("looking up %s: %w", qualified, err)
 	}
+	sn.describeMu.Lock()
 	rel, err := sn.r.describe(ctx, conn, oid, nil)
+	sn.describeMu.Unlock()
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	var estimate int64
 	if err := conn.QueryRow(ctx, "SELECT reltuples::bigint FROM pg_class WHERE oid = $1", oid).Scan(&estimate); err != nil {
-		return nil, fmt.Errorf("reading the row estimate of %s: %w", tc.qualified(), err)
+		return nil, false, fmt.Errorf("reading the row estimate of %s: %w", qualified, err)
 	}
-	sn.r.updateCopy(tc.qualified(), func(c *capture.TableCopy) {
+	sn.r.updateCopy(qualified, func(c *capture.TableCopy) {
 		c.Estimate = max(estimate, -1) // -1: never analysed
 		if c.Started.IsZero() {
 			c.Started = time.Now()
 		}
 	})
-	sn.nonce++
-	p = &pendingChunk{table: tc.qualified(), rel: rel, token: fmt.Sprintf("%s/%s/%d/%d", sn.r.cfg.Slot, tc.qualified(), tc.Chunks+1, sn.nonce),
+	p = &pendingChunk{table: qualified, rangeID: job.rng.ID, rel: rel, token: job.token,
 		byKey: map[string]int{}, keyed: len(rel.table.KeyIndexes) > 0, shape: shapeOf(rel), read: time.Now()}
 	limit := sn.chunkRows
 	if !p.keyed {
 		limit = sn.chunkRows * unkeyedChunkFactor
 	}
-	sql, params, oids := chunkQuery(rel, tc.After, limit+1)
+	sql, params, oids := chunkQuery(rel, job.rng, limit+1)
 	rr := conn.PgConn().ExecParams(ctx, sql, params, oids, nil, []int16{pgtype.TextFormatCode})
 	more := false
 	for rr.NextRow() {
@@ -328,10 +580,10 @@ func (sn *snapshotter) read(ctx context.Context) (p *pendingChunk, err error) {
 			more = true
 			break
 		}
-		row, err := sn.r.decodeTextRow(rel, vals)
+		row, err := decodeTextRow(ln.tm, rel, vals)
 		if err != nil {
 			rr.Close()
-			return nil, fmt.Errorf("copying %s: %w", tc.qualified(), err)
+			return nil, false, fmt.Errorf("copying %s: %w", qualified, err)
 		}
 		for _, v := range vals {
 			p.bytes += int64(len(v))
@@ -347,21 +599,21 @@ func (sn *snapshotter) read(ctx context.Context) (p *pendingChunk, err error) {
 		p.rows = append(p.rows, row)
 	}
 	if _, err := rr.Close(); err != nil {
-		return nil, fmt.Errorf("copying %s: %w", tc.qualified(), err)
+		return nil, false, fmt.Errorf("copying %s: %w", qualified, err)
 	}
 	p.complete = !more
 	if more && !p.keyed {
-		return nil, fault.Terminal("table %s has neither a primary key nor a replica identity index, and more than %d rows: cdcd copies such a table in one piece held in memory. Add a primary key (or ALTER TABLE ... REPLICA IDENTITY USING INDEX on a unique index), or leave the table out of the publication", tc.qualified(), limit)
+		return nil, false, fault.Terminal("table %s has neither a primary key nor a replica identity index, and more than %d rows: cdcd copies such a table in one piece held in memory. Add a primary key (or ALTER TABLE ... REPLICA IDENTITY USING INDEX on a unique index), or leave the table out of the publication", qualified, limit)
 	}
 	if len(p.rows) == 0 {
-		p.after = tc.After
+		p.after = job.rng.After
 	}
-	return p, nil
+	return p, false, nil
 }
 
-// chunkQuery selects the rows of rel after the key after (text forms; empty: from the start), in
-// key order, at most limit of them; a table without a key is selected whole.
-func chunkQuery(rel *relation, after []string, limit int) (sql string, params [][]byte, oids []uint32) {
+// chunkQuery selects the rows of rel in key range rng after its last row copied, in key order, at
+// most limit of them; a table without a key is selected whole.
+func chunkQuery(rel *relation, rng keyRange, limit int) (sql string, params [][]byte, oids []uint32) {
 	sql = selectFrom(rel)
 	keys := rel.table.KeyIndexes
 	if len(keys) == 0 {
@@ -371,14 +623,27 @@ func chunkQuery(rel *relation, after []string, limit int) (sql string, params []
 	for i, ki := range keys {
 		keyCols[i] = pgx.Identifier{rel.table.Columns[ki].Name}.Sanitize()
 	}
-	if len(after) == len(keys) {
+	param := func(text string, ki int) string {
+		params = append(params, []byte(text))
+		oids = append(oids, rel.oids[ki])
+		return "$" + strconv.Itoa(len(params))
+	}
+	var where []string
+	switch {
+	case len(rng.After) == len(keys):
 		marks := make([]string, len(keys))
 		for i, ki := range keys {
-			marks[i] = "$" + strconv.Itoa(i+1)
-			params = append(params, []byte(after[i]))
-			oids = append(oids, rel.oids[ki])
+			marks[i] = param(rng.After[i], ki)
 		}
-		sql += " WHERE (" + strings.Join(keyCols, ", ") + ") > (" + strings.Join(marks, ", ") + ")"
+		where = append(where, "("+strings.Join(keyCols, ", ")+") > ("+strings.Join(marks, ", ")+")")
+	case rng.From != nil:
+		where = append(where, keyCols[0]+" >= "+param(*rng.From, keys[0]))
+	}
+	if rng.To != nil {
+		where = append(where, keyCols[0]+" < "+param(*rng.To, keys[0]))
+	}
+	if len(where) > 0 {
+		sql += " WHERE " + strings.Join(where, " AND ")
 	}
 	return sql + " ORDER BY " + strings.Join(keyCols, ", ") + " LIMIT " + strconv.Itoa(limit), params, oids
 }
@@ -405,23 +670,29 @@ func shapeOf(rel *relation) string {
 	return b.String()
 }
 
-// relationChanged drops the pending chunk when the stream brings a new shape of its table: the
+// relationChanged drops the pending chunks of a table when the stream brings a new shape of it: the
 // rows read no longer match the changes that follow.
 func (sn *snapshotter) relationChanged(rel *relation) {
-	p := sn.pending
-	if p != nil && rel.table.Schema == p.rel.table.Schema && rel.table.Name == p.rel.table.Name && shapeOf(rel) != p.shape {
-		sn.r.log.Info("the table's shape changed while a chunk waited for its watermark; reading the chunk again", "table", p.table)
-		sn.pending = nil
+	sn.dropPending(func(p *pendingChunk) bool {
+		if rel.table.Schema == p.rel.table.Schema && rel.table.Name == p.rel.table.Name && shapeOf(rel) != p.shape {
+			sn.r.log.Info("the table's shape changed while a chunk waited for its watermark; reading the chunk again", "table", p.table)
+			return true
+		}
+		return false
+	})
+}
+
+// observe applies a change the stream hands on to the pending chunks' copies of the row it touches,
+// so that each chunk holds its rows as of its watermark.
+func (sn *snapshotter) observe(c *change.Change) {
+	for _, p := range sn.pending {
+		if c.Table.Schema == p.rel.table.Schema && c.Table.Name == p.rel.table.Name {
+			p.observe(c)
+		}
 	}
 }
 
-// observe applies a change the stream hands on to the pending chunk's copy of the row it touches,
-// so that the chunk holds each row as of its watermark.
-func (sn *snapshotter) observe(c *change.Change) {
-	p := sn.pending
-	if p == nil || c.Table.Schema != p.rel.table.Schema || c.Table.Name != p.rel.table.Name {
-		return
-	}
+func (p *pendingChunk) observe(c *change.Change) {
 	if c.Op == change.Truncate {
 		clear(p.rows)
 		clear(p.byKey)
@@ -468,19 +739,24 @@ func (sn *snapshotter) observe(c *change.Change) {
 	}
 }
 
-// cut hands the pending chunk on as a transaction at the watermark's commit (pos, end), when token
-// is its watermark; it reports whether it did.
+// cut hands a pending chunk on as a transaction at the watermark's commit (pos, end), when token is
+// its watermark; it reports whether it did.
 func (sn *snapshotter) cut(ctx context.Context, h capture.Handler, token string, pos, end bookmark.LSN) (bool, error) {
-	p := sn.pending
-	if p == nil || token != p.token {
+	i := slices.IndexFunc(sn.pending, func(p *pendingChunk) bool { return p.token == token })
+	if i < 0 {
 		return false, nil // a watermark of a chunk given up, or of an earlier run
 	}
-	sn.pending = nil
-	if p.dirty || !sn.active() || sn.state.Tables[0].qualified() != p.table {
+	p := sn.pending[i]
+	sn.pending = slices.Delete(sn.pending, i, i+1)
+	tc := sn.state.table(p.table)
+	ri := -1
+	if tc != nil {
+		ri = tc.rangeIndex(p.rangeID)
+	}
+	if p.dirty || ri < 0 {
 		sn.r.log.Debug("a change under the chunk could not be applied to it, or its copy was cancelled; reading it again if still due", "table", p.table)
 		return false, nil
 	}
-	tc := &sn.state.Tables[0]
 	txn := &change.Txn{ID: "snapshot", Position: pos.String(), Snapshot: true,
 		Copy: &change.Copy{Table: tc.qualified(), Chunk: tc.Chunks + 1}}
 	if err := h.Begin(ctx, txn); err != nil {
@@ -499,16 +775,21 @@ func (sn *snapshotter) cut(ctx context.Context, h capture.Handler, token string,
 	}
 	tc.Chunks++
 	tc.Rows += n
-	tc.After = p.after
-	txn.Copy.Rows, txn.Copy.Complete = tc.Rows, p.complete
+	if p.complete {
+		tc.Ranges = slices.Delete(tc.Ranges, ri, ri+1)
+	} else {
+		tc.Ranges[ri].After = p.after
+	}
+	complete := len(tc.Ranges) == 0
+	txn.Copy.Rows, txn.Copy.Complete = tc.Rows, complete
 	sn.r.updateCopy(tc.qualified(), func(c *capture.TableCopy) {
-		c.Rows, c.Chunks, c.Done = tc.Rows, tc.Chunks, p.complete
+		c.Rows, c.Chunks, c.Done = tc.Rows, tc.Chunks, complete
 		c.RunRows += n
 		c.Bytes += p.bytes
 	})
-	sn.r.log.Debug("snapshot chunk", "table", tc.qualified(), "chunk", tc.Chunks, "rows", n, "waited", time.Since(p.read).Round(time.Millisecond))
-	if p.complete {
-		sn.finishTable()
+	sn.r.log.Debug("snapshot chunk", "table", tc.qualified(), "range", p.rangeID, "chunk", tc.Chunks, "rows", n, "waited", time.Since(p.read).Round(time.Millisecond))
+	if complete {
+		sn.finishTable(tc.qualified())
 	}
 	sn.encoded = sn.state.encode()
 	failpoint.Hit(ctx, "postgres.snapshot-chunk-commit")
@@ -516,12 +797,21 @@ func (sn *snapshotter) cut(ctx context.Context, h capture.Handler, token string,
 	return true, err
 }
 
-// finishTable ends the first table's copy.
-func (sn *snapshotter) finishTable() {
-	tc := sn.state.Tables[0]
-	sn.r.log.Info("snapshot copied table", "table", tc.qualified(), "rows", tc.Rows, "chunks", tc.Chunks, "took", time.Since(sn.began).Round(time.Millisecond))
-	sn.state.Tables = sn.state.Tables[1:]
-	sn.began = time.Now()
+// finishTable ends a table's copy.
+func (sn *snapshotter) finishTable(qualified string) {
+	i := slices.IndexFunc(sn.state.Tables, func(t tableCopy) bool { return t.qualified() == qualified })
+	if i < 0 {
+		return
+	}
+	tc := sn.state.Tables[i]
+	attrs := []any{"table", qualified, "rows", tc.Rows, "chunks", tc.Chunks}
+	if began, ok := sn.began[qualified]; ok {
+		attrs = append(attrs, "took", time.Since(began).Round(time.Millisecond))
+	}
+	sn.r.log.Info("snapshot copied table", attrs...)
+	sn.state.Tables = slices.Delete(sn.state.Tables, i, i+1)
+	delete(sn.began, qualified)
+	sn.dropPending(func(p *pendingChunk) bool { return p.table == qualified })
 	sn.encoded = sn.state.encode()
 	if !sn.active() {
 		sn.r.log.Info("snapshot complete")
@@ -585,7 +875,7 @@ func (s *streamState) snapshotRequest(ctx context.Context, req capture.SnapshotR
 			}
 			if !slices.ContainsFunc(sn.state.Tables, func(t tableCopy) bool { return t.Schema == schema && t.Name == table }) &&
 				!slices.ContainsFunc(add, func(t tableCopy) bool { return t.Schema == schema && t.Name == table }) {
-				add = append(add, tableCopy{Schema: schema, Name: table})
+				add = append(add, newTableCopy(schema, table))
 			}
 		}
 		sn.state.Tables = append(sn.state.Tables, add...)
@@ -607,9 +897,7 @@ func (s *streamState) snapshotRequest(ctx context.Context, req capture.SnapshotR
 			drop := len(req.Tables) == 0 || slices.Contains(req.Tables, t.qualified())
 			if drop {
 				dropped++
-				if sn.pending != nil && sn.pending.table == t.qualified() {
-					sn.pending = nil
-				}
+				sn.dropPending(func(p *pendingChunk) bool { return p.table == t.qualified() })
 			}
 			return drop
 		})
@@ -621,9 +909,6 @@ func (s *streamState) snapshotRequest(ctx context.Context, req capture.SnapshotR
 		s.r.log.Info("snapshot cancelled", "tables", dropped, "tables_left", len(sn.state.Tables))
 	default:
 		return fmt.Errorf("unknown snapshot action %v", req.Action)
-	}
-	if sn.pending != nil && !sn.active() {
-		sn.pending = nil
 	}
 	sn.encoded = sn.state.encode()
 	return nil

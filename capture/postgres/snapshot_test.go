@@ -53,24 +53,33 @@ func testRelation(keys ...int) *relation {
 }
 
 func TestChunkQuery(t *testing.T) {
+	from, to := "100", "200"
 	for _, tc := range []struct {
 		name   string
 		rel    *relation
-		after  []string
+		rng    keyRange
 		sql    string
 		params []string
 		oids   []uint32
 	}{
-		{"first chunk", testRelation(0), nil,
+		{"first chunk", testRelation(0), keyRange{},
 			`SELECT "id", "sub", "v" FROM "my schema"."T" ORDER BY "id" LIMIT 101`, nil, nil},
-		{"next chunk", testRelation(0), []string{"42"},
+		{"next chunk", testRelation(0), keyRange{After: []string{"42"}},
 			`SELECT "id", "sub", "v" FROM "my schema"."T" WHERE ("id") > ($1) ORDER BY "id" LIMIT 101`, []string{"42"}, []uint32{23}},
-		{"composite key", testRelation(1, 0), []string{"b'c", "7"},
+		{"composite key", testRelation(1, 0), keyRange{After: []string{"b'c", "7"}},
 			`SELECT "id", "sub", "v" FROM "my schema"."T" WHERE ("sub", "id") > ($1, $2) ORDER BY "sub", "id" LIMIT 101`, []string{"b'c", "7"}, []uint32{25, 23}},
-		{"no key", testRelation(), nil, `SELECT "id", "sub", "v" FROM "my schema"."T" LIMIT 101`, nil, nil},
+		{"first range", testRelation(0), keyRange{To: &from},
+			`SELECT "id", "sub", "v" FROM "my schema"."T" WHERE "id" < $1 ORDER BY "id" LIMIT 101`, []string{"100"}, []uint32{23}},
+		{"middle range", testRelation(0), keyRange{From: &from, To: &to},
+			`SELECT "id", "sub", "v" FROM "my schema"."T" WHERE "id" >= $1 AND "id" < $2 ORDER BY "id" LIMIT 101`, []string{"100", "200"}, []uint32{23, 23}},
+		{"last range, next chunk", testRelation(0, 1), keyRange{From: &to, After: []string{"250", "x"}},
+			`SELECT "id", "sub", "v" FROM "my schema"."T" WHERE ("id", "sub") > ($1, $2) ORDER BY "id", "sub" LIMIT 101`, []string{"250", "x"}, []uint32{23, 25}},
+		{"middle range of a composite key, next chunk", testRelation(0, 1), keyRange{From: &from, To: &to, After: []string{"150", "x"}},
+			`SELECT "id", "sub", "v" FROM "my schema"."T" WHERE ("id", "sub") > ($1, $2) AND "id" < $3 ORDER BY "id", "sub" LIMIT 101`, []string{"150", "x", "200"}, []uint32{23, 25, 23}},
+		{"no key", testRelation(), keyRange{}, `SELECT "id", "sub", "v" FROM "my schema"."T" LIMIT 101`, nil, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			sql, params, oids := chunkQuery(tc.rel, tc.after, 101)
+			sql, params, oids := chunkQuery(tc.rel, tc.rng, 101)
 			if sql != tc.sql {
 				t.Errorf("sql\n got %s\nwant %s", sql, tc.sql)
 			}
@@ -82,6 +91,44 @@ func TestChunkQuery(t *testing.T) {
 				t.Errorf("params %q %v, want %q %v", got, oids, tc.params, tc.oids)
 			}
 		})
+	}
+}
+
+// TestSplitRanges: the ranges cover the key space without overlap, cut at histogram bounds.
+func TestSplitRanges(t *testing.T) {
+	show := func(rs []keyRange) string {
+		var b []string
+		for i, r := range rs {
+			f, to := "-", "-"
+			if r.From != nil {
+				f = *r.From
+			}
+			if r.To != nil {
+				to = *r.To
+			}
+			if r.ID != i {
+				f = "bad id " + f
+			}
+			b = append(b, f+".."+to)
+		}
+		return strings.Join(b, " ")
+	}
+	hist := []string{"0", "10", "20", "30", "40", "50", "60", "70", "80", "90", "100"}
+	for _, tc := range []struct {
+		bounds []string
+		parts  int
+		want   string
+	}{
+		{hist, 4, "-..20 20..50 50..80 80..-"},
+		{hist, 2, "-..50 50..-"},
+		{hist, 1, "-..-"},
+		{[]string{"5"}, 4, "-..-"},
+		{[]string{"1", "2"}, 4, "-..2 2..-"},
+		{nil, 3, "-..-"},
+	} {
+		if got := show(splitRanges(tc.bounds, tc.parts)); got != tc.want {
+			t.Errorf("splitRanges(%v, %d) = %s, want %s", tc.bounds, tc.parts, got, tc.want)
+		}
 	}
 }
 
@@ -111,7 +158,7 @@ func TestObserve(t *testing.T) {
 			p.byKey[k] = i
 			p.rows = append(p.rows, r)
 		}
-		sn.pending = p
+		sn.pending = []*pendingChunk{p}
 		return sn
 	}
 	other := &change.Table{Schema: "my schema", Name: "other", KeyIndexes: []int{0}}
@@ -137,16 +184,16 @@ func TestObserve(t *testing.T) {
 				sn.observe(c)
 			}
 			var got []string
-			for _, r := range sn.pending.rows {
+			for _, r := range sn.pending[0].rows {
 				if r != nil {
 					got = append(got, strings.TrimSpace(strings.Join([]string{fmtValue(r[0]), fmtValue(r[2])}, " ")))
 				}
 			}
-			if strings.Join(got, "|") != tc.want || sn.pending.dirty != tc.dirty {
-				t.Errorf("rows %q dirty %v, want %q dirty %v", strings.Join(got, "|"), sn.pending.dirty, tc.want, tc.dirty)
+			if strings.Join(got, "|") != tc.want || sn.pending[0].dirty != tc.dirty {
+				t.Errorf("rows %q dirty %v, want %q dirty %v", strings.Join(got, "|"), sn.pending[0].dirty, tc.want, tc.dirty)
 			}
-			if tc.name == "update with an unchanged value" && sn.pending.rows[1][1].V != "s" {
-				t.Errorf("the unchanged value was not kept from the chunk: %v", sn.pending.rows[1][1])
+			if tc.name == "update with an unchanged value" && sn.pending[0].rows[1][1].V != "s" {
+				t.Errorf("the unchanged value was not kept from the chunk: %v", sn.pending[0].rows[1][1])
 			}
 		})
 	}
@@ -166,15 +213,30 @@ func fmtValue(v change.Value) string {
 }
 
 func TestCopyState(t *testing.T) {
-	st := copyState{Tables: []tableCopy{{Schema: "public", Name: "a", After: []string{"x,y", "1"}, Chunks: 3, Rows: 30000}, {Schema: "s", Name: "b"}}}
+	cut := "500"
+	st := copyState{Tables: []tableCopy{
+		{Schema: "public", Name: "a", Chunks: 3, Rows: 30000, Split: true, Ranges: []keyRange{{ID: 0, To: &cut, After: []string{"x,y", "1"}}, {ID: 1, From: &cut}}},
+		newTableCopy("s", "b")}}
 	back, err := parseCopyState(st.encode())
-	if err != nil || len(back.Tables) != 2 || !slices.Equal(back.Tables[0].After, []string{"x,y", "1"}) || back.Tables[0].Rows != 30000 || back.Tables[1].qualified() != "s.b" {
+	if err != nil || len(back.Tables) != 2 || back.Tables[0].Rows != 30000 || back.Tables[1].qualified() != "s.b" {
 		t.Fatalf("round trip: %+v %v", back, err)
+	}
+	if rs := back.Tables[0].Ranges; len(rs) != 2 || !slices.Equal(rs[0].After, []string{"x,y", "1"}) || *rs[0].To != "500" || rs[0].From != nil || *rs[1].From != "500" || rs[1].ID != 1 {
+		t.Errorf("ranges round trip: %+v", rs)
+	}
+	if back.Tables[1].Split || len(back.Tables[1].Ranges) != 1 {
+		t.Errorf("a table not begun: %+v", back.Tables[1])
+	}
+	// Version 1: one position per table.
+	v1, err := parseCopyState(`{"v":1,"tables":[{"schema":"public","name":"a","after":["7"],"chunks":2,"rows":20},{"schema":"s","name":"b"}]}`)
+	if err != nil || len(v1.Tables) != 2 || !v1.Tables[0].Split || len(v1.Tables[0].Ranges) != 1 || !slices.Equal(v1.Tables[0].Ranges[0].After, []string{"7"}) ||
+		v1.Tables[0].After != nil || v1.Tables[1].Split || len(v1.Tables[1].Ranges) != 1 {
+		t.Errorf("version 1: %+v %v", v1, err)
 	}
 	if (&copyState{}).encode() != "" {
 		t.Error("a state with no tables left is not empty")
 	}
-	for _, bad := range []string{"{", `{"v":2,"tables":[]}`} {
+	for _, bad := range []string{"{", `{"v":3,"tables":[]}`, `{"v":2,"tables":[{"schema":"s","name":"b","ranges":[]}]}`} {
 		if _, err := parseCopyState(bad); err == nil {
 			t.Errorf("parseCopyState(%q) accepted it", bad)
 		}

@@ -50,6 +50,7 @@ func main() {
 		"Kafka brokers (e.g. $CDCD_STACK_KAFKA_CLUSTER_BROKERS for the three-node cluster)")
 	snapshotRows := flag.Int("snapshot", 0, "instead of the backlog, measure an initial snapshot of a table of this many rows beside COPY TO STDOUT")
 	chunkRows := flag.Int("snapshot-chunk-rows", 10_000, "source.postgres.snapshot_chunk_rows for -snapshot")
+	parallel := flag.Int("snapshot-parallel", 1, "source.postgres.snapshot_parallel for -snapshot")
 	secure := flag.Bool("secure", false, "cdcd writes to the stack cluster's SASL_SSL listeners (TLS, SCRAM-SHA-512; "+
 		"$CDCD_STACK_KAFKA_CLUSTER_*); the bench's own readers keep to -brokers")
 	flag.Parse()
@@ -70,7 +71,7 @@ func main() {
 	dsn := env("CDCD_STACK_PG_DSN", "postgres://cdc:cdc@127.0.0.1:15432/cdcd?sslmode=disable")
 	brokers := *brokersFlag
 	if *snapshotRows > 0 {
-		benchSnapshot(*snapshotRows, *chunkRows, *bin, dsn, brokers)
+		benchSnapshot(*snapshotRows, *chunkRows, *parallel, *bin, dsn, brokers)
 		return
 	}
 	cdcdBrokers, kafkaDesc := brokers, "plaintext"

@@ -24,8 +24,8 @@ func (w *countingWriter) Write(p []byte) (int, error) { w.n += int64(len(p)); re
 
 // benchSnapshot measures the initial snapshot of a table of rows rows: a plain COPY ... TO STDOUT of
 // it (the ceiling), then cdcd copying it in chunks into Kafka from a new slot, with the Kafka
-// transaction timeout at 60 s, until its copy is complete and durable; and cdcd's peak RSS.
-func benchSnapshot(rows, chunkRows int, bin, dsn, brokers string) {
+// transaction timeout at 60 s, reading parallel chunks at once, until its copy is complete and durable; and cdcd's peak RSS.
+func benchSnapshot(rows, chunkRows, parallel int, bin, dsn, brokers string) {
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, dsn)
 	check(err)
@@ -62,7 +62,7 @@ func benchSnapshot(rows, chunkRows int, bin, dsn, brokers string) {
 	ln.Close()
 	cfg := writeConfig(dsn, brokers, pgConfig{delivery: "transactional", partitions: 1,
 		kcops: "kcops:\n  - type: json\n    topic: \"bench.{table}\"\n", listen: addr, kafka: "  transaction_timeout: 60s\n",
-		snapshot: fmt.Sprintf("    snapshot: initial\n    snapshot_chunk_rows: %d\n", chunkRows)})
+		snapshot: fmt.Sprintf("    snapshot: initial\n    snapshot_chunk_rows: %d\n    snapshot_parallel: %d\n", chunkRows, parallel)})
 	cmd := exec.Command(bin, "run", "-c", cfg)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	start = time.Now()
@@ -106,7 +106,7 @@ func benchSnapshot(rows, chunkRows int, bin, dsn, brokers string) {
 	if n := countCommitted(brokers); n != rows {
 		log.Fatalf("bench.rows holds %d committed records, want %d", n, rows)
 	}
-	fmt.Printf("\n| what (snapshot of %d rows, chunks of %d) | result |\n|---|---|\n", rows, chunkRows)
+	fmt.Printf("\n| what (snapshot of %d rows, chunks of %d, %d at once) | result |\n|---|---|\n", rows, chunkRows, parallel)
 	fmt.Printf("| COPY bench.rows TO STDOUT (ceiling) | %v: %.0f rows/s, %.1f MB/s (%d MB) |\n", copyTook.Round(time.Millisecond),
 		float64(rows)/copyTook.Seconds(), float64(cw.n)/(1<<20)/copyTook.Seconds(), cw.n>>20)
 	fmt.Printf("| cdcd initial snapshot, durable in Kafka | %v: %.0f rows/s, %.1f MB/s of values (%d chunks) |\n", took.Round(time.Millisecond),

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -196,15 +197,17 @@ func TestCrashInTheMiddleOfALargeTransaction(t *testing.T) {
 	h.checkTCCHistory(w)
 }
 
-// TestSnapshotUnderWritesAndACrash: the initial snapshot copies 20,000 rows in chunks of 1,000
-// while writers keep committing to the same rows, and cdcd dies with SIGKILL as it hands the eighth
+// TestSnapshotUnderWritesAndACrash: the initial snapshot copies 20,000 rows in chunks of 1,000, in
+// four key ranges read at once, while writers keep committing to the same rows, and cdcd dies with SIGKILL as it hands the eighth
 // chunk's commit on. After a restart the copy resumes after the last durable chunk: every chunk of
-// every table arrives exactly once, numbered from 1, the last one marked complete, and the tcc's
+// every table arrives exactly once, numbered from 1, the last one marked complete, each row is
+// copied once, and the tcc's
 // history, replayed (a snapshot read or an insert sets a row, an update replaces it, a delete
 // removes it), leaves exactly the rows PostgreSQL holds.
 func TestSnapshotUnderWritesAndACrash(t *testing.T) {
-	h := newHarness(t, crashDDL, "--set", "source.postgres.snapshot_chunk_rows=1000")
+	h := newHarness(t, crashDDL, "--set", "source.postgres.snapshot_chunk_rows=1000", "--set", "source.postgres.snapshot_parallel=4")
 	h.exec("INSERT INTO accounts SELECT g, 'owner' || g, g, NULL FROM generate_series(1000001, 1020000) g")
+	h.exec("ANALYZE accounts") // read in four key ranges at once
 	w := newOwnRecorder(h)
 	stop := make(chan struct{})
 	done := bankWorkload(w, rand.New(rand.NewPCG(4, uint64(time.Now().UnixNano()))), stop)
@@ -212,6 +215,7 @@ func TestSnapshotUnderWritesAndACrash(t *testing.T) {
 	h.env = []string{"FAILPOINTS=postgres.snapshot-chunk-commit=kill@8;postgres.snapshot-row=sleep:100us"}
 	h.start()
 	h.waitFired("postgres.snapshot-chunk-commit", 2*time.Minute)
+	firstLog := h.log()
 	durable := 0
 	for _, cr := range h.commitRecords() {
 		for _, tx := range cr.Txns {
@@ -235,6 +239,7 @@ func TestSnapshotUnderWritesAndACrash(t *testing.T) {
 	state := map[string]map[string]json.RawMessage{} // table/key -> row
 	chunks := map[string][]int64{}                   // table -> chunk numbers in order
 	complete := map[string]bool{}
+	copies := map[string]int{} // table/key -> snapshot reads
 	c := newTCC(t, h)
 	want := 0
 	for _, cr := range h.commitRecords() {
@@ -260,10 +265,21 @@ func TestSnapshotUnderWritesAndACrash(t *testing.T) {
 			switch env.Op {
 			case "r", "c", "u":
 				state[k] = env.After
+				if env.Op == "r" {
+					copies[k]++
+				}
 			case "d":
 				delete(state, k)
 			}
 		}
+	}
+	for k, n := range copies {
+		if n > 1 {
+			t.Errorf("row %s was copied %d times", k, n)
+		}
+	}
+	if !regexp.MustCompile(fmt.Sprintf(`msg="snapshot reads the table in key ranges" .*table=%s\.accounts ranges=4`, h.id)).MatchString(firstLog) {
+		t.Error("accounts was not read in four key ranges")
 	}
 	for _, table := range []string{"accounts", "transfers"} {
 		name := h.id + "." + table

@@ -26,6 +26,8 @@ type replay struct {
 	chunks   map[string][]int64
 	complete map[string]bool
 	stream   map[string][]consumed // records of the stream's transactions (no snapshot reads), by table
+	// copied lists the chunks that read each row, by table and key: a copy reads each key once.
+	copied map[string]map[string][]int64
 }
 
 // canonicalKey renders the key columns of a row the same way whoever rendered it (cdcd's JSON or
@@ -52,7 +54,8 @@ func (h *harness) replayTCC(keys map[string][]string) replay {
 	for _, cr := range h.commitRecords() {
 		want += len(cr.Txns)
 	}
-	r := replay{rows: map[string]map[string]map[string]json.RawMessage{}, chunks: map[string][]int64{}, complete: map[string]bool{}, stream: map[string][]consumed{}}
+	r := replay{rows: map[string]map[string]map[string]json.RawMessage{}, chunks: map[string][]int64{}, complete: map[string]bool{}, stream: map[string][]consumed{},
+		copied: map[string]map[string][]int64{}}
 	for _, tx := range drain(h.t, newTCC(h.t, h), want) {
 		if tx.Copy != nil && tx.First {
 			if r.complete[tx.Copy.Table] {
@@ -79,6 +82,13 @@ func (h *harness) replayTCC(keys map[string][]string) replay {
 			table := env.Source.Table
 			if r.rows[table] == nil {
 				r.rows[table] = map[string]map[string]json.RawMessage{}
+			}
+			if env.Op == "r" {
+				if r.copied[table] == nil {
+					r.copied[table] = map[string][]int64{}
+				}
+				k := canonicalKey(env.After, keys[table])
+				r.copied[table][k] = append(r.copied[table][k], tx.Copy.Chunk)
 			}
 			switch env.Op {
 			case "r", "c", "u":
@@ -137,6 +147,11 @@ func (h *harness) checkTable(r replay, table string, keys []string) {
 			}
 		}
 	}
+	for k, in := range r.copied[table] {
+		if len(in) > 1 {
+			h.t.Errorf("%s: row %q was copied by chunks %v", table, k, in)
+		}
+	}
 	name := h.schema + "." + table
 	chunks := r.chunks[name]
 	for i, n := range chunks {
@@ -173,17 +188,20 @@ CREATE TABLE tnokey (v int, w text);
 
 // TestSnapshotKeyTypes: tables keyed by text (with values whose order depends on collation and
 // escaping), uuid, numeric, and a three-column key whose order is not the columns', copied in chunks
-// of 7 rows while writers update, delete and insert rows all over their key ranges; a table without
-// a key is copied in one chunk. Replaying the tcc's history gives each table exactly.
+// of 7 rows on three connections at once while writers update, delete and insert rows all over
+// their key ranges; the analysed tables keyed by uuid, numeric and the three columns are read in
+// three key ranges each, the text-keyed one in one; a table without a key is copied in one chunk.
+// Replaying the tcc's history gives each table exactly, each row copied once.
 func TestSnapshotKeyTypes(t *testing.T) {
-	h := newHarness(t, keyTypesDDL, "--set", "source.postgres.snapshot_chunk_rows=7")
+	h := newHarness(t, keyTypesDDL, "--set", "source.postgres.snapshot_chunk_rows=7", "--set", "source.postgres.snapshot_parallel=3")
 	h.exec(`INSERT INTO ttext SELECT s, g FROM generate_series(1, 150) g,
 		LATERAL (SELECT (ARRAY['a', 'B', 'b', 'é', '', ' ', 'z' || chr(10), 'x''y', 'A"b', '\\'])[1 + g % 10] || g) x(s)`)
 	h.exec("INSERT INTO tuuid SELECT md5(g::text)::uuid, g FROM generate_series(1, 150) g")
 	h.exec("INSERT INTO tnum SELECT (g - 75) * 1.5 + g / 1000000.0, g FROM generate_series(1, 150) g")
 	h.exec("INSERT INTO tnum VALUES (1e20, 0), (-0.000001, 0)")
-	h.exec("INSERT INTO tcomp SELECT g % 7, 'b' || (g % 5), date '2026-01-01' + g, g FROM generate_series(1, 150) g")
+	h.exec("INSERT INTO tcomp SELECT g, 'b' || (g % 5), date '2026-01-01' + g % 9, g FROM generate_series(1, 150) g")
 	h.exec("INSERT INTO tnokey SELECT g, 'w' || g FROM generate_series(1, 40) g")
+	h.exec("ANALYZE ttext, tuuid, tnum, tcomp, tnokey")
 
 	h.env = []string{"FAILPOINTS=postgres.snapshot-row=sleep:2ms"} // a slow copy, so the writes overlap it
 	h.start()
@@ -235,6 +253,13 @@ func TestSnapshotKeyTypes(t *testing.T) {
 	}
 	if n := len(r.chunks[h.schema+".tnokey"]); n != 1 {
 		t.Errorf("tnokey, without a key, was copied in %d chunks, want 1", n)
+	}
+	log := h.log()
+	for table, ranges := range map[string]int{"tuuid": 3, "tnum": 3, "tcomp": 3, "ttext": 0, "tnokey": 0} {
+		said := regexp.MustCompile(fmt.Sprintf(`msg="snapshot reads the table in key ranges" .*table=%s\.%s ranges=%d`, h.schema, table, ranges))
+		if got := said.MatchString(log); got != (ranges > 0) {
+			t.Errorf("%s: read in %d key ranges, the log says: %v", table, ranges, got)
+		}
 	}
 }
 
