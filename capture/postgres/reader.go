@@ -8,10 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -100,9 +98,8 @@ type Reader struct {
 	received     atomic.Uint64 // end LSN of the last transaction handed to the handler
 	commitTime   atomic.Int64  // unix nanoseconds of the last transaction's commit
 
-	copyMu  sync.Mutex
-	copying []capture.TableCopy // a running snapshot's progress, for Copying
-	paused  bool                // the running snapshot waits for a request to resume
+	// copies is a running snapshot's progress; it makes the reader a capture.Copier.
+	copies capture.CopyProgress
 
 	requests chan snapshotCall // snapshot requests, for the stream's goroutine
 }
@@ -114,27 +111,7 @@ var (
 )
 
 // Copying implements capture.Copier.
-func (r *Reader) Copying() []capture.TableCopy {
-	r.copyMu.Lock()
-	defer r.copyMu.Unlock()
-	out := slices.Clone(r.copying)
-	for i := range out {
-		out[i].Paused = r.paused
-	}
-	return out
-}
-
-// updateCopy changes the progress entry of table under the lock.
-func (r *Reader) updateCopy(table string, f func(*capture.TableCopy)) {
-	r.copyMu.Lock()
-	defer r.copyMu.Unlock()
-	for i := range r.copying {
-		if r.copying[i].Table == table {
-			f(&r.copying[i])
-			return
-		}
-	}
-}
+func (r *Reader) Copying() []capture.TableCopy { return r.copies.Copying() }
 
 // Stats are the reader's positions, for metrics.
 type Stats struct {

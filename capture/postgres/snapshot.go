@@ -293,9 +293,7 @@ func newSnapshotter(r *Reader, st copyState, handed *handedOn) *snapshotter {
 	for i, tc := range st.Tables {
 		progress[i] = tc.progress()
 	}
-	r.copyMu.Lock()
-	r.copying, r.paused = progress, st.Paused
-	r.copyMu.Unlock()
+	r.copies.Reset(progress, st.Paused)
 	return sn
 }
 
@@ -369,7 +367,7 @@ func (sn *snapshotter) next(ctx context.Context) error {
 		case res.gone:
 			if tc := sn.state.table(jobs[i].schema + "." + jobs[i].name); tc != nil {
 				sn.r.log.Warn("a table to copy no longer exists; its snapshot ends here", "table", tc.qualified(), "rows", tc.Rows)
-				sn.r.updateCopy(tc.qualified(), func(c *capture.TableCopy) { c.Done = true })
+				sn.r.copies.Update(tc.qualified(), func(c *capture.TableCopy) { c.Done = true })
 				sn.finishTable(tc.qualified())
 			}
 		case res.p == nil:
@@ -559,7 +557,7 @@ func (sn *snapshotter) read(ctx context.Context, ln *lane, job chunkJob) (p *pen
 	if err := conn.QueryRow(ctx, "SELECT reltuples::bigint FROM pg_class WHERE oid = $1", oid).Scan(&estimate); err != nil {
 		return nil, false, fmt.Errorf("reading the row estimate of %s: %w", qualified, err)
 	}
-	sn.r.updateCopy(qualified, func(c *capture.TableCopy) {
+	sn.r.copies.Update(qualified, func(c *capture.TableCopy) {
 		c.Estimate = max(estimate, -1) // -1: never analysed
 		if c.Started.IsZero() {
 			c.Started = time.Now()
@@ -782,7 +780,7 @@ func (sn *snapshotter) cut(ctx context.Context, h capture.Handler, token string,
 	}
 	complete := len(tc.Ranges) == 0
 	txn.Copy.Rows, txn.Copy.Complete = tc.Rows, complete
-	sn.r.updateCopy(tc.qualified(), func(c *capture.TableCopy) {
+	sn.r.copies.Update(tc.qualified(), func(c *capture.TableCopy) {
 		c.Rows, c.Chunks, c.Done = tc.Rows, tc.Chunks, complete
 		c.RunRows += n
 		c.Bytes += p.bytes
@@ -879,17 +877,13 @@ func (s *streamState) snapshotRequest(ctx context.Context, req capture.SnapshotR
 			}
 		}
 		sn.state.Tables = append(sn.state.Tables, add...)
-		s.r.copyMu.Lock()
 		for _, t := range add {
-			s.r.copying = append(s.r.copying, t.progress())
+			s.r.copies.Add(t.progress())
 		}
-		s.r.copyMu.Unlock()
 		s.r.log.Info("snapshot requested", "tables", req.Tables, "queued", len(add), "tables_left", len(sn.state.Tables))
 	case capture.SnapshotPause, capture.SnapshotResume:
 		sn.state.Paused = req.Action == capture.SnapshotPause
-		s.r.copyMu.Lock()
-		s.r.paused = sn.state.Paused
-		s.r.copyMu.Unlock()
+		s.r.copies.SetPaused(sn.state.Paused)
 		s.r.log.Info("snapshot "+map[bool]string{true: "paused", false: "resumed by request"}[sn.state.Paused], "tables_left", len(sn.state.Tables))
 	case capture.SnapshotCancel:
 		dropped := 0
@@ -901,11 +895,7 @@ func (s *streamState) snapshotRequest(ctx context.Context, req capture.SnapshotR
 			}
 			return drop
 		})
-		s.r.copyMu.Lock()
-		s.r.copying = slices.DeleteFunc(s.r.copying, func(c capture.TableCopy) bool {
-			return !c.Done && (len(req.Tables) == 0 || slices.Contains(req.Tables, c.Table))
-		})
-		s.r.copyMu.Unlock()
+		s.r.copies.Cancel(req.Tables)
 		s.r.log.Info("snapshot cancelled", "tables", dropped, "tables_left", len(sn.state.Tables))
 	default:
 		return fmt.Errorf("unknown snapshot action %v", req.Action)
@@ -926,28 +916,9 @@ func (s *streamState) signal(ctx context.Context, table *change.Table, row chang
 		return ""
 	}
 	kind, data := field("type"), field("data")
-	var payload struct {
-		Tables []string `json:"data-collections"`
-	}
-	if data != "" {
-		if err := json.Unmarshal([]byte(data), &payload); err != nil {
-			s.r.log.Warn("a signal's data is not JSON; passed over", "signal_table", table.QualifiedName(), "id", field("id"), "err", err)
-			return
-		}
-	}
-	var req capture.SnapshotRequest
-	switch kind {
-	case "execute-snapshot":
-		req = capture.SnapshotRequest{Action: capture.SnapshotStart, Tables: payload.Tables}
-	case "stop-snapshot":
-		req = capture.SnapshotRequest{Action: capture.SnapshotCancel, Tables: payload.Tables}
-	case "pause-snapshot":
-		req.Action = capture.SnapshotPause
-	case "resume-snapshot":
-		req.Action = capture.SnapshotResume
-	default:
-		s.r.log.Warn("a signal of a type cdcd does not know; passed over (known: execute-snapshot, stop-snapshot, pause-snapshot, resume-snapshot)",
-			"signal_table", table.QualifiedName(), "id", field("id"), "type", kind)
+	req, err := capture.ParseSignal(kind, data)
+	if err != nil {
+		s.r.log.Warn("a signal cdcd cannot act on; passed over", "signal_table", table.QualifiedName(), "id", field("id"), "type", kind, "err", err)
 		return
 	}
 	if err := s.snapshotRequest(ctx, req); err != nil {
