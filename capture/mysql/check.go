@@ -24,6 +24,8 @@ type CheckConfig struct {
 	ServerID uint32
 	// Tables are database-qualified; empty means all tables.
 	Tables []string
+	// SignalTable is source.mysql.signal_table; "" when not set.
+	SignalTable string
 }
 
 // Flavor is the server family: "mysql" or "mariadb". They spell GTIDs and some settings differently.
@@ -103,6 +105,9 @@ func Check(ctx context.Context, cfg CheckConfig, r *preflight.Report) error {
 
 	checkGrants(conn, comp, flavor, cfg.User, r)
 	checkTables(conn, comp, cfg.Tables, r)
+	if cfg.SignalTable != "" {
+		checkSignalTable(conn, comp, cfg.SignalTable, cfg.User, r)
+	}
 	return ctx.Err()
 }
 
@@ -204,6 +209,65 @@ func checkTables(conn *client.Conn, comp string, tables []string, r *preflight.R
 		}
 		r.OK(comp, "table "+t, "exists with a primary key")
 	}
+}
+
+// checkSignalTable checks that the signal table has the columns cdcd writes its watermarks into
+// and that the user may write them.
+func checkSignalTable(conn *client.Conn, comp, table, user string, r *preflight.Report) {
+	db, name, _ := strings.Cut(table, ".")
+	create := fmt.Sprintf("CREATE TABLE %s.%s (id VARCHAR(64) PRIMARY KEY, type VARCHAR(32) NOT NULL, data TEXT)", quoteIdent(db), quoteIdent(name))
+	res, err := conn.Execute(`SELECT COLUMN_NAME, COLUMN_KEY FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?`, db, name)
+	if err != nil {
+		r.Problem(comp, "signal_table", fmt.Sprintf("looking up %s failed: %v", table, err), "check that the user may read information_schema")
+		return
+	}
+	cols := map[string]string{}
+	for i := range res.RowNumber() {
+		c, _ := res.GetString(i, 0)
+		k, _ := res.GetString(i, 1)
+		cols[strings.ToLower(c)] = k
+	}
+	switch {
+	case len(cols) == 0:
+		r.Problem(comp, "signal_table", table+" does not exist, or the user may not see it", "create it: "+create)
+		return
+	case cols["id"] != "PRI" || !hasKeys(cols, "type", "data"):
+		r.Problem(comp, "signal_table", table+" needs the columns id (its primary key), type and data", "create it as "+create)
+		return
+	}
+	grants, err := conn.Execute("SHOW GRANTS FOR CURRENT_USER()")
+	if err != nil {
+		r.Problem(comp, "signal_table", fmt.Sprintf("SHOW GRANTS failed: %v", err), "check that the server is healthy")
+		return
+	}
+	targets := []string{"*.*", "`" + strings.ToUpper(db) + "`.*", "`" + strings.ToUpper(db) + "`.`" + strings.ToUpper(name) + "`"}
+	var insert, update bool
+	for i := range grants.RowNumber() {
+		g, _ := grants.GetString(i, 0)
+		up := strings.ToUpper(g)
+		for _, t := range targets {
+			if strings.Contains(up, " ON "+t+" ") {
+				all := strings.Contains(up, "ALL PRIVILEGES")
+				insert = insert || all || strings.Contains(up, "INSERT")
+				update = update || all || strings.Contains(up, "UPDATE")
+			}
+		}
+	}
+	if !insert || !update {
+		r.Problem(comp, "signal_table", fmt.Sprintf("user %s may not write %s: cdcd writes its snapshot watermarks there", user, table),
+			fmt.Sprintf("run GRANT INSERT, UPDATE ON %s.%s TO '%s'@'<host>'; as an administrator", quoteIdent(db), quoteIdent(name), user))
+		return
+	}
+	r.OK(comp, "signal_table", table+" has id, type and data, and the user may write it")
+}
+
+func hasKeys(m map[string]string, keys ...string) bool {
+	for _, k := range keys {
+		if _, ok := m[k]; !ok {
+			return false
+		}
+	}
+	return true
 }
 
 func connectFix(err error) string {

@@ -36,6 +36,21 @@ type table struct {
 	t    *change.Table
 	cols []column
 	sig  string
+	// signal marks source.mysql.signal_table: its rows are watermarks and signals, not data.
+	signal bool
+}
+
+// field is the text of row's column name; "" when it is NULL or missing.
+func (t *table) field(row change.Row, name string) string {
+	for i, c := range t.t.Columns {
+		if c.Name == name && i < len(row) && row[i].Kind == change.Present {
+			if b, ok := row[i].V.([]byte); ok {
+				return string(b)
+			}
+			return fmt.Sprint(row[i].V)
+		}
+	}
+	return ""
 }
 
 // buildTable describes tm. charsets maps collation ids to character set names (the server's

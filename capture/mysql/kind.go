@@ -31,6 +31,13 @@ type Config struct {
 	Tables []string `mapstructure:"tables" doc:"database-qualified tables to capture; empty: all"`
 	// Snapshot says whether a start without a commit stream copies the captured tables first.
 	Snapshot SnapshotMode `mapstructure:"snapshot" doc:"initial (copy existing rows once, on the first start) or never (stream from the server's current position)"`
+	// SignalTable (database.table, columns id, type and data) is where cdcd writes the watermarks that
+	// place snapshot chunks in the binlog, and where users insert Debezium-style signals. With it set,
+	// snapshots are copied in chunks beside the stream and can be asked for while cdcd runs; without
+	// it, the initial snapshot is one consistent read in one transaction.
+	SignalTable string `mapstructure:"signal_table" doc:"database.table (id, type, data) for snapshot watermarks and signals; enables chunked and on-demand snapshots"`
+	// SnapshotChunkRows is how many rows one chunk of a chunked snapshot copies.
+	SnapshotChunkRows int `mapstructure:"snapshot_chunk_rows" doc:"rows per chunk of a chunked snapshot (with signal_table); each chunk is its own transaction"`
 	// Heartbeat is the period of the server's heartbeat events on a quiet binlog, which keep the
 	// connection and the lag metrics alive.
 	Heartbeat time.Duration `mapstructure:"heartbeat" doc:"the period of the server's heartbeats on a quiet binlog"`
@@ -49,7 +56,7 @@ const (
 
 // DefaultConfig is the settings when nothing is set.
 func DefaultConfig() Config {
-	return Config{ServerID: 4021, Snapshot: SnapshotInitial, Heartbeat: 5 * time.Second}
+	return Config{ServerID: 4021, Snapshot: SnapshotInitial, SnapshotChunkRows: 10_000, Heartbeat: 5 * time.Second}
 }
 
 var _ capture.Config = (*Config)(nil)
@@ -77,6 +84,14 @@ func (c *Config) Validate() error {
 	if c.Heartbeat < time.Second {
 		bad("heartbeat", "must be at least 1s, e.g. 5s")
 	}
+	if c.SignalTable != "" {
+		if s, n, ok := strings.Cut(c.SignalTable, "."); !ok || s == "" || n == "" {
+			bad("signal_table", "%q is not database-qualified; write it as database.table, e.g. app.cdcd_signal", c.SignalTable)
+		}
+	}
+	if c.SnapshotChunkRows <= 0 {
+		bad("snapshot_chunk_rows", "must be a positive number of rows such as 10000")
+	}
 	for _, t := range c.Tables {
 		if s, n, ok := strings.Cut(t, "."); !ok || s == "" || n == "" {
 			bad("tables", "%q is not database-qualified; write it as database.table", t)
@@ -87,7 +102,11 @@ func (c *Config) Validate() error {
 
 // Check implements capture.Config with the package's Check.
 func (c *Config) Check(ctx context.Context, r *preflight.Report) error {
-	return Check(ctx, CheckConfig{Addr: c.Addr, User: c.User, Password: c.Password, ServerID: c.ServerID, Tables: c.Tables}, r)
+	return Check(ctx, c.checkConfig(), r)
+}
+
+func (c *Config) checkConfig() CheckConfig {
+	return CheckConfig{Addr: c.Addr, User: c.User, Password: c.Password, ServerID: c.ServerID, Tables: c.Tables, SignalTable: c.SignalTable}
 }
 
 // Open implements capture.Config.

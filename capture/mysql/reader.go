@@ -46,12 +46,18 @@ type Reader struct {
 	received   atomic.Pointer[Position] // end of the last transaction handed to the handler
 	head       atomic.Pointer[Position] // the last event read from the server
 	commitTime atomic.Int64             // unix nanoseconds of the last handed transaction's commit
+
+	chunks atomic.Pointer[chunker] // the running stream's snapshot, with signal_table
+	// copies is a running snapshot's progress; it makes the reader a capture.Copier.
+	copies capture.CopyProgress
 }
 
 var (
-	_ capture.Source         = (*Reader)(nil)
-	_ capture.Lagger         = (*Reader)(nil)
-	_ capture.RetainedLogger = (*Reader)(nil)
+	_ capture.Source            = (*Reader)(nil)
+	_ capture.Lagger            = (*Reader)(nil)
+	_ capture.RetainedLogger    = (*Reader)(nil)
+	_ capture.Copier            = (*Reader)(nil)
+	_ capture.SnapshotRequester = (*Reader)(nil)
 )
 
 // Open connects to the server, checks every prerequisite of capture (refusing to start with the
@@ -133,7 +139,7 @@ func connect(ctx context.Context, cfg Config) (*client.Conn, error) {
 // error, so that cdcd run refuses to start with the same words.
 func preflightProblems(ctx context.Context, cfg Config) error {
 	var rep preflight.Report
-	if err := Check(ctx, CheckConfig{Addr: cfg.Addr, User: cfg.User, Password: cfg.Password, ServerID: cfg.ServerID, Tables: cfg.Tables}, &rep); err != nil {
+	if err := Check(ctx, cfg.checkConfig(), &rep); err != nil {
 		return err
 	}
 	var problems []string
@@ -278,7 +284,30 @@ func (r *Reader) current(ctx context.Context) (Position, error) {
 // Run implements capture.Source.
 func (r *Reader) Run(ctx context.Context, from capture.Resume, h capture.Handler) error {
 	var start Position
-	if from.Position == "" && r.cfg.Snapshot == SnapshotInitial {
+	var state copyState
+	chunked := r.cfg.SignalTable != ""
+	if from.Position == "" && r.cfg.Snapshot == SnapshotInitial && chunked {
+		p, err := r.current(ctx)
+		if err != nil {
+			return err
+		}
+		start = p
+		conn, err := connect(ctx, r.cfg)
+		if err != nil {
+			return err
+		}
+		tables, err := r.snapshotTables(conn)
+		conn.Close()
+		if err != nil {
+			return err
+		}
+		for _, t := range tables {
+			if db, name, _ := strings.Cut(t, "."); t != r.cfg.SignalTable {
+				state.Tables = append(state.Tables, tableCopy{Database: db, Name: name})
+			}
+		}
+		r.log.Info("snapshot started", "tables", len(state.Tables), "chunk_rows", r.cfg.SnapshotChunkRows, "from", start.String())
+	} else if from.Position == "" && r.cfg.Snapshot == SnapshotInitial {
 		p, err := r.snapshot(ctx, h)
 		if err != nil {
 			return err
@@ -301,6 +330,16 @@ func (r *Reader) Run(ctx context.Context, from capture.Resume, h capture.Handler
 				ErrGap, from.Lineage, r.Lineage())
 		}
 		start = p
+		var err2 error
+		if state, err2 = parseCopyState(from.State); err2 != nil {
+			return fault.Terminal("%w", err2)
+		}
+		if len(state.Tables) > 0 {
+			if !chunked {
+				return fault.Terminal("the commit stream holds a snapshot in progress (%s next), but source.mysql.signal_table is not set: set it back to the table the snapshot used to finish the copy", state.Tables[0].qualified())
+			}
+			r.log.Info("snapshot resumed", "table", state.Tables[0].qualified(), "chunks_copied", state.Tables[0].Chunks, "tables_left", len(state.Tables))
+		}
 	}
 	r.acked.CompareAndSwap(nil, &start)
 
@@ -336,15 +375,32 @@ func (r *Reader) Run(ctx context.Context, from capture.Resume, h capture.Handler
 	}
 	r.log.Info("streaming", "from", start.String())
 	s := &stream{r: r, h: h, gset: gset, pos: start, tables: map[uint64]*table{}, useGTID: start.GTIDs != ""}
+	runCtx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	if chunked {
+		s.chunks = newChunker(r, state)
+		r.chunks.Store(s.chunks)
+		defer r.chunks.CompareAndSwap(s.chunks, nil)
+		go s.chunks.run(runCtx, stop)
+		s.chunks.mu.Lock()
+		s.chunks.kick()
+		s.chunks.mu.Unlock()
+		if len(state.Tables) == 0 {
+			r.copies.Reset(nil, false)
+		}
+	}
 	for {
-		ev, err := streamer.GetEvent(ctx)
+		ev, err := streamer.GetEvent(runCtx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
+			if cause := context.Cause(runCtx); runCtx.Err() != nil && cause != nil {
+				return cause
+			}
 			return r.streamError(err, start)
 		}
-		if err := s.event(ctx, ev); err != nil {
+		if err := s.event(runCtx, ev); err != nil {
 			return err
 		}
 	}
@@ -369,6 +425,7 @@ type stream struct {
 	pos     Position // the end of the last complete transaction
 	file    string   // the binlog file being read
 	tables  map[uint64]*table
+	chunks  *chunker // a snapshot beside the stream, with signal_table
 
 	inTxn      bool   // between a transaction's first event and its end
 	standalone bool   // MariaDB: a single statement (DDL) without a commit event
@@ -410,6 +467,9 @@ func (s *stream) event(ctx context.Context, ev *replication.BinlogEvent) error {
 		default:
 			// A statement outside BEGIN..COMMIT (DDL) is its own transaction. Its columns reach
 			// later changes through their table maps, so nothing here is replayed.
+			if s.chunks != nil {
+				s.chunks.schemaChanged()
+			}
 			if !s.inTxn {
 				s.begin(hdr, "", true)
 			}
@@ -446,7 +506,8 @@ func (s *stream) captured(schema, name string) bool {
 }
 
 func (s *stream) tableMap(tm *replication.TableMapEvent) error {
-	if !s.captured(string(tm.Schema), string(tm.Table)) {
+	signal := s.chunks != nil && string(tm.Schema)+"."+string(tm.Table) == s.r.cfg.SignalTable
+	if !signal && !s.captured(string(tm.Schema), string(tm.Table)) {
 		delete(s.tables, tm.TableID)
 		return nil
 	}
@@ -458,6 +519,7 @@ func (s *stream) tableMap(tm *replication.TableMapEvent) error {
 	if err != nil {
 		return fault.Mark(err)
 	}
+	t.signal = signal
 	s.tables[tm.TableID] = t
 	return nil
 }
@@ -488,6 +550,23 @@ func (s *stream) rows(ctx context.Context, et replication.EventType, e *replicat
 	if len(e.Rows)%step != 0 {
 		return fmt.Errorf("an update event of %s with an odd number of row images", t.t.QualifiedName())
 	}
+	if t.signal {
+		// cdcd's control table: its rows are watermarks and signals, not data.
+		if op == change.Delete {
+			return nil
+		}
+		for i := step - 1; i < len(e.Rows); i += step {
+			row, err := t.decodeRow(e.Rows[i])
+			if err != nil {
+				return fault.Mark(err)
+			}
+			id, kind, data := t.field(row, "id"), t.field(row, "type"), t.field(row, "data")
+			if op == change.Insert || id == s.chunks.watermarkID {
+				s.chunks.signalRow(ctx, id, kind, data)
+			}
+		}
+		return nil
+	}
 	if s.txn == nil {
 		id := s.gtid
 		if id == "" {
@@ -517,6 +596,9 @@ func (s *stream) rows(ctx context.Context, et replication.EventType, e *replicat
 			c.KeyChanged = t.t.KeyDiffers(c.Before, c.After)
 		}
 		s.index++
+		if s.chunks != nil {
+			s.chunks.observe(c)
+		}
 		if err := s.h.Change(ctx, c); err != nil {
 			return err
 		}
@@ -541,21 +623,39 @@ func (s *stream) commit(ctx context.Context, hdr *replication.EventHeader) error
 	}
 	s.inTxn, s.standalone = false, false
 	end := s.pos.String()
-	if s.txn == nil {
-		if p, ok := s.h.(capture.Progresser); ok {
-			return p.Progress(ctx, end, "")
+	handed := s.txn != nil
+	if handed {
+		txn := s.txn
+		s.txn = nil
+		if err := s.h.Commit(ctx, &change.Commit{Txn: txn, End: end, Changes: s.index, State: s.state()}); err != nil {
+			return err
 		}
-		return nil
+		pos := s.pos
+		s.r.received.Store(&pos)
+		s.r.commitTime.Store(txn.CommitTime.UnixNano())
 	}
-	txn := s.txn
-	s.txn = nil
-	if err := s.h.Commit(ctx, &change.Commit{Txn: txn, End: end, Changes: s.index}); err != nil {
-		return err
+	if s.chunks != nil && s.chunks.closing() {
+		// The chunk goes out where its high watermark commits, after whatever else that
+		// transaction held.
+		placed, err := s.chunks.place(ctx, s.h, s.beginPos.String(), end)
+		if err != nil || placed {
+			return err
+		}
 	}
-	pos := s.pos
-	s.r.received.Store(&pos)
-	s.r.commitTime.Store(txn.CommitTime.UnixNano())
+	if !handed {
+		if p, ok := s.h.(capture.Progresser); ok {
+			return p.Progress(ctx, end, s.state())
+		}
+	}
 	return nil
+}
+
+// state is the source's state to record with the position reached: a snapshot's progress.
+func (s *stream) state() string {
+	if s.chunks == nil {
+		return ""
+	}
+	return s.chunks.stateNow()
 }
 
 // levelAtLeast passes on go-mysql's records of at least min: its informational chatter would drown

@@ -2,6 +2,7 @@ package mysql
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -156,16 +157,22 @@ func (r *Reader) snapshotTables(conn *client.Conn) ([]string, error) {
 
 func quoteIdent(s string) string { return "`" + strings.ReplaceAll(s, "`", "``") + "`" }
 
-func (r *Reader) copyTable(ctx context.Context, conn *client.Conn, db, name string, txn *change.Txn, index *int64, h capture.Handler) (int64, error) {
+// errNoTable is describeForCopy's answer for a table that does not exist (or that the user may
+// not see).
+var errNoTable = errors.New("no such table")
+
+// describeForCopy reads table db.name's columns as the binlog would describe them, its primary key,
+// and how to select each column.
+func (r *Reader) describeForCopy(conn *client.Conn, db, name string) (*change.Table, []snapshotColumn, error) {
 	res, err := conn.Execute(`SELECT c.COLUMN_NAME, c.DATA_TYPE, c.COLUMN_TYPE, c.NUMERIC_SCALE, c.DATETIME_PRECISION,
 			(SELECT k.ORDINAL_POSITION FROM information_schema.KEY_COLUMN_USAGE k WHERE k.TABLE_SCHEMA = c.TABLE_SCHEMA
 			 AND k.TABLE_NAME = c.TABLE_NAME AND k.COLUMN_NAME = c.COLUMN_NAME AND k.CONSTRAINT_NAME = 'PRIMARY')
 		FROM information_schema.COLUMNS c WHERE c.TABLE_SCHEMA = ? AND c.TABLE_NAME = ? ORDER BY c.ORDINAL_POSITION`, db, name)
 	if err != nil {
-		return 0, fmt.Errorf("reading its columns: %w", err)
+		return nil, nil, fmt.Errorf("reading the columns of %s.%s: %w", db, name, err)
 	}
 	if res.RowNumber() == 0 {
-		return 0, fault.Terminal("table %s.%s does not exist or the user may not see it; create it or correct source.mysql.tables", db, name)
+		return nil, nil, fmt.Errorf("table %s.%s: %w", db, name, errNoTable)
 	}
 	t := &change.Table{Database: db, Schema: db, Name: name, FullBeforeImage: true}
 	cols := make([]snapshotColumn, res.RowNumber())
@@ -194,6 +201,17 @@ func (r *Reader) copyTable(ctx context.Context, conn *client.Conn, db, name stri
 	}
 	for k := 1; k <= len(keyOrder); k++ {
 		t.KeyIndexes = append(t.KeyIndexes, keyOrder[k])
+	}
+	return t, cols, nil
+}
+
+func (r *Reader) copyTable(ctx context.Context, conn *client.Conn, db, name string, txn *change.Txn, index *int64, h capture.Handler) (int64, error) {
+	t, cols, err := r.describeForCopy(conn, db, name)
+	if errors.Is(err, errNoTable) {
+		return 0, fault.Terminal("table %s.%s does not exist or the user may not see it; create it or correct source.mysql.tables", db, name)
+	}
+	if err != nil {
+		return 0, err
 	}
 	exprs := make([]string, len(cols))
 	for i, c := range cols {

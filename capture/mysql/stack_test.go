@@ -159,3 +159,48 @@ func TestCheckFindsMissingPrerequisites(t *testing.T) {
 		t.Errorf("a wrong password gives %+v", r.Findings)
 	}
 }
+
+// TestCheckSignalTable: a missing signal table, and one without the columns cdcd writes, are
+// problems naming the CREATE TABLE to run; a proper one the stack's user may write is fine.
+func TestCheckSignalTable(t *testing.T) {
+	m := testenv.MariaDB(t)
+	conn, err := client.Connect(m.Addr, m.User, m.Password, m.Database)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	suffix := fmt.Sprintf("%06d", rand.IntN(1_000_000))
+	good, bad := "signal_"+suffix, "badsignal_"+suffix
+	for _, q := range []string{
+		"CREATE TABLE " + good + " (id VARCHAR(64) PRIMARY KEY, type VARCHAR(32) NOT NULL, data TEXT)",
+		"CREATE TABLE " + bad + " (id VARCHAR(64) PRIMARY KEY, kind VARCHAR(32))",
+	} {
+		if _, err := conn.Execute(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { _, _ = conn.Execute("DROP TABLE IF EXISTS " + good + ", " + bad) })
+	for _, tc := range []struct {
+		table string
+		sev   preflight.Severity
+		fix   string
+	}{
+		{m.Database + "." + good, preflight.OK, ""},
+		{m.Database + "." + bad, preflight.Problem, "CREATE TABLE"},
+		{m.Database + ".missing_" + suffix, preflight.Problem, "CREATE TABLE"},
+	} {
+		var r preflight.Report
+		if err := Check(context.Background(), CheckConfig{Addr: m.Addr, User: m.User, Password: m.Password, ServerID: 4021, SignalTable: tc.table}, &r); err != nil {
+			t.Fatal(err)
+		}
+		if !r.Has(tc.sev, "mariadb", "signal_table") {
+			t.Errorf("%s: no %s finding in %+v", tc.table, tc.sev, r.Findings)
+			continue
+		}
+		for _, f := range r.Findings {
+			if f.What == "signal_table" && !strings.Contains(f.Fix, tc.fix) {
+				t.Errorf("%s: the fix %q does not say %s", tc.table, f.Fix, tc.fix)
+			}
+		}
+	}
+}

@@ -35,20 +35,25 @@ func (h *harness) snapshotTxns() int {
 // commitRecords reads the harness's whole commit stream with a read_committed franz-go consumer.
 func (h *harness) commitRecords() []*bookmark.CommitRecord {
 	h.t.Helper()
-	topic := h.id + ".commits"
-	client, err := sarama.NewClient(h.brokers, sarama.NewConfig())
+	return commitRecordsIn(h.t, h.brokers, h.id+".commits")
+}
+
+// commitRecordsIn reads every committed record of a commit topic.
+func commitRecordsIn(t *testing.T, brokers []string, topic string) []*bookmark.CommitRecord {
+	t.Helper()
+	client, err := sarama.NewClient(brokers, sarama.NewConfig())
 	if err != nil {
-		h.t.Fatal(err)
+		t.Fatal(err)
 	}
 	end, err := client.GetOffset(topic, 0, sarama.OffsetNewest)
 	client.Close()
 	if err != nil {
-		h.t.Fatal(err)
+		t.Fatal(err)
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(h.brokers...), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().AtStart()}}),
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().AtStart()}}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
 	if err != nil {
-		h.t.Fatal(err)
+		t.Fatal(err)
 	}
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -57,7 +62,7 @@ func (h *harness) commitRecords() []*bookmark.CommitRecord {
 	for next := int64(0); next < end; {
 		fs := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
-			h.t.Fatalf("reading %s: %v", topic, ctx.Err())
+			t.Fatalf("reading %s: %v", topic, ctx.Err())
 		}
 		fs.EachRecord(func(r *kgo.Record) {
 			next = r.Offset + 1
@@ -66,7 +71,7 @@ func (h *harness) commitRecords() []*bookmark.CommitRecord {
 			}
 			c, err := bookmark.ParseCommitRecord(r.Value)
 			if err != nil {
-				h.t.Fatalf("%s@%d: %v", topic, r.Offset, err)
+				t.Fatalf("%s@%d: %v", topic, r.Offset, err)
 			}
 			out = append(out, c)
 		})

@@ -201,6 +201,7 @@ type myChange struct {
 	key    string
 	before map[string]json.RawMessage
 	after  map[string]json.RawMessage
+	chunk  int64 // a snapshot read's chunk number
 }
 
 // delivered reads the commit stream through the tcc until it has delivered want whole transactions
@@ -230,6 +231,10 @@ func (h *myHarness) delivered(want int, within time.Duration) ([]myTxn, []myChan
 				}
 				cur = &myTxn{gtid: id, pos: tx.Position}
 			}
+			var chunk int64
+			if tx.Copy != nil {
+				chunk = tx.Copy.Chunk
+			}
 			for _, op := range tx.Ops {
 				var env struct {
 					Before map[string]json.RawMessage `json:"before"`
@@ -251,7 +256,7 @@ func (h *myHarness) delivered(want int, within time.Duration) ([]myTxn, []myChan
 					row = env.Before
 				}
 				table := strings.TrimPrefix(env.Source.Table, h.id+"_")
-				ch := myChange{txn: cur.gtid, index: env.Source.OpIndex, recKey: string(op.Key), table: table, op: env.Op, key: string(row["id"]), before: env.Before, after: env.After}
+				ch := myChange{txn: cur.gtid, index: env.Source.OpIndex, recKey: string(op.Key), table: table, op: env.Op, key: string(row["id"]), before: env.Before, after: env.After, chunk: chunk}
 				if n := len(changes); n > 0 && len(cur.ops) > 0 && changes[n-1].txn == ch.txn && changes[n-1].index == ch.index {
 					// A key-changing update is a delete of the old key, then the update: one change.
 					changes, cur.ops = changes[:n-1], cur.ops[:len(cur.ops)-1]

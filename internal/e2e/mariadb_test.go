@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -341,6 +342,34 @@ func (b *myBank) step(conn *client.Conn) error {
 	return nil
 }
 
+// run commits bank steps on conn, pause apart, until the returned stop is called; stop returns the
+// first error a step met (the steps end there), and may be called more than once.
+func (b *myBank) run(conn *client.Conn, pause time.Duration) (stop func() error) {
+	quit := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case <-quit:
+				done <- nil
+				return
+			default:
+			}
+			if err := b.step(conn); err != nil {
+				done <- err
+				return
+			}
+			time.Sleep(pause)
+		}
+	}()
+	var once sync.Once
+	var err error
+	return func() error {
+		once.Do(func() { close(quit); err = <-done })
+		return err
+	}
+}
+
 // TestMariaDBCrashRecovery: cdcd killed with SIGKILL at random moments under a mixed workload (20
 // times, more with CDCD_TEST_CRASH_KILLS), then MariaDB itself killed and restarted under load, then
 // the broker; every committed transaction reaches the tcc once, in commit order, change by change.
@@ -451,29 +480,13 @@ func TestMariaDBSnapshotUnderWritesAndACrash(t *testing.T) {
 	h.env = []string{"FAILPOINTS=mysql.snapshot-row=sleep:1ms"}
 	conn := h.connect()
 	defer conn.Close()
-	stop := make(chan struct{})
-	done := make(chan error, 1)
-	go func() {
-		for {
-			select {
-			case <-stop:
-				done <- nil
-				return
-			default:
-			}
-			if err := bank.step(conn); err != nil {
-				done <- err
-				return
-			}
-			time.Sleep(2 * time.Millisecond)
-		}
-	}()
+	stopWorkload := bank.run(conn, 2*time.Millisecond)
+	defer stopWorkload() // before conn closes, when the test ends early
 	time.Sleep(200 * time.Millisecond)
 	h.start()
 	h.waitStreaming(2 * time.Minute)
 	time.Sleep(time.Second)
-	close(stop)
-	if err := <-done; err != nil {
+	if err := stopWorkload(); err != nil {
 		t.Fatal(err)
 	}
 
