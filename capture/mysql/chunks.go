@@ -57,6 +57,10 @@ type tableCopy struct {
 	After  []string `json:"after,omitempty"`
 	Chunks int64    `json:"chunks,omitempty"`
 	Rows   int64    `json:"rows,omitempty"`
+	// Until holds SQL literals of the key of the table's last row when its copy began: rows past it
+	// were inserted since and reach the consumer through the stream, so the copy ends there even
+	// while writers keep appending.
+	Until []string `json:"until,omitempty"`
 }
 
 func (t *tableCopy) qualified() string { return t.Database + "." + t.Name }
@@ -76,7 +80,7 @@ func parseCopyState(s string) (copyState, error) {
 		return st, fmt.Errorf("the snapshot state in the commit stream has version %d; this build reads version 1", st.Version)
 	}
 	for _, t := range st.Tables {
-		for _, lit := range t.After {
+		for _, lit := range slices.Concat(t.After, t.Until) {
 			if !keyLiteral.MatchString(lit) {
 				return st, fmt.Errorf("the snapshot state in the commit stream holds %q as a key of %s, which is not a quoted SQL literal", lit, t.qualified())
 			}
@@ -105,6 +109,7 @@ type chunkRead struct {
 	table    *change.Table
 	rows     []change.Row
 	after    []string
+	until    []string // the copy's end, read with its first chunk
 	complete bool
 	gone     bool // the table no longer exists
 	bytes    int64
@@ -284,15 +289,39 @@ func (r *Reader) readChunk(ctx context.Context, conn *client.Conn, tc tableCopy)
 			exprs = append(exprs, "QUOTE("+keyCols[i]+")")
 		}
 	}
-	q := "SELECT " + strings.Join(exprs, ", ") + " FROM " + quoteIdent(tc.Database) + "." + quoteIdent(tc.Name)
+	from := " FROM " + quoteIdent(tc.Database) + "." + quoteIdent(tc.Name)
+	read := &chunkRead{table: t, after: tc.After, until: tc.Until}
+	if keyed && read.until == nil && tc.Chunks == 0 && len(tc.After) == 0 {
+		desc := make([]string, len(keyCols))
+		for i, k := range keyCols {
+			desc[i] = k + " DESC"
+		}
+		res, err := conn.Execute("SELECT " + strings.Join(exprs[len(cols):], ", ") + from + " ORDER BY " + strings.Join(desc, ", ") + " LIMIT 1")
+		if err != nil {
+			return nil, fmt.Errorf("reading the last key of %s: %w", tc.qualified(), err)
+		}
+		if res.RowNumber() == 1 {
+			for i := range keyCols {
+				lit, _ := res.GetString(0, i)
+				read.until = append(read.until, strings.Clone(lit))
+			}
+		}
+	}
+	q := "SELECT " + strings.Join(exprs, ", ") + from
 	if keyed {
+		var where []string
 		if len(tc.After) == len(keyCols) {
-			q += " WHERE (" + strings.Join(keyCols, ", ") + ") > (" + strings.Join(tc.After, ", ") + ")"
+			where = append(where, "("+strings.Join(keyCols, ", ")+") > ("+strings.Join(tc.After, ", ")+")")
+		}
+		if len(read.until) == len(keyCols) {
+			where = append(where, "("+strings.Join(keyCols, ", ")+") <= ("+strings.Join(read.until, ", ")+")")
+		}
+		if len(where) > 0 {
+			q += " WHERE " + strings.Join(where, " AND ")
 		}
 		q += " ORDER BY " + strings.Join(keyCols, ", ")
 	}
 	q += fmt.Sprintf(" LIMIT %d", limit+1)
-	read := &chunkRead{table: t, after: tc.After}
 	more := false
 	var result gomysql.Result
 	err = conn.ExecuteSelectStreaming(q, &result, func(values []gomysql.FieldValue) error {
@@ -464,7 +493,7 @@ func (c *chunker) place(ctx context.Context, h capture.Handler, pos, end string)
 	txn := &change.Txn{ID: "snapshot", Position: pos, Snapshot: true, Copy: &change.Copy{Table: tc.qualified(), Chunk: tc.Chunks + 1}}
 	tc.Chunks++
 	tc.Rows += int64(len(rows))
-	tc.After = read.after
+	tc.After, tc.Until = read.after, read.until
 	txn.Copy.Rows, txn.Copy.Complete = tc.Rows, read.complete
 	c.r.copies.Update(tc.qualified(), func(p *capture.TableCopy) {
 		p.Rows, p.Chunks, p.Done = tc.Rows, tc.Chunks, read.complete

@@ -16,6 +16,7 @@ func TestCopyStateKeys(t *testing.T) {
 		`{"v":1,"tables":[{"database":"a","name":"t","after":["1) OR (1=1"]}]}`,
 		`{"v":1,"tables":[{"database":"a","name":"t","after":["'a') OR ('1'"]}]}`,
 		`{"v":1,"tables":[{"database":"a","name":"t","after":["X'0G'"]}]}`,
+		`{"v":1,"tables":[{"database":"a","name":"t","until":["1; DROP TABLE t"]}]}`,
 		`{"v":2,"tables":[]}`,
 		`{`,
 	} {

@@ -373,7 +373,6 @@ func (r *Reader) Run(ctx context.Context, from capture.Resume, h capture.Handler
 	if err != nil {
 		return r.streamError(err, start)
 	}
-	r.log.Info("streaming", "from", start.String())
 	s := &stream{r: r, h: h, gset: gset, pos: start, tables: map[uint64]*table{}, useGTID: start.GTIDs != ""}
 	runCtx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
@@ -389,6 +388,7 @@ func (r *Reader) Run(ctx context.Context, from capture.Resume, h capture.Handler
 			r.copies.Reset(nil, false)
 		}
 	}
+	r.log.Info("streaming", "from", start.String()) // requests are taken from here on
 	for {
 		ev, err := streamer.GetEvent(runCtx)
 		if err != nil {

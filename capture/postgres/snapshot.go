@@ -66,6 +66,10 @@ type tableCopy struct {
 	Ranges []keyRange `json:"ranges"`
 	// After is version 1's position: the key texts of the last row copied.
 	After []string `json:"after,omitempty"`
+	// Until holds the key texts of the table's last row when its copy began: rows past it were
+	// inserted since, and reach the consumer through the stream, so the copy ends there even while
+	// writers keep appending.
+	Until []string `json:"until,omitempty"`
 }
 
 // keyRange is a range of a table's rows by the first key column, From inclusive, To exclusive; nil
@@ -277,6 +281,7 @@ type lane struct {
 type chunkJob struct {
 	schema, name string
 	rng          keyRange
+	until        []string
 	split        bool // the table's ranges are decided
 	token        string
 }
@@ -390,6 +395,9 @@ func (sn *snapshotter) plan(ctx context.Context, n int) ([]chunkJob, error) {
 			break
 		}
 		if !tc.Split {
+			if err := sn.bound(ctx, tc); err != nil {
+				return nil, err
+			}
 			if err := sn.split(ctx, tc); err != nil {
 				return nil, err
 			}
@@ -406,11 +414,52 @@ func (sn *snapshotter) plan(ctx context.Context, n int) ([]chunkJob, error) {
 			}
 			sn.nonce++
 			rg.After = slices.Clone(rg.After)
-			jobs = append(jobs, chunkJob{schema: tc.Schema, name: tc.Name, rng: rg, split: tc.Split,
+			jobs = append(jobs, chunkJob{schema: tc.Schema, name: tc.Name, rng: rg, until: tc.Until, split: tc.Split,
 				token: fmt.Sprintf("%s/%s/%d/%d/%d", sn.r.cfg.Slot, tc.qualified(), rg.ID, tc.Chunks+1, sn.nonce)})
 		}
 	}
 	return jobs, nil
+}
+
+// bound reads the key of the last row of a table whose copy begins, where the copy will end.
+func (sn *snapshotter) bound(ctx context.Context, tc *tableCopy) error {
+	if tc.Chunks > 0 || len(tc.Ranges) != 1 || len(tc.Ranges[0].After) > 0 {
+		return nil // begun under a build that did not bound copies
+	}
+	var oid uint32
+	err := sn.r.meta.QueryRow(ctx, `SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 AND c.relname = $2`, tc.Schema, tc.Name).Scan(&oid)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil // gone: the chunk read says so
+	}
+	if err != nil {
+		return fmt.Errorf("looking up %s: %w", tc.qualified(), err)
+	}
+	rel, err := sn.r.describe(ctx, sn.r.meta, oid, nil)
+	if err != nil {
+		return err
+	}
+	keys := rel.table.KeyIndexes
+	if len(keys) == 0 {
+		return nil
+	}
+	cols := make([]string, len(keys))
+	desc := make([]string, len(keys))
+	for i, ki := range keys {
+		cols[i] = pgx.Identifier{rel.table.Columns[ki].Name}.Sanitize()
+		desc[i] = cols[i] + " DESC"
+	}
+	q := "SELECT " + strings.Join(cols, ", ") + " FROM " + pgx.Identifier{tc.Schema, tc.Name}.Sanitize() + " ORDER BY " + strings.Join(desc, ", ") + " LIMIT 1"
+	rr := sn.r.meta.PgConn().ExecParams(ctx, q, nil, nil, nil, []int16{pgtype.TextFormatCode})
+	for rr.NextRow() {
+		for _, v := range rr.Values() {
+			tc.Until = append(tc.Until, string(v))
+		}
+	}
+	if _, err := rr.Close(); err != nil {
+		return fmt.Errorf("reading the last key of %s: %w", tc.qualified(), err)
+	}
+	return nil
 }
 
 // split decides the key ranges of a table about to be copied: with more than one lane, a table the
@@ -569,7 +618,7 @@ func (sn *snapshotter) read(ctx context.Context, ln *lane, job chunkJob) (p *pen
 	if !p.keyed {
 		limit = sn.chunkRows * unkeyedChunkFactor
 	}
-	sql, params, oids := chunkQuery(rel, job.rng, limit+1)
+	sql, params, oids := chunkQuery(rel, job.rng, job.until, limit+1)
 	rr := conn.PgConn().ExecParams(ctx, sql, params, oids, nil, []int16{pgtype.TextFormatCode})
 	more := false
 	for rr.NextRow() {
@@ -609,9 +658,9 @@ func (sn *snapshotter) read(ctx context.Context, ln *lane, job chunkJob) (p *pen
 	return p, false, nil
 }
 
-// chunkQuery selects the rows of rel in key range rng after its last row copied, in key order, at
-// most limit of them; a table without a key is selected whole.
-func chunkQuery(rel *relation, rng keyRange, limit int) (sql string, params [][]byte, oids []uint32) {
+// chunkQuery selects the rows of rel in key range rng after its last row copied and up to key until
+// (when given), in key order, at most limit of them; a table without a key is selected whole.
+func chunkQuery(rel *relation, rng keyRange, until []string, limit int) (sql string, params [][]byte, oids []uint32) {
 	sql = selectFrom(rel)
 	keys := rel.table.KeyIndexes
 	if len(keys) == 0 {
@@ -639,6 +688,13 @@ func chunkQuery(rel *relation, rng keyRange, limit int) (sql string, params [][]
 	}
 	if rng.To != nil {
 		where = append(where, keyCols[0]+" < "+param(*rng.To, keys[0]))
+	}
+	if len(until) == len(keys) {
+		marks := make([]string, len(keys))
+		for i, ki := range keys {
+			marks[i] = param(until[i], ki)
+		}
+		where = append(where, "("+strings.Join(keyCols, ", ")+") <= ("+strings.Join(marks, ", ")+")")
 	}
 	if len(where) > 0 {
 		sql += " WHERE " + strings.Join(where, " AND ")

@@ -58,28 +58,33 @@ func TestChunkQuery(t *testing.T) {
 		name   string
 		rel    *relation
 		rng    keyRange
+		until  []string
 		sql    string
 		params []string
 		oids   []uint32
 	}{
-		{"first chunk", testRelation(0), keyRange{},
+		{"first chunk", testRelation(0), keyRange{}, nil,
 			`SELECT "id", "sub", "v" FROM "my schema"."T" ORDER BY "id" LIMIT 101`, nil, nil},
-		{"next chunk", testRelation(0), keyRange{After: []string{"42"}},
+		{"next chunk", testRelation(0), keyRange{After: []string{"42"}}, nil,
 			`SELECT "id", "sub", "v" FROM "my schema"."T" WHERE ("id") > ($1) ORDER BY "id" LIMIT 101`, []string{"42"}, []uint32{23}},
-		{"composite key", testRelation(1, 0), keyRange{After: []string{"b'c", "7"}},
+		{"composite key", testRelation(1, 0), keyRange{After: []string{"b'c", "7"}}, nil,
 			`SELECT "id", "sub", "v" FROM "my schema"."T" WHERE ("sub", "id") > ($1, $2) ORDER BY "sub", "id" LIMIT 101`, []string{"b'c", "7"}, []uint32{25, 23}},
-		{"first range", testRelation(0), keyRange{To: &from},
+		{"first range", testRelation(0), keyRange{To: &from}, nil,
 			`SELECT "id", "sub", "v" FROM "my schema"."T" WHERE "id" < $1 ORDER BY "id" LIMIT 101`, []string{"100"}, []uint32{23}},
-		{"middle range", testRelation(0), keyRange{From: &from, To: &to},
+		{"middle range", testRelation(0), keyRange{From: &from, To: &to}, nil,
 			`SELECT "id", "sub", "v" FROM "my schema"."T" WHERE "id" >= $1 AND "id" < $2 ORDER BY "id" LIMIT 101`, []string{"100", "200"}, []uint32{23, 23}},
-		{"last range, next chunk", testRelation(0, 1), keyRange{From: &to, After: []string{"250", "x"}},
+		{"last range, next chunk", testRelation(0, 1), keyRange{From: &to, After: []string{"250", "x"}}, nil,
 			`SELECT "id", "sub", "v" FROM "my schema"."T" WHERE ("id", "sub") > ($1, $2) ORDER BY "id", "sub" LIMIT 101`, []string{"250", "x"}, []uint32{23, 25}},
-		{"middle range of a composite key, next chunk", testRelation(0, 1), keyRange{From: &from, To: &to, After: []string{"150", "x"}},
+		{"middle range of a composite key, next chunk", testRelation(0, 1), keyRange{From: &from, To: &to, After: []string{"150", "x"}}, nil,
 			`SELECT "id", "sub", "v" FROM "my schema"."T" WHERE ("id", "sub") > ($1, $2) AND "id" < $3 ORDER BY "id", "sub" LIMIT 101`, []string{"150", "x", "200"}, []uint32{23, 25, 23}},
-		{"no key", testRelation(), keyRange{}, `SELECT "id", "sub", "v" FROM "my schema"."T" LIMIT 101`, nil, nil},
+		{"no key", testRelation(), keyRange{}, nil, `SELECT "id", "sub", "v" FROM "my schema"."T" LIMIT 101`, nil, nil},
+		{"bounded, next chunk", testRelation(0), keyRange{After: []string{"42"}}, []string{"900"},
+			`SELECT "id", "sub", "v" FROM "my schema"."T" WHERE ("id") > ($1) AND ("id") <= ($2) ORDER BY "id" LIMIT 101`, []string{"42", "900"}, []uint32{23, 23}},
+		{"bounded range of a composite key", testRelation(0, 1), keyRange{From: &from, To: &to}, []string{"900", "z"},
+			`SELECT "id", "sub", "v" FROM "my schema"."T" WHERE "id" >= $1 AND "id" < $2 AND ("id", "sub") <= ($3, $4) ORDER BY "id", "sub" LIMIT 101`, []string{"100", "200", "900", "z"}, []uint32{23, 23, 23, 25}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			sql, params, oids := chunkQuery(tc.rel, tc.rng, 101)
+			sql, params, oids := chunkQuery(tc.rel, tc.rng, tc.until, 101)
 			if sql != tc.sql {
 				t.Errorf("sql\n got %s\nwant %s", sql, tc.sql)
 			}

@@ -198,12 +198,13 @@ func TestCrashInTheMiddleOfALargeTransaction(t *testing.T) {
 }
 
 // TestSnapshotUnderWritesAndACrash: the initial snapshot copies 20,000 rows in chunks of 1,000, in
-// four key ranges read at once, while writers keep committing to the same rows, and cdcd dies with SIGKILL as it hands the eighth
-// chunk's commit on. After a restart the copy resumes after the last durable chunk: every chunk of
-// every table arrives exactly once, numbered from 1, the last one marked complete, each row is
-// copied once, and the tcc's
-// history, replayed (a snapshot read or an insert sets a row, an update replaces it, a delete
-// removes it), leaves exactly the rows PostgreSQL holds.
+// four key ranges read at once, while writers keep committing to the same rows, and cdcd dies with
+// SIGKILL three times: as it hands the eighth chunk's commit on, after reading chunks and before
+// writing their watermarks, and as it hands on the second chunk after a restart. Each restart
+// resumes the copy after the last durable chunk: every chunk of every table arrives exactly once,
+// numbered from 1, the last one marked complete, each row is copied once, and the tcc's history,
+// replayed (a snapshot read or an insert sets a row, an update replaces it, a delete removes it),
+// leaves exactly the rows PostgreSQL holds.
 func TestSnapshotUnderWritesAndACrash(t *testing.T) {
 	h := newHarness(t, crashDDL, "--set", "source.postgres.snapshot_chunk_rows=1000", "--set", "source.postgres.snapshot_parallel=4")
 	h.exec("INSERT INTO accounts SELECT g, 'owner' || g, g, NULL FROM generate_series(1000001, 1020000) g")
@@ -211,28 +212,40 @@ func TestSnapshotUnderWritesAndACrash(t *testing.T) {
 	w := newOwnRecorder(h)
 	stop := make(chan struct{})
 	done := bankWorkload(w, rand.New(rand.NewPCG(4, uint64(time.Now().UnixNano()))), stop)
-	// Killed as the eighth chunk is handed on, its rows in the pipeline but not yet committed.
-	h.env = []string{"FAILPOINTS=postgres.snapshot-chunk-commit=kill@8;postgres.snapshot-row=sleep:100us"}
-	h.start()
-	h.waitFired("postgres.snapshot-chunk-commit", 2*time.Minute)
-	firstLog := h.log()
-	durable := 0
-	for _, cr := range h.commitRecords() {
-		for _, tx := range cr.Txns {
-			if tx.Copy != nil {
-				durable++
+	durableChunks := func() int {
+		n := 0
+		for _, cr := range h.commitRecords() {
+			for _, tx := range cr.Txns {
+				if tx.Copy != nil {
+					n++
+				}
 			}
 		}
+		return n
+	}
+	var firstLog string
+	var durable []int
+	for i, kill := range []string{"postgres.snapshot-chunk-commit=kill@8", "postgres.snapshot-chunk-read=kill@3", "postgres.snapshot-chunk-commit=kill@2"} {
+		h.env = []string{"FAILPOINTS=" + kill + ";postgres.snapshot-row=sleep:100us"}
+		h.start()
+		name, _, _ := strings.Cut(kill, "=")
+		h.waitFired(name, 2*time.Minute)
+		if i == 0 {
+			firstLog = h.log()
+		} else if !strings.Contains(h.proc.runLog(), `msg="snapshot resumed"`) {
+			t.Errorf("restart %d did not resume the copy", i)
+		}
+		durable = append(durable, durableChunks())
 	}
 	h.env = []string{"FAILPOINTS=postgres.snapshot-row=sleep:200us"} // a slow copy, so writes overlap it
 	h.start()
 	h.waitStreaming(2 * time.Minute)
-	if !strings.Contains(h.log(), `msg="snapshot resumed"`) || durable == 0 {
-		t.Errorf("the restart did not resume the copy (%d chunks were durable before the kill)", durable)
+	if !strings.Contains(h.proc.runLog(), `msg="snapshot resumed"`) || durable[0] == 0 {
+		t.Errorf("the restart did not resume the copy (chunks durable at each kill: %v)", durable)
 	}
 	time.Sleep(time.Second)
 	close(stop)
-	t.Logf("%d transactions committed during the snapshot; %d chunks were durable at the kill", <-done, durable)
+	t.Logf("%d transactions committed during the snapshot; chunks durable at each kill: %v", <-done, durable)
 	h.waitDurable(2 * time.Minute)
 	h.stop()
 

@@ -93,6 +93,7 @@ type process struct {
 	mu      sync.Mutex
 	cmd     *exec.Cmd
 	done    chan struct{}
+	mark    int // where the log of the process started last begins
 }
 
 func (p *process) start(bin string, args ...string) {
@@ -105,6 +106,9 @@ func (p *process) start(bin string, args ...string) {
 	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		p.t.Fatal(err)
+	}
+	if fi, err := logf.Stat(); err == nil {
+		p.mark = int(fi.Size())
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -173,6 +177,14 @@ func (p *process) exited(within time.Duration) (bool, int) {
 func (p *process) log() string {
 	b, _ := os.ReadFile(p.logPath)
 	return string(b)
+}
+
+// runLog is what the process started last logged.
+func (p *process) runLog() string {
+	p.mu.Lock()
+	mark := p.mark
+	p.mu.Unlock()
+	return p.log()[mark:]
 }
 
 // tail is the end of the process's log, for failure messages.

@@ -5,7 +5,9 @@ import (
 	"math/rand/v2"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -15,7 +17,7 @@ func (h *myHarness) waitLogCount(msg string, n int, timeout time.Duration) {
 	h.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		if strings.Count(h.proc.log(), msg) >= n {
+		if strings.Count(h.proc.runLog(), msg) >= n {
 			return
 		}
 		if done, code := h.proc.exited(0); done {
@@ -30,7 +32,7 @@ func (h *myHarness) waitLogCount(msg string, n int, timeout time.Duration) {
 // metrics endpoint.
 func (h *myHarness) cdcd(args ...string) (string, error) {
 	h.t.Helper()
-	m := regexp.MustCompile(`serving /metrics and /healthz" addr=(\S+)`).FindAllStringSubmatch(h.proc.log(), -1)
+	m := regexp.MustCompile(`serving /metrics and /healthz" addr=(\S+)`).FindAllStringSubmatch(h.proc.runLog(), -1)
 	if len(m) == 0 {
 		h.t.Fatal("cdcd never said where it serves /metrics")
 	}
@@ -41,9 +43,10 @@ func (h *myHarness) cdcd(args ...string) (string, error) {
 
 // TestMariaDBChunkedSnapshots: with source.mysql.signal_table, the initial snapshot copies 5,000
 // accounts and 3,000 ledger rows in chunks of 400 while a bank workload commits to the same rows;
-// cdcd is killed with SIGKILL as it hands on the fourth chunk and resumes after the last durable
-// one. Then `cdcd snapshot` copies the accounts again, and a row inserted into the signal table
-// copies the ledger again, both under the workload. The tcc delivers every workload transaction
+// cdcd is killed with SIGKILL as it hands on the sixth chunk and resumes after the last durable
+// one. Then `cdcd snapshot` copies the accounts again (cdcd killed as it hands on the third chunk of
+// that copy, and resumed), and a row inserted into the signal table copies the ledger again, all
+// under the workload. The tcc delivers every workload transaction
 // exactly as MariaDB committed it (GTIDs and row changes, in order), every chunk of each copy once,
 // numbered from 1 and the last complete, each row once per copy; and replaying everything leaves
 // exactly the rows MariaDB holds.
@@ -80,17 +83,38 @@ CREATE TABLE {t}signal (id VARCHAR(64) PRIMARY KEY, type VARCHAR(32) NOT NULL, d
 	conn := h.connect()
 	defer conn.Close()
 	stopWorkload := bank.run(conn, 0)
-	defer stopWorkload()                                          // before conn closes, when the test ends early
-	h.env = []string{"FAILPOINTS=mysql.snapshot-row=sleep:200us"} // a copy of a few seconds
+	defer stopWorkload()                     // before conn closes, when the test ends early
+	slow := "mysql.snapshot-row=sleep:200us" // a copy of a few seconds
+	h.env = []string{"FAILPOINTS=" + slow}
 	h.start(settings...)
 	h.waitLogCount(`msg="snapshot resumed"`, 1, time.Minute)
 	h.waitLogCount(`msg="snapshot complete"`, 1, 2*time.Minute)
+
+	// A copy on demand, killed as it hands on its third chunk, resumed after the restart.
+	h.proc.signal(syscall.SIGTERM)
+	h.env = []string{"FAILPOINTS=mysql.snapshot-chunk-commit=kill@3;" + slow}
+	h.start(settings...)
+	h.waitLogCount("msg=streaming", 1, time.Minute)
 	if out, err := h.cdcd("snapshot", h.m.Database+"."+h.id+"_accounts"); err != nil {
 		t.Fatalf("cdcd snapshot: %v\n%s", err, out)
 	}
-	h.waitLogCount(`msg="snapshot complete"`, 2, 2*time.Minute)
+	if exited, _ := h.proc.exited(time.Minute); !exited || !strings.Contains(h.proc.runLog(), "failpoint mysql.snapshot-chunk-commit fired") {
+		t.Fatalf("cdcd was not killed inside the copy on demand:\n%s", h.proc.tail(20))
+	}
+	h.env = []string{"FAILPOINTS=" + slow}
+	h.start(settings...)
+	h.waitLogCount(`msg="snapshot resumed"`, 1, time.Minute)
+	h.waitLogCount(`msg="snapshot complete"`, 1, 2*time.Minute)
+
+	// A copy asked for by a row in the signal table. It ends at the last row the table held when it
+	// began, although the workload keeps appending to the ledger.
+	res, err := h.conn.Execute(h.sql("SELECT MAX(id) FROM {t}ledger"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ledgerMax, _ := res.GetInt(0, 0)
 	h.exec(h.sql(fmt.Sprintf(`INSERT INTO {t}signal VALUES ('s1', 'execute-snapshot', '{"data-collections": ["%s.%s_ledger"]}')`, h.m.Database, h.id)))
-	h.waitLogCount(`msg="snapshot complete"`, 3, 2*time.Minute)
+	h.waitLogCount(`msg="snapshot complete"`, 2, 2*time.Minute)
 	if err := stopWorkload(); err != nil {
 		t.Fatal(err)
 	}
@@ -147,6 +171,14 @@ CREATE TABLE {t}signal (id VARCHAR(64) PRIMARY KEY, type VARCHAR(32) NOT NULL, d
 			delete(state[c.table], c.key)
 		}
 	}
+	var lastLedgerCopy int64
+	for k := range copied["ledger/2"] {
+		lastLedgerCopy = max(lastLedgerCopy, mustInt(t, k))
+	}
+	// The bound is read a moment after the signal row commits: a few hundred rows of slack.
+	if lastLedgerCopy > ledgerMax+1000 {
+		t.Errorf("the ledger's second copy read up to id %d; the table's last id was %d when it was asked for: the copy chased the writers", lastLedgerCopy, ledgerMax)
+	}
 	if copies["accounts"] != 2 || copies["ledger"] != 2 {
 		t.Errorf("copies delivered: %v; want 2 of accounts (initial, cdcd snapshot) and 2 of ledger (initial, signal)", copies)
 	}
@@ -202,4 +234,13 @@ CREATE TABLE {t}signal (id VARCHAR(64) PRIMARY KEY, type VARCHAR(32) NOT NULL, d
 			}
 		}
 	}
+}
+
+func mustInt(t *testing.T, s string) int64 {
+	t.Helper()
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		t.Fatalf("%q is not an integer: %v", s, err)
+	}
+	return n
 }

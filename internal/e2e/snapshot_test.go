@@ -346,7 +346,7 @@ func TestSnapshotOnDemand(t *testing.T) {
 	h.env = []string{"FAILPOINTS=postgres.snapshot-row=sleep:100us"}
 	h.start()
 	h.waitStreaming(time.Minute)
-	if !strings.Contains(h.log(), `msg="snapshot resumed"`) {
+	if !strings.Contains(h.proc.runLog(), `msg="snapshot resumed"`) {
 		t.Error("the restart did not resume the copy")
 	}
 	out, err := h.cdcd("status")
