@@ -7,6 +7,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -49,7 +50,13 @@ type JSON struct {
 	topic      topicTemplate
 	tombstones bool
 	now        func() time.Time
+	// sizeHint is the capacity new envelopes start with: the largest written lately, so that an
+	// envelope is allocated once, not grown and copied.
+	sizeHint atomic.Int64
 }
+
+// maxSizeHint bounds sizeHint: one very wide row does not make every envelope large.
+const maxSizeHint = 16 << 10
 
 // jsonOptions are the json KCOP's options.
 type jsonOptions struct {
@@ -105,7 +112,12 @@ func (j *JSON) Process(_ context.Context, c *change.Change, dst []Record) ([]Rec
 }
 
 func (j *JSON) envelope(c *change.Change, op change.Op, before, after change.Row) []byte {
-	b := make([]byte, 0, 256)
+	b := make([]byte, 0, max(256, j.sizeHint.Load()))
+	defer func() {
+		if n := int64(len(b)); n > j.sizeHint.Load() && n <= maxSizeHint {
+			j.sizeHint.Store(n + n/8)
+		}
+	}()
 	b = append(b, `{"before":`...)
 	b = appendRow(b, c.Table, before)
 	b = append(b, `,"after":`...)

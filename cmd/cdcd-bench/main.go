@@ -16,13 +16,17 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -51,6 +55,7 @@ func main() {
 	snapshotRows := flag.Int("snapshot", 0, "instead of the backlog, measure an initial snapshot of a table of this many rows beside COPY TO STDOUT")
 	chunkRows := flag.Int("snapshot-chunk-rows", 10_000, "source.postgres.snapshot_chunk_rows for -snapshot")
 	parallel := flag.Int("snapshot-parallel", 1, "source.postgres.snapshot_parallel for -snapshot")
+	profile := flag.String("profile", "", "write cdcd's CPU profile of the backlog (cpu.pprof) and its allocations (allocs.pprof) into this directory")
 	secure := flag.Bool("secure", false, "cdcd writes to the stack cluster's SASL_SSL listeners (TLS, SCRAM-SHA-512; "+
 		"$CDCD_STACK_KAFKA_CLUSTER_*); the bench's own readers keep to -brokers")
 	flag.Parse()
@@ -115,13 +120,20 @@ func main() {
 	end := currentLSN(ctx, conn)
 	log.Printf("loaded in %v; backlog ends at %s", time.Since(t0).Round(time.Millisecond), end)
 
+	rawCPU0 := selfCPU()
 	rawRate := rawRead(ctx, dsn, *rows, end)
+	rawCPU := selfCPU() - rawCPU0
 	log.Printf("raw pglogrepl read: %.0f rows/s", rawRate)
 
-	cfg := writeConfig(dsn, cdcdBrokers, pgConfig{delivery: *delivery, partitions: *partitions, kcops: kcops, snapshot: "    snapshot: never\n"})
-	took, peak := runCDCD(ctx, *bin, cfg, conn, end)
+	pc := pgConfig{delivery: *delivery, partitions: *partitions, kcops: kcops, snapshot: "    snapshot: never\n"}
+	if *profile != "" {
+		check(os.MkdirAll(*profile, 0o755))
+		pc.listen, pc.pprof = freeAddr(), true
+	}
+	cfg := writeConfig(dsn, cdcdBrokers, pc)
+	took, peak, cpu := runCDCD(ctx, *bin, cfg, conn, end, *profile, pc.listen)
 	rate := float64(*rows) / took.Seconds()
-	log.Printf("cdcd end to end: %v, %.0f rows/s, peak RSS %d MiB", took.Round(time.Millisecond), rate, peak>>20)
+	log.Printf("cdcd end to end: %v, %.0f rows/s, peak RSS %d MiB, %v CPU", took.Round(time.Millisecond), rate, peak>>20, cpu.Round(time.Millisecond))
 
 	fmt.Printf("\n| what | result |\n|---|---|\n")
 	fmt.Printf("| machine | %d cores (GOMAXPROCS %d), %s |\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), time.Now().UTC().Format("2006-01-02"))
@@ -131,6 +143,9 @@ func main() {
 	fmt.Printf("| cdcd end to end (durable in Kafka, slot confirmed) | %.0f rows/s in %v |\n", rate, took.Round(time.Millisecond))
 	fmt.Printf("| ratio cdcd / ceiling | %.2f |\n", rate/rawRate)
 	fmt.Printf("| cdcd peak RSS during the backlog | %d MiB |\n", peak>>20)
+	perMillion := func(d time.Duration) float64 { return d.Seconds() / float64(*rows) * 1e6 }
+	fmt.Printf("| CPU per million rows: raw read / cdcd | %.1f s / %.1f s (%.1f µs / %.1f µs per row) |\n",
+		perMillion(rawCPU), perMillion(cpu), perMillion(rawCPU), perMillion(cpu))
 
 	plain := plainRead(brokers, *rows)
 	through, tccPeak := tccRead(brokers, *rows)
@@ -143,7 +158,7 @@ func main() {
 			FROM generate_series(%d, %d) g`, *rows+1, *rows+*big))
 		check(err)
 		end = currentLSN(ctx, conn)
-		took, peak = runCDCD(ctx, *bin, cfg, conn, end)
+		took, peak, _ = runCDCD(ctx, *bin, cfg, conn, end, "", "")
 		log.Printf("single %d-row transaction: %v, peak RSS %d MiB", *big, took.Round(time.Millisecond), peak>>20)
 		fmt.Printf("| one %d-row transaction | %v (%.0f rows/s), cdcd peak RSS %d MiB |\n", *big, took.Round(time.Millisecond), float64(*big)/took.Seconds(), peak>>20)
 	}
@@ -328,6 +343,7 @@ type pgConfig struct {
 	snapshot   string // the source.postgres lines after the tables, e.g. snapshot: never
 	kafka      string // more kafka lines
 	listen     string // metrics.listen
+	pprof      bool   // metrics.pprof
 }
 
 func writeConfig(dsn, brokers string, c pgConfig) string {
@@ -350,19 +366,33 @@ func writeConfig(dsn, brokers string, c pgConfig) string {
   topic_partitions: %d
 %s%smetrics:
   listen: %q
+  pprof: %t
 log:
   level: warn
-`, dsn, c.snapshot, brokers, c.delivery, c.partitions, c.kafka, c.kcops, c.listen)), 0o600))
+`, dsn, c.snapshot, brokers, c.delivery, c.partitions, c.kafka, c.kcops, c.listen, c.pprof)), 0o600))
 	return p
 }
 
-// runCDCD runs cdcd until the slot is confirmed at end, and returns how long that took and cdcd's
-// peak resident set size.
-func runCDCD(ctx context.Context, bin, cfg string, conn *pgx.Conn, end bookmark.LSN) (time.Duration, int64) {
+// runCDCD runs cdcd until the slot is confirmed at end, and returns how long that took, cdcd's peak
+// resident set size and the CPU time it used. With profileDir set (and cdcd serving its profiler on
+// addr), it writes cdcd's CPU profile of the run and its allocations there.
+func runCDCD(ctx context.Context, bin, cfg string, conn *pgx.Conn, end bookmark.LSN, profileDir, addr string) (time.Duration, int64, time.Duration) {
 	cmd := exec.Command(bin, "run", "-c", cfg)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	start := time.Now()
 	check(cmd.Start())
+	profiled := make(chan struct{})
+	if profileDir != "" {
+		go func() {
+			defer close(profiled)
+			// Five seconds of the steady run, from its second second (a million-row backlog takes
+			// eight to fifteen).
+			time.Sleep(time.Second)
+			fetchTo(filepath.Join(profileDir, "cpu.pprof"), "http://"+addr+"/debug/pprof/profile?seconds=5", 20)
+		}()
+	} else {
+		close(profiled)
+	}
 	var peak int64
 	for {
 		peak = max(peak, vmHWM(cmd.Process.Pid))
@@ -377,9 +407,48 @@ func runCDCD(ctx context.Context, bin, cfg string, conn *pgx.Conn, end bookmark.
 	}
 	took := time.Since(start)
 	peak = max(peak, vmHWM(cmd.Process.Pid))
+	if profileDir != "" {
+		fetchTo(filepath.Join(profileDir, "allocs.pprof"), "http://"+addr+"/debug/pprof/allocs", 1)
+	}
 	check(cmd.Process.Signal(os.Interrupt))
 	_ = cmd.Wait()
-	return took, peak
+	<-profiled
+	return took, peak, cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+}
+
+// fetchTo saves what url answers into path, trying up to tries times a second apart (cdcd may not
+// listen yet).
+func fetchTo(path, url string, tries int) {
+	for i := range tries {
+		resp, err := http.Get(url)
+		if err == nil {
+			f, ferr := os.Create(path)
+			check(ferr)
+			_, _ = io.Copy(f, resp.Body)
+			resp.Body.Close()
+			check(f.Close())
+			return
+		}
+		if i < tries-1 {
+			time.Sleep(time.Second)
+		}
+	}
+	log.Printf("could not fetch %s", url)
+}
+
+// freeAddr is a loopback address nothing listens on now.
+func freeAddr() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	check(err)
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// selfCPU is the CPU time this process has used.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	check(syscall.Getrusage(syscall.RUSAGE_SELF, &ru))
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // vmHWM reads a process's peak resident set size from /proc.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -56,10 +55,7 @@ func benchSnapshot(rows, chunkRows, parallel int, bin, dsn, brokers string) {
 	copyTook := time.Since(start)
 	log.Printf("COPY TO STDOUT: %v, %d MB", copyTook.Round(time.Millisecond), cw.n>>20)
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	check(err)
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeAddr()
 	cfg := writeConfig(dsn, brokers, pgConfig{delivery: "transactional", partitions: 1,
 		kcops: "kcops:\n  - type: json\n    topic: \"bench.{table}\"\n", listen: addr, kafka: "  transaction_timeout: 60s\n",
 		snapshot: fmt.Sprintf("    snapshot: initial\n    snapshot_chunk_rows: %d\n    snapshot_parallel: %d\n", chunkRows, parallel)})

@@ -176,7 +176,7 @@ func runDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	})
 	go logCopying(ctx, copying, log)
 	if cfg.Metrics.Listen != "" {
-		if err := m.Serve(ctx, cfg.Metrics.Listen, log); err != nil {
+		if err := m.Serve(ctx, cfg.Metrics.Listen, cfg.Metrics.Pprof, log); err != nil {
 			return fault.Terminal("metrics.listen %s: %w", cfg.Metrics.Listen, err)
 		}
 	}

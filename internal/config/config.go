@@ -40,6 +40,9 @@ type Config struct {
 type Metrics struct {
 	// Listen is host:port; empty turns the endpoint off.
 	Listen string `mapstructure:"listen" doc:"host:port of /metrics and /healthz; empty turns them off"`
+	// Pprof adds Go's profiler (/debug/pprof/) to the endpoint, for finding where cdcd spends its
+	// time and memory; off by default, since anyone who reaches the endpoint may profile.
+	Pprof bool `mapstructure:"pprof" doc:"also serve Go's profiler at /debug/pprof/ on metrics.listen"`
 }
 
 // Source names the database cdcd captures from. Each registered source kind has its settings under

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync/atomic"
 	"time"
 
@@ -115,9 +116,17 @@ func (m *Metrics) SetWaiting(what string, since time.Time) {
 	m.waiting.Store(&w)
 }
 
-// Serve answers /metrics, /healthz and /snapshot on addr until ctx ends.
-func (m *Metrics) Serve(ctx context.Context, addr string, log *slog.Logger) error {
+// Serve answers /metrics, /healthz and /snapshot on addr until ctx ends, and Go's profiler under
+// /debug/pprof/ when profile is set.
+func (m *Metrics) Serve(ctx context.Context, addr string, profile bool, log *slog.Logger) error {
 	mux := http.NewServeMux()
+	if profile {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/snapshot", m.snapshotHandler)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
