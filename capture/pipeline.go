@@ -25,6 +25,13 @@ type event struct {
 	state  string
 }
 
+// Idler is an optional interface of a Handler: told when the source has handed on everything it
+// has read so far (at a transaction's end), so that work held back for company, such as an open
+// commit group, need not wait.
+type Idler interface {
+	Idle(ctx context.Context) error
+}
+
 // Pipeline is a Handler that hands events, in order, to h on a goroutine of its own, through a
 // queue of depth events: the source's reading and decoding overlap with h's work, and the queue is the
 // backpressure. The first error h returns is returned by the calls after it, and by Close. Calls to
@@ -67,6 +74,11 @@ func (p *Pipeline) run() {
 		case evProgress:
 			if pr, ok := p.h.(Progresser); ok {
 				err = pr.Progress(p.ctx, ev.end, ev.state)
+			}
+		}
+		if err == nil && (ev.kind == evCommit || ev.kind == evProgress) && len(p.ch) == 0 {
+			if i, ok := p.h.(Idler); ok {
+				err = i.Idle(p.ctx)
 			}
 		}
 		if err != nil {

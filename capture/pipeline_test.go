@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/cdcd-dev/cdcd/change"
@@ -75,5 +76,57 @@ func TestPipelineReportsTheHandlersError(t *testing.T) {
 	}
 	if len(r.events) != 10 {
 		t.Errorf("the handler saw %d events after failing at the 10th", len(r.events))
+	}
+}
+
+// idleRecorder records the events a Pipeline hands it; its Commit of transaction "1" waits for
+// release.
+type idleRecorder struct {
+	events  chan string
+	release chan struct{}
+}
+
+func (r *idleRecorder) Begin(_ context.Context, txn *change.Txn) error {
+	r.events <- "begin " + txn.ID
+	return nil
+}
+func (r *idleRecorder) Change(context.Context, *change.Change) error { return nil }
+func (r *idleRecorder) Commit(_ context.Context, c *change.Commit) error {
+	if c.Txn.ID == "1" {
+		<-r.release
+	}
+	r.events <- "commit " + c.Txn.ID
+	return nil
+}
+func (r *idleRecorder) Idle(context.Context) error {
+	r.events <- "idle"
+	return nil
+}
+
+// TestPipelineIdle: the handler hears Idle after a commit only when nothing more is queued.
+func TestPipelineIdle(t *testing.T) {
+	r := &idleRecorder{events: make(chan string, 100), release: make(chan struct{})}
+	ctx := context.Background()
+	p := NewPipeline(ctx, r, 16)
+	for _, id := range []string{"1", "2"} {
+		txn := &change.Txn{ID: id}
+		if err := p.Begin(ctx, txn); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Commit(ctx, &change.Commit{Txn: txn}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(r.release) // transaction 2 is queued while 1 commits
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	close(r.events)
+	var got []string
+	for e := range r.events {
+		got = append(got, e)
+	}
+	if want := "begin 1,commit 1,begin 2,commit 2,idle"; strings.Join(got, ",") != want {
+		t.Errorf("events %s; want %s", strings.Join(got, ","), want)
 	}
 }

@@ -116,6 +116,16 @@ func (s *Stage) Commit(ctx context.Context, c *change.Commit) error {
 	return s.sink.Commit(ctx, c, closing)
 }
 
+// Idle implements capture.Idler: it tells the sink, when the sink wants to know, that the source
+// has handed on everything it read. Commit and Progress drain the workers, so the sink has
+// everything too.
+func (s *Stage) Idle(ctx context.Context) error {
+	if i, ok := s.sink.(interface{ Idle(context.Context) error }); ok {
+		return i.Idle(ctx)
+	}
+	return nil
+}
+
 // Progress passes progress to the sink when it takes it.
 func (s *Stage) Progress(ctx context.Context, end, state string) error {
 	if err := s.drain(ctx, 0); err != nil {

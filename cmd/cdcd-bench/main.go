@@ -55,6 +55,8 @@ func main() {
 	snapshotRows := flag.Int("snapshot", 0, "instead of the backlog, measure an initial snapshot of a table of this many rows beside COPY TO STDOUT")
 	chunkRows := flag.Int("snapshot-chunk-rows", 10_000, "source.postgres.snapshot_chunk_rows for -snapshot")
 	parallel := flag.Int("snapshot-parallel", 1, "source.postgres.snapshot_parallel for -snapshot")
+	steady := flag.String("steady", "", "instead of the backlog, measure commit → visible latency at these steady rates, rows/s, comma-separated (e.g. 1000,10000)")
+	steadyFor := flag.Duration("steady-for", 20*time.Second, "how long each -steady rate runs")
 	profile := flag.String("profile", "", "write cdcd's CPU profile of the backlog (cpu.pprof) and its allocations (allocs.pprof) into this directory")
 	secure := flag.Bool("secure", false, "cdcd writes to the stack cluster's SASL_SSL listeners (TLS, SCRAM-SHA-512; "+
 		"$CDCD_STACK_KAFKA_CLUSTER_*); the bench's own readers keep to -brokers")
@@ -79,6 +81,15 @@ func main() {
 		benchSnapshot(*snapshotRows, *chunkRows, *parallel, *bin, dsn, brokers)
 		return
 	}
+	if *steady != "" {
+		fmt.Printf("\n| what | result |\n|---|---|\n")
+		for _, r := range strings.Split(*steady, ",") {
+			rate, err := strconv.Atoi(strings.TrimSpace(r))
+			check(err)
+			benchSteady(rate, *steadyFor, *bin, dsn, brokers, pgConfig{delivery: *delivery, partitions: *partitions, kcops: kcops})
+		}
+		return
+	}
 	cdcdBrokers, kafkaDesc := brokers, "plaintext"
 	if *secure {
 		var security string
@@ -91,20 +102,7 @@ func main() {
 	conn, err := pgx.Connect(ctx, dsn)
 	check(err)
 	defer conn.Close(ctx)
-	for _, s := range []string{
-		"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name IN ('bench_cdcd', 'bench_raw')",
-		"DROP PUBLICATION IF EXISTS bench_pub",
-		"DROP SCHEMA IF EXISTS bench CASCADE",
-		"CREATE SCHEMA bench",
-		"CREATE TABLE bench.rows (id bigint PRIMARY KEY, payload text NOT NULL, amount numeric(12,2) NOT NULL, at timestamptz NOT NULL)",
-		"CREATE PUBLICATION bench_pub FOR TABLE bench.rows",
-		"SELECT pg_create_logical_replication_slot('bench_cdcd', 'pgoutput')",
-		"SELECT pg_create_logical_replication_slot('bench_raw', 'pgoutput')",
-	} {
-		_, err := conn.Exec(ctx, s)
-		check(err)
-	}
-	deleteTopics(brokers)
+	resetBench(ctx, conn, brokers)
 
 	log.Printf("loading %d rows in %d-row transactions", *rows, *txnRows)
 	t0 := time.Now()

@@ -29,18 +29,7 @@ func benchSnapshot(rows, chunkRows, parallel int, bin, dsn, brokers string) {
 	conn, err := pgx.Connect(ctx, dsn)
 	check(err)
 	defer conn.Close(ctx)
-	for _, s := range []string{
-		"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'bench_cdcd'",
-		"DROP PUBLICATION IF EXISTS bench_pub",
-		"DROP SCHEMA IF EXISTS bench CASCADE",
-		"CREATE SCHEMA bench",
-		"CREATE TABLE bench.rows (id bigint PRIMARY KEY, payload text NOT NULL, amount numeric(12,2) NOT NULL, at timestamptz NOT NULL)",
-		"CREATE PUBLICATION bench_pub FOR TABLE bench.rows",
-	} {
-		_, err := conn.Exec(ctx, s)
-		check(err)
-	}
-	deleteTopics(brokers)
+	resetBench(ctx, conn, brokers)
 	log.Printf("loading %d rows", rows)
 	_, err = conn.Exec(ctx, fmt.Sprintf(`INSERT INTO bench.rows SELECT g, md5(g::text) || md5((g+1)::text), (g %% 100000) / 100.0, now()
 		FROM generate_series(1, %d) g`, rows))

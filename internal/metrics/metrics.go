@@ -30,6 +30,7 @@ type Metrics struct {
 	commits      prometheus.Counter
 	aborts       prometheus.Counter
 	commitTime   prometheus.Histogram
+	visible      prometheus.Histogram
 	restarts     prometheus.Counter
 	healthy      atomic.Bool
 	waiting      atomic.Pointer[string]
@@ -57,10 +58,12 @@ func New(lag func() (bytes, seconds, retained float64)) *Metrics {
 			Help: "Kafka transactions aborted."}),
 		commitTime: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "cdcd_kafka_commit_seconds",
 			Help: "Time to close a commit group: acknowledgements, commit record and commit.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
+		visible: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "cdcd_source_commit_to_visible_seconds",
+			Help: "From a transaction's commit in the source to its Kafka commit (visible to read_committed consumers); millisecond resolution.", Buckets: prometheus.ExponentialBuckets(0.002, 2, 14)}),
 		restarts: prometheus.NewCounter(prometheus.CounterOpts{Name: "cdcd_pipeline_restarts_total",
 			Help: "Restarts of the pipeline after a retryable error."}),
 	}
-	reg.MustRegister(m.changes, m.records, m.bytes, m.transactions, m.commits, m.aborts, m.commitTime, m.restarts,
+	reg.MustRegister(m.changes, m.records, m.bytes, m.transactions, m.commits, m.aborts, m.commitTime, m.visible, m.restarts,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if lag != nil {
 		reg.MustRegister(
@@ -94,6 +97,9 @@ func (m *Metrics) KafkaCommit(_ int, took time.Duration) {
 	m.commits.Inc()
 	m.commitTime.Observe(took.Seconds())
 }
+
+// Visible implements writer.Observer.
+func (m *Metrics) Visible(after time.Duration) { m.visible.Observe(after.Seconds()) }
 
 // KafkaAbort implements writer.Observer.
 func (m *Metrics) KafkaAbort() { m.aborts.Inc() }

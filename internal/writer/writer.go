@@ -80,6 +80,8 @@ type Observer interface {
 	Change(table string, op change.Op, records int, bytes int)
 	Transaction()
 	KafkaCommit(records int, took time.Duration)
+	// Visible is how long after its source commit a transaction became visible in Kafka.
+	Visible(after time.Duration)
 	KafkaAbort()
 }
 
@@ -88,6 +90,7 @@ type nopObserver struct{}
 func (nopObserver) Change(string, change.Op, int, int) {}
 func (nopObserver) Transaction()                       {}
 func (nopObserver) KafkaCommit(int, time.Duration)     {}
+func (nopObserver) Visible(time.Duration)              {}
 func (nopObserver) KafkaAbort()                        {}
 
 // Writer is the transactional Kafka writer. It is the KCOP stage's kcop.Sink (and takes capture
@@ -788,7 +791,13 @@ func (w *Writer) closeGroup(ctx context.Context) error {
 	}
 	w.txnStarted.Store(0)
 	w.obs.KafkaCommit(w.groupRecords, time.Since(start))
-	w.last, w.lastCommitted = rec, time.Now()
+	now := time.Now()
+	for _, t := range w.groupTxns {
+		if t.CommitMillis > 0 {
+			w.obs.Visible(now.Sub(time.UnixMilli(t.CommitMillis)))
+		}
+	}
+	w.last, w.lastCommitted = rec, now
 	w.open, w.groupTxns, w.groupRecords, w.groupBytes, w.progress = false, nil, 0, 0, ""
 	failpoint.Hit(ctx, "writer.before-source-ack")
 	if w.OnDurable != nil {
@@ -807,6 +816,22 @@ func (w *Writer) writeProgress(ctx context.Context) error {
 		return err
 	}
 	return w.closeGroup(ctx)
+}
+
+// Idle implements capture.Idler: the source has handed on everything it has read, so an open group
+// would wait for nothing but its delay; it is committed now. Under load the source's queue is
+// rarely empty and groups grow (to the record, byte and delay bounds); when transactions come one
+// at a time, each is visible as soon as Kafka commits it.
+func (w *Writer) Idle(ctx context.Context) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.failed(); err != nil {
+		return err
+	}
+	if w.open && !w.inTxn && len(w.groupTxns) > 0 {
+		return w.closeGroup(ctx)
+	}
+	return nil
 }
 
 // tick closes a group that has waited MaxGroupDelay while the source is quiet.

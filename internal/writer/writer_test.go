@@ -360,3 +360,38 @@ func TestKafkaErrorClassification(t *testing.T) {
 		})
 	}
 }
+
+// TestIdleClosesTheGroup: a group that would wait an hour for company is committed as soon as the
+// source says it has nothing more queued, and only between transactions.
+func TestIdleClosesTheGroup(t *testing.T) {
+	brokers := newFake(t)
+	w := open(t, brokers, "idle", nil)
+	defer w.Close(context.Background(), false)
+	var durable []string
+	w.OnDurable = func(r string) { durable = append(durable, r) }
+	ctx := context.Background()
+	writeTxns(t, w, 1, 1, 1)
+	txn := &change.Txn{ID: "2", Position: "0/20"}
+	if err := w.Begin(ctx, txn); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Idle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(durable) != 0 {
+		t.Fatalf("a group was committed inside transaction 2: %v", durable)
+	}
+	if err := w.Commit(ctx, &change.Commit{Txn: txn, End: "0/28"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Idle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(durable) != 1 || durable[0] != "0/28" {
+		t.Fatalf("after Idle, durable up to %v; want 0/28", durable)
+	}
+	commits := readCommits(t, brokers)
+	if len(commits) != 1 || len(commits[0].Txns) != 2 {
+		t.Errorf("commit records %+v; want one holding both transactions", commits)
+	}
+}
