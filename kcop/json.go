@@ -112,12 +112,8 @@ func (j *JSON) Process(_ context.Context, c *change.Change, dst []Record) ([]Rec
 }
 
 func (j *JSON) envelope(c *change.Change, op change.Op, before, after change.Row) []byte {
-	b := make([]byte, 0, max(256, j.sizeHint.Load()))
-	defer func() {
-		if n := int64(len(b)); n > j.sizeHint.Load() && n <= maxSizeHint {
-			j.sizeHint.Store(n + n/8)
-		}
-	}()
+	hint := j.sizeHint.Load()
+	b := make([]byte, 0, max(256, hint))
 	b = append(b, `{"before":`...)
 	b = appendRow(b, c.Table, before)
 	b = append(b, `,"after":`...)
@@ -165,7 +161,11 @@ func (j *JSON) envelope(c *change.Change, op change.Op, before, after change.Row
 			b = append(b, ']')
 		}
 	}
-	return append(b, '}')
+	b = append(b, '}')
+	if n := int64(len(b)); n > hint && n <= maxSizeHint {
+		j.sizeHint.Store(n + n/8)
+	}
+	return b
 }
 
 // appendKey renders the key columns of row, or returns nil when the table has no key or the row

@@ -369,10 +369,16 @@ func binaryType(dataType string) bool {
 // keyOf renders the key columns of row for matching a chunk's rows with the stream's; ok is false
 // when a key value is missing.
 func keyOf(t *change.Table, row change.Row) (string, bool) {
+	if slices.ContainsFunc(t.KeyIndexes, func(i int) bool { return i >= len(row) }) {
+		return "", false
+	}
 	var b strings.Builder
 	// In column order: the binlog's and the catalog's key orders need not agree.
-	for _, i := range slices.Sorted(slices.Values(t.KeyIndexes)) {
-		if i >= len(row) || row[i].Kind != change.Present {
+	for i := range row {
+		if !slices.Contains(t.KeyIndexes, i) {
+			continue
+		}
+		if row[i].Kind != change.Present {
 			return "", false
 		}
 		fmt.Fprintf(&b, "%v\x00", row[i].V)
@@ -380,8 +386,8 @@ func keyOf(t *change.Table, row change.Row) (string, bool) {
 	return b.String(), true
 }
 
-// signalRow acts on a row of the signal table the stream brings: a watermark of cdcd's, or a
-// user's signal. It reports whether the stream must place the chunk at this transaction's commit.
+// signalRow acts on a row of the signal table the stream brings: a watermark of cdcd's (opening or
+// closing the window of the chunk out), or a user's signal.
 func (c *chunker) signalRow(ctx context.Context, id, kind, data string) {
 	c.mu.Lock()
 	if id == c.watermarkID {

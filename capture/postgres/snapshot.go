@@ -282,7 +282,6 @@ type chunkJob struct {
 	schema, name string
 	rng          keyRange
 	until        []string
-	split        bool // the table's ranges are decided
 	token        string
 }
 
@@ -414,7 +413,7 @@ func (sn *snapshotter) plan(ctx context.Context, n int) ([]chunkJob, error) {
 			}
 			sn.nonce++
 			rg.After = slices.Clone(rg.After)
-			jobs = append(jobs, chunkJob{schema: tc.Schema, name: tc.Name, rng: rg, until: tc.Until, split: tc.Split,
+			jobs = append(jobs, chunkJob{schema: tc.Schema, name: tc.Name, rng: rg, until: tc.Until,
 				token: fmt.Sprintf("%s/%s/%d/%d/%d", sn.r.cfg.Slot, tc.qualified(), rg.ID, tc.Chunks+1, sn.nonce)})
 		}
 	}
