@@ -70,6 +70,8 @@ if [ -n "${CI:-}" ] && [ "${CI}" != false ]; then
 	fuzz FuzzDecodeArray 170000x ./capture/postgres     # 10 s
 	fuzz FuzzDecodeMessage 320000x ./capture/postgres   # 20 s
 	fuzz FuzzDecodeText 50000x ./capture/postgres       # 10 s
+	fuzz FuzzDecodeBinary 150000x ./capture/postgres    # 10 s
+	fuzz FuzzRowMessagesAsPglogrepl 200000x ./capture/postgres  # 10 s
 	fuzz FuzzParseCommitRecord 180000x ./bookmark       # 10 s
 	fuzz FuzzConsumerBinary 160000x ./bookmark          # 10 s
 	fuzz FuzzOrderingHeaders 130000x ./tcc              # 10 s

@@ -37,12 +37,18 @@ type relation struct {
 	oids []uint32
 	// identity is pgoutput's replica identity: 'd' default, 'f' full, 'i' index, 'n' nothing.
 	identity byte
+	// binary says how each column's values are read when they arrive in binary form.
+	binary []binaryClass
+	// textOf renders a binary value of a binaryViaServer column as the server's text; nil where no
+	// server is at hand.
+	textOf func(oid uint32, data []byte) ([]byte, error)
 }
 
 // typeInfo is what pg_type says of a column's type.
 type typeInfo struct {
 	name    string
 	baseOID uint32 // a domain's base type; 0 otherwise
+	enum    bool   // the type (or a domain's base type) is an enum
 }
 
 // newRelation combines a Relation message (the shape of the rows at this WAL position) with the
@@ -53,7 +59,7 @@ type typeInfo struct {
 // of the message.
 func newRelation(database string, m *pglogrepl.RelationMessage, types map[uint32]typeInfo, primaryKey []string, tm *pgtype.Map) *relation {
 	t := &change.Table{Database: database, Schema: m.Namespace, Name: m.RelationName, FullBeforeImage: m.ReplicaIdentity == 'f'}
-	rel := &relation{table: t, identity: m.ReplicaIdentity, oids: make([]uint32, len(m.Columns))}
+	rel := &relation{table: t, identity: m.ReplicaIdentity, oids: make([]uint32, len(m.Columns)), binary: make([]binaryClass, len(m.Columns))}
 	for i, c := range m.Columns {
 		col := change.Column{Name: c.Name}
 		oid := c.DataType
@@ -62,6 +68,7 @@ func newRelation(database string, m *pglogrepl.RelationMessage, types map[uint32
 			oid = info.baseOID
 		}
 		rel.oids[i] = oid
+		rel.binary[i] = classify(tm, oid, info.enum)
 		switch {
 		case known:
 			col.Type = info.name
@@ -86,8 +93,9 @@ func newRelation(database string, m *pglogrepl.RelationMessage, types map[uint32
 	return rel
 }
 
-// decodeTuple turns a pgoutput tuple into a Row. Values arrive in text form ('t'); 'n' is NULL and
-// 'u' an unchanged TOAST value, which is filled from fill (a complete old row) when there is one.
+// decodeTuple turns a pgoutput tuple into a Row. Values arrive in text form ('t') or binary form
+// ('b'), which decode to the same values; 'n' is NULL and 'u' an unchanged TOAST value, which is
+// filled from fill (a complete old row) when there is one.
 func decodeTuple(tm *pgtype.Map, rel *relation, tuple *pglogrepl.TupleData, fill change.Row) (change.Row, error) {
 	if tuple == nil {
 		return nil, nil
@@ -112,11 +120,37 @@ func decodeTuple(tm *pgtype.Map, rel *relation, tuple *pglogrepl.TupleData, fill
 				return nil, fmt.Errorf("%s.%s (%s): %w", rel.table.QualifiedName(), rel.table.Columns[i].Name, rel.table.Columns[i].Type, err)
 			}
 			row[i] = change.Value{V: v}
+		case pglogrepl.TupleDataTypeBinary:
+			v, err := rel.decodeBinary(tm, i, col.Data)
+			if err != nil {
+				return nil, fmt.Errorf("%s.%s (%s, binary): %w", rel.table.QualifiedName(), rel.table.Columns[i].Name, rel.table.Columns[i].Type, err)
+			}
+			row[i] = change.Value{V: v}
 		default:
-			return nil, fmt.Errorf("%s.%s: tuple data kind %q is not supported (binary mode is off)", rel.table.QualifiedName(), rel.table.Columns[i].Name, col.DataType)
+			return nil, fmt.Errorf("%s.%s: tuple data kind %q is not supported", rel.table.QualifiedName(), rel.table.Columns[i].Name, col.DataType)
 		}
 	}
 	return row, nil
+}
+
+// decodeBinary decodes column i's binary value; for a type cdcd does not read from binary, through
+// the server's text form.
+func (rel *relation) decodeBinary(tm *pgtype.Map, i int, data []byte) (any, error) {
+	c := binaryViaServer
+	if i < len(rel.binary) {
+		c = rel.binary[i]
+	}
+	if c != binaryViaServer {
+		return decodeBinaryAs(tm, c, rel.oids[i], data)
+	}
+	if rel.textOf == nil {
+		return nil, fmt.Errorf("cdcd does not read this type from binary; set source.postgres.binary: off")
+	}
+	text, err := rel.textOf(rel.oids[i], data)
+	if err != nil {
+		return nil, fmt.Errorf("rendering the binary value as text on the server (set source.postgres.binary: off to stream text): %w", err)
+	}
+	return decodeText(tm, rel.oids[i], text)
 }
 
 // keyOnly marks every non-key column of an old tuple sent under REPLICA IDENTITY DEFAULT or INDEX as

@@ -21,7 +21,7 @@ func init() {
 
 // DefaultConfig is the postgres kind's settings when nothing is set.
 func DefaultConfig() Config {
-	return Config{Slot: "cdcd", Publication: "cdcd", Snapshot: SnapshotInitial, SnapshotChunkRows: 10_000, SnapshotParallel: 1, Heartbeat: 10 * time.Second}
+	return Config{Slot: "cdcd", Publication: "cdcd", Snapshot: SnapshotInitial, Binary: BinaryAuto, SnapshotChunkRows: 10_000, SnapshotParallel: 1, Heartbeat: 10 * time.Second}
 }
 
 var (
@@ -52,6 +52,11 @@ func (c *Config) Validate() error {
 	case SnapshotInitial, SnapshotNever:
 	default:
 		bad("snapshot", "%q is not one of %s, %s", c.Snapshot, SnapshotInitial, SnapshotNever)
+	}
+	switch c.Binary {
+	case BinaryAuto, BinaryOff:
+	default:
+		bad("binary", "%q is not one of %s, %s", c.Binary, BinaryAuto, BinaryOff)
 	}
 	for _, t := range c.Tables {
 		if s, n, ok := strings.Cut(t, "."); !ok || s == "" || n == "" {

@@ -63,6 +63,10 @@ type Config struct {
 	// (columns id, type and data; type execute-snapshot with data {"data-collections": [...]},
 	// stop-snapshot, pause-snapshot, resume-snapshot).
 	SignalTable string `mapstructure:"signal_table" doc:"schema.table whose inserted rows (id, type, data) start, stop, pause or resume snapshots, as Debezium's signals"`
+	// Binary says in which form values travel: auto asks for binary pgoutput (PostgreSQL 14+) when
+	// cdcd reads every column type of the publication's tables from it, off always asks for text.
+	// Both give the same values.
+	Binary BinaryMode `mapstructure:"binary" doc:"auto (binary pgoutput on PostgreSQL 14+ when cdcd reads every column type from it; the values are the same) or off (text)"`
 	// Heartbeat is how long the stream may stay quiet before the reader emits a transactional
 	// logical decoding message (PostgreSQL 14+), whose commit lets the slot be confirmed past WAL
 	// that held nothing for the publication.
@@ -788,15 +792,16 @@ func (r *Reader) describe(ctx context.Context, conn *pgx.Conn, oid uint32, m *pg
 	}
 	if len(unknown) > 0 {
 		// Types outlive the tables that use them; what they are cannot change.
-		rows, err := conn.Query(ctx, `SELECT oid, typname, CASE WHEN typtype = 'd' THEN typbasetype ELSE 0 END
-			FROM pg_type WHERE oid = ANY($1)`, unknown)
+		rows, err := conn.Query(ctx, `SELECT t.oid, t.typname, CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE 0 END,
+				coalesce(b.typtype, t.typtype) = 'e'
+			FROM pg_type t LEFT JOIN pg_type b ON t.typtype = 'd' AND b.oid = t.typbasetype WHERE t.oid = ANY($1)`, unknown)
 		if err != nil {
 			return nil, fmt.Errorf("reading the column types of %s.%s: %w", m.Namespace, m.RelationName, err)
 		}
 		for rows.Next() {
 			var t typeInfo
 			var typOID uint32
-			if err := rows.Scan(&typOID, &t.name, &t.baseOID); err != nil {
+			if err := rows.Scan(&typOID, &t.name, &t.baseOID, &t.enum); err != nil {
 				rows.Close()
 				return nil, err
 			}
@@ -870,14 +875,21 @@ func (r *Reader) stream(ctx context.Context, rc *pgconn.PgConn, start bookmark.L
 	} else {
 		r.log.Warn("PostgreSQL before 14 cannot carry heartbeats: a quiet publication on a busy server keeps WAL until its next change")
 	}
-	err := pglogrepl.StartReplication(ctx, rc, r.cfg.Slot, pglogrepl.LSN(start), pglogrepl.StartReplicationOptions{PluginArgs: args})
+	binaryValues, err := r.chooseBinary(ctx)
+	if err != nil {
+		return err
+	}
+	if binaryValues {
+		args = append(args, "binary 'true'")
+	}
+	err = pglogrepl.StartReplication(ctx, rc, r.cfg.Slot, pglogrepl.LSN(start), pglogrepl.StartReplicationOptions{PluginArgs: args})
 	if err != nil {
 		return fmt.Errorf("starting replication from slot %s at %s: %w", r.cfg.Slot, start, err)
 	}
 	r.log.Info("streaming", "from", start.String())
 
 	s := streamState{r: r, h: h, snap: snap, resume: start, relations: map[uint32]*relation{}, lastData: time.Now(),
-		handed: handedOn{xids: map[uint32]bool{}, pruned: time.Now()}, heartbeats: heartbeats}
+		handed: handedOn{xids: map[uint32]bool{}, pruned: time.Now()}, heartbeats: heartbeats, binary: binaryValues}
 	if snap != nil {
 		snap.handed = &s.handed
 		defer snap.close(ctx)
@@ -1003,8 +1015,11 @@ func (s *streamState) pruneHanded(ctx context.Context) error {
 type streamState struct {
 	r              *Reader
 	h              capture.Handler
-	snap           *snapshotter // nil when no snapshot runs
-	heartbeats     bool         // the server sends logical decoding messages (14+)
+	snap           *snapshotter    // nil when no snapshot runs
+	heartbeats     bool            // the server sends logical decoding messages (14+)
+	binary         bool            // values arrive in binary form where their type has a send function
+	viaServer      map[string]bool // relations whose binary values of some column the server renders
+	tuples         tupleReader     // reads row messages without copying their values
 	handed         handedOn
 	xid            uint32       // the current transaction's
 	beginLSN       bookmark.LSN // the current transaction's commit position
@@ -1046,21 +1061,30 @@ func (s *streamState) copyData(ctx context.Context, data []byte) error {
 	if uint64(xld.ServerWALEnd) > s.r.serverWALEnd.Load() {
 		s.r.serverWALEnd.Store(uint64(xld.ServerWALEnd))
 	}
-	msg, err := parseMessage(xld.WALData)
+	msg, err := parseMessage(xld.WALData, &s.tuples)
 	if err != nil {
 		return fmt.Errorf("parsing pgoutput message at %s: %w", xld.WALStart, err)
 	}
 	return s.message(ctx, msg)
 }
 
-// parseMessage parses a pgoutput message. pglogrepl indexes into what it is given without checking
-// its length, so a short or empty message is turned into an error here rather than a panic.
-func parseMessage(data []byte) (msg pglogrepl.Message, err error) {
+// parseMessage parses a pgoutput message: row messages with tr (their values are views of data),
+// the others with pglogrepl. pglogrepl indexes into what it is given without checking its length,
+// so a short or empty message is turned into an error here rather than a panic.
+func parseMessage(data []byte, tr *tupleReader) (msg pglogrepl.Message, err error) {
 	if len(data) == 0 {
 		return nil, errors.New("empty message")
 	}
 	if err := checkTuples(data); err != nil {
 		return nil, fmt.Errorf("malformed %q message of %d bytes: %w", data[0], len(data), err)
+	}
+	switch data[0] {
+	case 'I', 'U', 'D':
+		m, err := tr.read(data)
+		if err != nil {
+			return nil, fmt.Errorf("malformed %q message of %d bytes: %w", data[0], len(data), err)
+		}
+		return m, nil
 	}
 	defer func() {
 		if p := recover(); p != nil {
@@ -1189,6 +1213,9 @@ func (s *streamState) message(ctx context.Context, msg pglogrepl.Message) error 
 		rel, err := s.r.describe(ctx, s.r.meta, m.RelationID, m)
 		if err != nil {
 			return err
+		}
+		if s.binary {
+			s.binaryRelation(ctx, rel)
 		}
 		s.relations[m.RelationID] = rel
 		if s.snap != nil {
