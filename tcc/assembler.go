@@ -1,11 +1,14 @@
 package tcc
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"log/slog"
+	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/cdcd-dev/cdcd/bookmark"
@@ -39,64 +42,105 @@ type fetcher interface {
 	assign(tp topicPartition, offset int64)
 	// logStart is the first offset tp still holds.
 	logStart(ctx context.Context, tp topicPartition) (int64, error)
-	// fetch returns the next records of the assigned partitions, in offset order per partition.
+	// fetch returns the next records of the assigned partitions, in offset order per partition; the
+	// slice is the caller's until the next fetch, which may reuse it.
 	fetch(ctx context.Context) ([]rec, error)
 	pause(tp topicPartition)
 	resume(tp topicPartition)
 	close()
 }
 
-// readHeaders fills the ordering fields of r from its headers.
-func (r *rec) readHeaders() {
+// readHeaders fills the ordering fields of r from its headers. The records of a transaction share
+// its id and position: where prev (the record fetched just before, or nil) has the same, its
+// strings are taken rather than allocated again.
+func (r *rec) readHeaders(prev *rec) {
+	var prevTxn, prevPos string
+	if prev != nil {
+		prevTxn, prevPos = prev.txnID, prev.pos
+	}
 	var haveTxn, havePos, haveOp, haveGroup bool
 	for _, h := range r.headers {
 		switch h.Key {
 		case bookmark.HeaderTxn:
-			r.txnID, haveTxn = string(h.Value), true
+			r.txnID, haveTxn = reuseString(prevTxn, h.Value), true
 		case bookmark.HeaderPos:
-			r.pos, havePos = string(h.Value), true
+			r.pos, havePos = reuseString(prevPos, h.Value), true
 		case bookmark.HeaderOp:
-			op, sub, ok := parseOp(string(h.Value))
+			op, sub, ok := parseOp(h.Value)
 			r.op, r.sub, haveOp = op, sub, ok
 		case bookmark.HeaderGroup:
-			g, err := strconv.ParseUint(string(h.Value), 10, 64)
-			r.group, haveGroup = g, err == nil && g > 0 && strconv.FormatUint(g, 10) == string(h.Value)
+			g, ok := parseDecimal(h.Value, math.MaxUint64)
+			r.group, haveGroup = g, ok && g > 0
 		}
 	}
 	r.valid = haveTxn && havePos && haveOp && haveGroup
 }
 
+// reuseString is b as a string: s itself when it holds the same bytes (comparing allocates nothing).
+func reuseString(s string, b []byte) string {
+	if string(b) == s {
+		return s
+	}
+	return string(b)
+}
+
 // parseOp reads "<op>" or "<op>.<rec>" as the writer spells them (decimal, no sign, no leading
 // zero); any other spelling is a foreign record's.
-func parseOp(s string) (int64, int, bool) {
-	opText, subText, hasSub := cutByte(s, '.')
-	op, err := strconv.ParseInt(opText, 10, 64)
-	if err != nil || op < 0 || strconv.FormatInt(op, 10) != opText {
+func parseOp(b []byte) (int64, int, bool) {
+	opText, subText, hasSub := b, []byte(nil), false
+	if i := bytes.IndexByte(b, '.'); i >= 0 {
+		opText, subText, hasSub = b[:i], b[i+1:], true
+	}
+	op, ok := parseDecimal(opText, math.MaxInt64)
+	if !ok {
 		return 0, 0, false
 	}
 	if !hasSub {
-		return op, 0, true
+		return int64(op), 0, true
 	}
-	sub, err := strconv.Atoi(subText)
-	if err != nil || sub < 1 || strconv.Itoa(sub) != subText {
+	sub, ok := parseDecimal(subText, math.MaxInt32)
+	if !ok || sub < 1 {
 		return 0, 0, false
 	}
-	return op, sub, true
+	return int64(op), int(sub), true
 }
 
-func cutByte(s string, b byte) (string, string, bool) {
-	for i := 0; i < len(s); i++ {
-		if s[i] == b {
-			return s[:i], s[i+1:], true
-		}
+// parseDecimal reads a number at most limit spelled as the writer spells it: decimal digits only,
+// without a leading zero. It allocates nothing; it runs for every record.
+func parseDecimal(b []byte, limit uint64) (uint64, bool) {
+	if len(b) == 0 || len(b) > 1 && b[0] == '0' {
+		return 0, false
 	}
-	return s, "", false
+	var n uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		d := uint64(c - '0')
+		if n > (limit-d)/10 {
+			return 0, false
+		}
+		n = n*10 + d
+	}
+	return n, true
 }
 
 // queue holds a partition's fetched records not yet consumed.
 type queue struct {
-	recs []rec
-	head int
+	recs   []rec
+	head   int
+	paused bool // fetching the partition is paused until the queue drains
+}
+
+// part is a data partition the group being delivered has a range of records in.
+type part struct {
+	tp   topicPartition
+	q    *queue
+	r    bookmark.Range
+	done bool // the range is consumed
+	// pos is the position in the group of q's head record, once known (valid).
+	pos   position
+	known bool
 }
 
 func (q *queue) len() int { return len(q.recs) - q.head }
@@ -110,8 +154,11 @@ func (q *queue) pop() {
 	q.recs[q.head] = rec{}
 	q.head++
 	if q.head > 1024 && q.head*2 > len(q.recs) {
-		q.recs = append(q.recs[:0], q.recs[q.head:]...)
-		q.head = 0
+		n := copy(q.recs, q.recs[q.head:])
+		// The moved records' old slots would still reference their fetch responses, which the
+		// garbage collector sees through the whole backing array.
+		clear(q.recs[n:])
+		q.recs, q.head = q.recs[:n], 0
 	}
 }
 
@@ -138,14 +185,12 @@ type assembler struct {
 	next uint64
 
 	queues map[topicPartition]*queue
-	paused map[topicPartition]bool
 
 	// the group being delivered
 	g        *bookmark.CommitRecord
 	gOffset  int64
 	txnIndex map[[2]string]int
-	ranges   map[topicPartition]bookmark.Range
-	done     map[topicPartition]bool
+	parts    []*part
 	cur      int
 	count    []int64 // records of each transaction consumed so far (delivered or skipped)
 	last     position
@@ -164,7 +209,7 @@ type assembler struct {
 // newAssembler reads src from its first group on; resumeAfter and fromEnd change that.
 func newAssembler(src fetcher, maxChunk, maxBuffered int) *assembler {
 	return &assembler{src: src, maxChunk: max(maxChunk, 1), maxBuffered: max(maxBuffered, 1),
-		queues: map[topicPartition]*queue{}, paused: map[topicPartition]bool{}, next: 1, log: slog.Default()}
+		queues: map[topicPartition]*queue{}, next: 1, log: slog.Default()}
 }
 
 // resumeAfter makes the assembler skip everything up to and including b.
@@ -237,8 +282,7 @@ func (a *assembler) loadGroup(ctx context.Context) error {
 	for i, t := range g.Txns {
 		a.txnIndex[[2]string{t.Position, t.ID}] = i
 	}
-	a.ranges = make(map[topicPartition]bookmark.Range, len(g.Ranges))
-	a.done = make(map[topicPartition]bool, len(g.Ranges))
+	a.parts = make([]*part, 0, len(g.Ranges))
 	a.cur, a.count, a.started, a.chunk, a.skipped, a.truncated = 0, make([]int64, len(g.Txns)), false, nil, false, false
 	resuming := a.resume != nil && a.resume.Group == g.Group
 	if resuming {
@@ -255,7 +299,13 @@ func (a *assembler) loadGroup(ctx context.Context) error {
 	}
 	for _, r := range g.Ranges {
 		tp := topicPartition{r.Topic, r.Partition}
-		a.ranges[tp] = r
+		q := a.queues[tp]
+		if q == nil {
+			q = &queue{}
+			a.queues[tp] = q
+		}
+		p := &part{tp: tp, q: q, r: r}
+		a.parts = append(a.parts, p)
 		from := r.First
 		if resuming {
 			start, err := a.src.logStart(ctx, tp)
@@ -266,14 +316,11 @@ func (a *assembler) loadGroup(ctx context.Context) error {
 				from, a.truncated = start, true
 			}
 			if start > r.Last {
-				a.done[tp] = true
+				p.done = true
 				continue
 			}
 		}
 		a.src.assign(tp, from)
-		if a.queues[tp] == nil {
-			a.queues[tp] = &queue{}
-		}
 	}
 	return nil
 }
@@ -310,45 +357,44 @@ func (a *assembler) advance() (bool, error) {
 			a.g = nil
 			return false, nil
 		}
-		var best *rec
-		var bestTP topicPartition
-		var bestPos position
-		for tp, r := range a.ranges {
-			if a.done[tp] {
+		var best *part
+		for _, p := range a.parts {
+			if p.done {
 				continue
 			}
-			q := a.queues[tp]
 			for {
-				h := q.peek()
+				h := p.q.peek()
 				if h == nil {
 					return true, nil // this partition must show its next record first
 				}
-				if h.offset > r.Last {
-					a.done[tp] = true
-					break
+				if !p.known {
+					if h.offset > p.r.Last {
+						p.done = true
+						break
+					}
+					if h.offset < p.r.First || !h.valid || h.group != a.g.Group {
+						a.popFrom(p) // not vouched for by this group: a crashed writer's, or another group's
+						if p.done {
+							break
+						}
+						continue
+					}
+					idx, ok := a.txnOf(h)
+					if !ok {
+						return false, errorf(ErrInconsistent, "%s/%d@%d belongs to group %d but names transaction %s at %s, which the group does not list",
+							p.tp.topic, p.tp.partition, h.offset, a.g.Group, h.txnID, h.pos)
+					}
+					p.pos, p.known = position{idx, h.op, h.sub}, true
 				}
-				if h.offset < r.First || !h.valid || h.group != a.g.Group {
-					a.popFrom(tp) // not vouched for by this group: a crashed writer's, or another group's
-					if a.done[tp] {
+				if a.started && p.pos.compare(a.last) <= 0 {
+					a.popFrom(p) // a duplicate of a record already consumed, or delivered before the resume point
+					if p.done {
 						break
 					}
 					continue
 				}
-				idx, ok := a.txnIndex[[2]string{h.pos, h.txnID}]
-				if !ok {
-					return false, errorf(ErrInconsistent, "%s/%d@%d belongs to group %d but names transaction %s at %s, which the group does not list",
-						tp.topic, tp.partition, h.offset, a.g.Group, h.txnID, h.pos)
-				}
-				p := position{idx, h.op, h.sub}
-				if a.started && p.compare(a.last) <= 0 {
-					a.popFrom(tp) // a duplicate of a record already consumed, or delivered before the resume point
-					if a.done[tp] {
-						break
-					}
-					continue
-				}
-				if best == nil || p.compare(bestPos) < 0 {
-					best, bestTP, bestPos = h, tp, p
+				if best == nil || p.pos.compare(best.pos) < 0 {
+					best = p
 				}
 				break
 			}
@@ -362,13 +408,14 @@ func (a *assembler) advance() (bool, error) {
 			return false, errorf(ErrInconsistent, "group %d (commit offset %d): transaction %s at %s has %d records, the commit stream vouches for %d",
 				a.g.Group, a.gOffset, t.ID, t.Position, a.count[a.cur], t.Records)
 		}
+		bestPos := best.pos
 		if bestPos.txn != a.cur {
 			t := a.g.Txns[a.cur]
 			return false, errorf(ErrInconsistent, "group %d (commit offset %d): a record of a later transaction precedes the %dth of %d records of transaction %s at %s",
 				a.g.Group, a.gOffset, a.count[a.cur]+1, t.Records, t.ID, t.Position)
 		}
-		r := *best
-		a.popFrom(bestTP)
+		r := *best.q.peek()
+		a.popFrom(best)
 		a.last, a.started = bestPos, true
 		a.count[a.cur]++
 		if a.skip(bestPos) {
@@ -380,15 +427,28 @@ func (a *assembler) advance() (bool, error) {
 	return false, nil
 }
 
-func (a *assembler) popFrom(tp topicPartition) {
-	q := a.queues[tp]
-	if r, ok := a.ranges[tp]; ok && q.peek().offset >= r.Last {
-		a.done[tp] = true
+// txnOf is the index in the group of the transaction h belongs to; the transaction being
+// delivered is checked first, as most records belong to it.
+func (a *assembler) txnOf(h *rec) (int, bool) {
+	if a.cur < len(a.g.Txns) {
+		if t := &a.g.Txns[a.cur]; h.pos == t.Position && h.txnID == t.ID {
+			return a.cur, true
+		}
+	}
+	idx, ok := a.txnIndex[[2]string{h.pos, h.txnID}]
+	return idx, ok
+}
+
+func (a *assembler) popFrom(p *part) {
+	q := p.q
+	if q.peek().offset >= p.r.Last {
+		p.done = true
 	}
 	q.pop()
-	if a.paused[tp] && q.len() <= a.maxBuffered/2 {
-		a.src.resume(tp)
-		a.paused[tp] = false
+	p.known = false
+	if q.paused && q.len() <= a.maxBuffered/2 {
+		a.src.resume(p.tp)
+		q.paused = false
 	}
 }
 
@@ -405,8 +465,7 @@ func (a *assembler) newChunk() *Txn {
 func (a *assembler) add(r rec, p position) {
 	if a.chunk == nil || len(a.chunk.Ops) >= a.maxChunk {
 		if a.chunk != nil {
-			a.out = append(a.out, a.chunk)
-			a.outOps += len(a.chunk.Ops)
+			a.emit(a.chunk)
 			a.skipped = true // the next chunk continues the transaction
 		}
 		a.chunk = a.newChunk()
@@ -414,8 +473,7 @@ func (a *assembler) add(r rec, p position) {
 	}
 	bm := bookmark.Consumer{Source: a.source, CommitOffset: a.gOffset, Group: a.g.Group, Txn: p.txn, Op: p.op, Rec: p.sub}
 	a.chunk.Ops = append(a.chunk.Ops, Op{Topic: r.tp.topic, Partition: r.tp.partition, Offset: r.offset,
-		Key: r.key, Value: r.value, Headers: r.headers, Index: p.op, Rec: p.sub,
-		ID: opID(r.pos, p.op, p.sub), Bookmark: bm})
+		Key: r.key, Value: r.value, Headers: r.headers, Index: p.op, Rec: p.sub, Bookmark: bm})
 	a.chunk.Bookmark = bm
 }
 
@@ -428,11 +486,43 @@ func (a *assembler) finishTxn() {
 		}
 		a.chunk.Last = true
 		a.chunk.Bookmark = bookmark.Consumer{Source: a.source, CommitOffset: a.gOffset, Group: a.g.Group, Txn: a.cur, Op: -1, Done: true}
-		a.out = append(a.out, a.chunk)
-		a.outOps += len(a.chunk.Ops)
+		a.emit(a.chunk)
 	}
 	a.chunk, a.skipped = nil, false
 	a.cur++
+}
+
+// emit hands chunk c on, with its operations' IDs.
+func (a *assembler) emit(c *Txn) {
+	setIDs(c.Position, c.Ops)
+	a.out = append(a.out, c)
+	a.outOps += len(c.Ops)
+}
+
+// setIDs gives each operation of one transaction its ID (opID's spelling), all of them cut from one
+// string: one allocation per chunk instead of one per record.
+func setIDs(pos string, ops []Op) {
+	if len(ops) == 0 {
+		return
+	}
+	var b strings.Builder
+	b.Grow(len(ops) * (len(pos) + 12))
+	ends := make([]int, len(ops))
+	var digits [20]byte
+	for i := range ops {
+		b.WriteString(pos)
+		b.WriteByte('/')
+		b.Write(strconv.AppendInt(digits[:0], ops[i].Index, 10))
+		if ops[i].Rec > 0 {
+			b.WriteByte('.')
+			b.Write(strconv.AppendInt(digits[:0], int64(ops[i].Rec), 10))
+		}
+		ends[i] = b.Len()
+	}
+	all, start := b.String(), 0
+	for i := range ops {
+		ops[i].ID, start = all[start:ends[i]], ends[i]
+	}
 }
 
 func (a *assembler) fetch(ctx context.Context) error {
@@ -440,17 +530,25 @@ func (a *assembler) fetch(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var q *queue
+	var tp topicPartition
 	for _, r := range recs {
-		q := a.queues[r.tp]
-		if q == nil {
-			q = &queue{}
-			a.queues[r.tp] = q
+		// Records come partition by partition: look the queue up when the partition changes.
+		if q == nil || r.tp != tp {
+			tp = r.tp
+			if q = a.queues[tp]; q == nil {
+				q = &queue{}
+				a.queues[tp] = q
+			}
 		}
 		q.recs = append(q.recs, r)
-		if q.len() >= a.maxBuffered && !a.paused[r.tp] {
-			a.src.pause(r.tp)
-			a.paused[r.tp] = true
+		if q.len() >= a.maxBuffered && !q.paused {
+			a.src.pause(tp)
+			q.paused = true
 		}
 	}
+	// The fetcher may reuse the slice; its copies of the records must not keep their fetch
+	// responses alive.
+	clear(recs)
 	return nil
 }

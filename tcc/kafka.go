@@ -20,6 +20,8 @@ type kafkaFetcher struct {
 	commits *kgo.Client
 	data    *kgo.Client
 	pending []*kgo.Record // fetched commit records not yet returned
+	// recs is the slice fetch fills, reused: the assembler copies the records out and clears it.
+	recs []rec
 	// checkFirst: the first commit stream record must sit at the bookmark's offset.
 	checkFirst bool
 }
@@ -169,18 +171,17 @@ func (f *kafkaFetcher) fetch(ctx context.Context) ([]rec, error) {
 	if err := fetchErrors(fs, "data"); err != nil {
 		return nil, err
 	}
-	var out []rec
+	out := f.recs[:0]
 	fs.EachRecord(func(r *kgo.Record) {
-		x := rec{tp: topicPartition{r.Topic, r.Partition}, offset: r.Offset, key: r.Key, value: r.Value}
-		if len(r.Headers) > 0 {
-			x.headers = make([]Header, len(r.Headers))
-			for i, h := range r.Headers {
-				x.headers[i] = Header{Key: h.Key, Value: h.Value}
-			}
+		x := rec{tp: topicPartition{r.Topic, r.Partition}, offset: r.Offset, key: r.Key, value: r.Value, headers: r.Headers}
+		var prev *rec
+		if len(out) > 0 {
+			prev = &out[len(out)-1]
 		}
-		x.readHeaders()
+		x.readHeaders(prev)
 		out = append(out, x)
 	})
+	f.recs = out
 	return out, nil
 }
 

@@ -153,10 +153,10 @@ func (w *simWorld) append(r simRecord, group uint64, t simTxn) int64 {
 		opText += "." + strconv.Itoa(r.sub)
 	}
 	x := rec{tp: r.tp, value: []byte(r.payload), headers: []Header{
-		{bookmark.HeaderTxn, []byte(t.id)}, {bookmark.HeaderPos, []byte(t.pos)},
-		{bookmark.HeaderOp, []byte(opText)}, {bookmark.HeaderGroup, []byte(strconv.FormatUint(group, 10))},
+		{Key: bookmark.HeaderTxn, Value: []byte(t.id)}, {Key: bookmark.HeaderPos, Value: []byte(t.pos)},
+		{Key: bookmark.HeaderOp, Value: []byte(opText)}, {Key: bookmark.HeaderGroup, Value: []byte(strconv.FormatUint(group, 10))},
 	}}
-	x.readHeaders()
+	x.readHeaders(nil)
 	return l.add(w.rng, x)
 }
 

@@ -25,7 +25,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -34,11 +33,9 @@ import (
 	"github.com/cdcd-dev/cdcd/kafkasec"
 )
 
-// Header is a record header.
-type Header struct {
-	Key   string
-	Value []byte
-}
+// Header is a record header: franz-go's own type, so that a record's headers are handed on as
+// fetched, without a copy per record.
+type Header = kgo.RecordHeader
 
 // Op is one data record in its place in its transaction.
 type Op struct {
@@ -223,15 +220,6 @@ func Run(ctx context.Context, c *Consumer, fn func(context.Context, *Txn) error)
 			return f.Err
 		}
 	}
-}
-
-// opID renders an operation id.
-func opID(pos string, index int64, rec int) string {
-	id := pos + "/" + strconv.FormatInt(index, 10)
-	if rec > 0 {
-		id += "." + strconv.Itoa(rec)
-	}
-	return id
 }
 
 func errorf(kind error, format string, a ...any) error {
