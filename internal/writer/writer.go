@@ -144,13 +144,16 @@ type Writer struct {
 	// rangesBytes is rangeSize of each of ranges, summed; guarded by rangesMu.
 	rangesBytes int
 	// the source transaction in progress
-	inTxn       bool
-	txn         *change.Txn
-	txnRecords  int64
-	pending     []kcop.Record // the last change's records, held back until the next change or the commit
-	pendingOp   int64
-	pendingSize int
-	topics      map[string]bool
+	inTxn      bool
+	txn        *change.Txn
+	txnRecords int64
+	// txnIDText and posText are the transaction's id and position as header values, groupText the
+	// open group's number: made once, shared by all their records' headers.
+	txnIDText, posText, groupText []byte
+	pending                       []kcop.Record // the last change's records, held back until the next change or the commit
+	pendingOp                     int64
+	pendingSize                   int
+	topics                        map[string]bool
 
 	inflight atomic.Int64
 	zero     chan struct{}
@@ -388,6 +391,7 @@ func (w *Writer) Begin(ctx context.Context, txn *change.Txn) error {
 		return err
 	}
 	w.inTxn, w.txn, w.txnRecords = true, txn, 0
+	w.txnIDText, w.posText = []byte(txn.ID), []byte(txn.Position)
 	return nil
 }
 
@@ -405,6 +409,7 @@ func (w *Writer) openGroup() error {
 	}
 	w.open, w.groupStart, w.commitBytes = true, time.Now(), commitRecordBase+len(w.state)
 	w.group++
+	w.groupText = strconv.AppendUint(nil, w.group, 10)
 	return nil
 }
 
@@ -542,10 +547,8 @@ func (w *Writer) flushPending(ctx context.Context, last bool, count int64) error
 	if len(w.pending) == 0 {
 		return nil
 	}
-	opText := strconv.FormatInt(w.pendingOp, 10)
-	firstOp := []byte(opText)
-	group := []byte(strconv.FormatUint(w.group, 10))
-	txnID, pos := []byte(w.txn.ID), []byte(w.txn.Position)
+	firstOp := strconv.AppendInt(nil, w.pendingOp, 10)
+	group, txnID, pos := w.groupText, w.txnIDText, w.posText
 	var countText []byte
 	if last {
 		countText = []byte(strconv.FormatInt(count, 10))
@@ -555,7 +558,7 @@ func (w *Writer) flushPending(ctx context.Context, last bool, count int64) error
 		// The records of one change are told apart, in the KCOP's order, by a suffix: "7", "7.1", ...
 		op := firstOp
 		if i > 0 {
-			op = []byte(opText + "." + strconv.Itoa(i))
+			op = strconv.AppendInt(append(append([]byte{}, firstOp...), '.'), int64(i), 10)
 		}
 		if err := w.ensureTopic(r.Topic); err != nil {
 			return err
