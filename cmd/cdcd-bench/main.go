@@ -13,6 +13,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -60,7 +62,15 @@ func main() {
 	profile := flag.String("profile", "", "write cdcd's CPU profile of the backlog (cpu.pprof) and its allocations (allocs.pprof) into this directory")
 	secure := flag.Bool("secure", false, "cdcd writes to the stack cluster's SASL_SSL listeners (TLS, SCRAM-SHA-512; "+
 		"$CDCD_STACK_KAFKA_CLUSTER_*); the bench's own readers keep to -brokers")
+	wide := flag.Bool("wide", false, "rows of 20 richly typed columns (integers, numerics, floats, dates, timestamps, interval, uuid, jsonb, arrays) instead of 4")
+	tccChild := flag.Int("tcc-read", 0, "(run by cdcd-bench itself) read this many records of bench.rows through the tcc, print the rate and exit")
+	binaryMode := flag.String("binary", "auto", "cdcd's source.postgres.binary, and the form the raw read asks for: auto (binary) or off (text)")
 	flag.Parse()
+	if *tccChild > 0 {
+		rate, heap := tccRead(*brokersFlag, *tccChild, *profile)
+		fmt.Printf("tcc-read %.0f %d\n", rate, heap)
+		return
+	}
 	kcops := "kcops:\n  - type: json\n    topic: \"bench.{table}\"\n"
 	switch *format {
 	case "json":
@@ -102,7 +112,12 @@ func main() {
 	conn, err := pgx.Connect(ctx, dsn)
 	check(err)
 	defer conn.Close(ctx)
-	resetBench(ctx, conn, brokers)
+	resetBench(ctx, conn, brokers, *wide)
+	// Both slots start before the backlog: cdcd's, and the raw read's.
+	for _, slot := range []string{"bench_cdcd", "bench_raw"} {
+		_, err = conn.Exec(ctx, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", slot)
+		check(err)
+	}
 
 	log.Printf("loading %d rows in %d-row transactions", *rows, *txnRows)
 	t0 := time.Now()
@@ -110,20 +125,23 @@ func main() {
 	check(err)
 	_, err = conn.Exec(ctx, fmt.Sprintf(`DO $$ BEGIN
 		FOR i IN 0..%d LOOP
-			INSERT INTO bench.rows SELECT g, md5(g::text) || md5((g+1)::text), (g %% 100000) / 100.0, now()
-			FROM generate_series(i * %d + 1, (i + 1) * %d) g;
+			INSERT INTO bench.rows %s FROM generate_series(i * %d + 1, (i + 1) * %d) g;
 			COMMIT;
-		END LOOP; END $$`, *rows / *txnRows - 1, *txnRows, *txnRows))
+		END LOOP; END $$`, *rows / *txnRows - 1, rowValues(*wide), *txnRows, *txnRows))
 	check(err)
 	end := currentLSN(ctx, conn)
 	log.Printf("loaded in %v; backlog ends at %s", time.Since(t0).Round(time.Millisecond), end)
 
 	rawCPU0 := selfCPU()
-	rawRate := rawRead(ctx, dsn, *rows, end)
+	rawRate := rawRead(ctx, dsn, *rows, end, *binaryMode == "auto")
 	rawCPU := selfCPU() - rawCPU0
 	log.Printf("raw pglogrepl read: %.0f rows/s", rawRate)
 
 	pc := pgConfig{delivery: *delivery, partitions: *partitions, kcops: kcops, snapshot: "    snapshot: never\n"}
+	if *binaryMode != "auto" {
+		// auto is cdcd's default; left unsaid, the bench also runs cdcd builds without the setting.
+		pc.snapshot += "    binary: " + *binaryMode + "\n"
+	}
 	if *profile != "" {
 		check(os.MkdirAll(*profile, 0o755))
 		pc.listen, pc.pprof = freeAddr(), true
@@ -135,7 +153,12 @@ func main() {
 
 	fmt.Printf("\n| what | result |\n|---|---|\n")
 	fmt.Printf("| machine | %d cores (GOMAXPROCS %d), %s |\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), time.Now().UTC().Format("2006-01-02"))
-	fmt.Printf("| backlog | %d rows in %d-row transactions (%d transactions); delivery %s, %d data partition(s); KCOP %s, %d worker(s) |\n", *rows, *txnRows, *rows / *txnRows, *delivery, *partitions, *format, *workers)
+	shape := "narrow rows (4 columns)"
+	if *wide {
+		shape = "wide rows (20 columns)"
+	}
+	fmt.Printf("| backlog | %d %s in %d-row transactions (%d transactions); values %s; delivery %s, %d data partition(s); KCOP %s, %d worker(s) |\n",
+		*rows, shape, *txnRows, *rows / *txnRows, map[string]string{"auto": "binary", "off": "text"}[*binaryMode], *delivery, *partitions, *format, *workers)
 	fmt.Printf("| kafka | %d broker(s), %s |\n", brokerCount(brokers), kafkaDesc)
 	fmt.Printf("| raw pglogrepl read (ceiling) | %.0f rows/s |\n", rawRate)
 	fmt.Printf("| cdcd end to end (durable in Kafka, slot confirmed) | %.0f rows/s in %v |\n", rate, took.Round(time.Millisecond))
@@ -146,19 +169,20 @@ func main() {
 		perMillion(rawCPU), perMillion(cpu), perMillion(rawCPU), perMillion(cpu))
 
 	plain := plainRead(brokers, *rows)
-	through, tccPeak := tccRead(brokers, *rows)
+	through, tccPeak := tccRead(brokers, *rows, *profile)
 	fmt.Printf("| plain read_committed consumer (franz-go), same records | %.0f records/s |\n", plain)
 	fmt.Printf("| tcc, whole transactions in source order | %.0f records/s (ratio %.2f), Go heap peak %d MiB |\n", through, through/plain, tccPeak>>20)
 
 	if *big > 0 {
 		log.Printf("one transaction of %d rows", *big)
-		_, err = conn.Exec(ctx, fmt.Sprintf(`INSERT INTO bench.rows SELECT g, md5(g::text) || md5((g+1)::text), (g %% 100000) / 100.0, now()
-			FROM generate_series(%d, %d) g`, *rows+1, *rows+*big))
+		_, err = conn.Exec(ctx, fmt.Sprintf(`INSERT INTO bench.rows %s FROM generate_series(%d, %d) g`, rowValues(*wide), *rows+1, *rows+*big))
 		check(err)
 		end = currentLSN(ctx, conn)
 		took, peak, _ = runCDCD(ctx, *bin, cfg, conn, end, "", "")
 		log.Printf("single %d-row transaction: %v, peak RSS %d MiB", *big, took.Round(time.Millisecond), peak>>20)
 		fmt.Printf("| one %d-row transaction | %v (%.0f rows/s), cdcd peak RSS %d MiB |\n", *big, took.Round(time.Millisecond), float64(*big)/took.Seconds(), peak>>20)
+		rate, heap, rss := tccProcess(brokers, *rows+*big)
+		fmt.Printf("| tcc in a process of its own, the backlog and that transaction | %.0f records/s, Go heap peak %d MiB, peak RSS %d MiB |\n", rate, heap>>20, rss>>20)
 	}
 	_, _ = conn.Exec(ctx, "SELECT pg_drop_replication_slot('bench_raw')")
 	if n := countCommitted(brokers); n != *rows+*big {
@@ -255,12 +279,15 @@ func currentLSN(ctx context.Context, conn *pgx.Conn) bookmark.LSN {
 
 // rawRead streams the backlog from the bench_raw slot and parses every pgoutput message, counting
 // inserts: the rate at which cdcd could at best receive the same data.
-func rawRead(ctx context.Context, dsn string, rows int, end bookmark.LSN) float64 {
+func rawRead(ctx context.Context, dsn string, rows int, end bookmark.LSN, binary bool) float64 {
 	rc, err := pgcapture.ConnectReplication(ctx, dsn)
 	check(err)
 	defer rc.Close(ctx)
-	check(pglogrepl.StartReplication(ctx, rc, "bench_raw", 0, pglogrepl.StartReplicationOptions{
-		PluginArgs: []string{"proto_version '1'", "publication_names 'bench_pub'"}}))
+	args := []string{"proto_version '1'", "publication_names 'bench_pub'"}
+	if binary {
+		args = append(args, "binary 'true'")
+	}
+	check(pglogrepl.StartReplication(ctx, rc, "bench_raw", 0, pglogrepl.StartReplicationOptions{PluginArgs: args}))
 	var start time.Time
 	n := 0
 	var last pglogrepl.LSN
@@ -311,12 +338,42 @@ func plainRead(brokers string, rows int) float64 {
 	return float64(n) / time.Since(start).Seconds()
 }
 
+// tccProcess runs the tcc read of n records in a child process (cdcd-bench -tcc-read), so that its
+// peak resident set size is the tcc's alone.
+func tccProcess(brokers string, n int) (rate float64, heap uint64, rss int64) {
+	self, err := os.Executable()
+	check(err)
+	cmd := exec.Command(self, "-tcc-read", strconv.Itoa(n), "-brokers", brokers)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, os.Stderr
+	check(cmd.Start())
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	for {
+		select {
+		case err := <-done:
+			check(err)
+			_, err = fmt.Sscanf(strings.TrimSpace(out.String()), "tcc-read %f %d", &rate, &heap)
+			check(err)
+			return rate, heap, rss
+		case <-time.After(20 * time.Millisecond):
+			rss = max(rss, vmHWM(cmd.Process.Pid))
+		}
+	}
+}
+
 // tccRead reads the same records through the tcc, and samples the Go heap as it goes.
-func tccRead(brokers string, rows int) (float64, uint64) {
+func tccRead(brokers string, rows int, profileDir string) (float64, uint64) {
 	ctx := context.Background()
 	c, err := tcc.NewConsumer(ctx, tcc.Brokers(strings.Split(brokers, ",")...), tcc.CommitTopic("bench.commits"))
 	check(err)
 	defer c.Close()
+	if profileDir != "" {
+		f, err := os.Create(filepath.Join(profileDir, "tcc-cpu.pprof"))
+		check(err)
+		check(pprof.StartCPUProfile(f))
+		defer func() { pprof.StopCPUProfile(); check(f.Close()) }()
+	}
 	start := time.Now()
 	n := 0
 	var peak uint64
@@ -328,9 +385,19 @@ func tccRead(brokers string, rows int) (float64, uint64) {
 			n += len(t.Ops)
 		}
 		runtime.ReadMemStats(&ms)
+		if ms.HeapInuse > peak+peak/10 && profileDir != "" {
+			// What the heap held near its peak.
+			check(os.WriteFile(filepath.Join(profileDir, "tcc-heap.pprof"), heapProfile(), 0o644))
+		}
 		peak = max(peak, ms.HeapInuse)
 	}
 	return float64(n) / time.Since(start).Seconds(), peak
+}
+
+func heapProfile() []byte {
+	var b bytes.Buffer
+	check(pprof.Lookup("heap").WriteTo(&b, 0))
+	return b.Bytes()
 }
 
 // pgConfig is what a bench run's cdcd configuration varies in.

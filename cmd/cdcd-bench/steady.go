@@ -24,7 +24,7 @@ func benchSteady(rate int, duration time.Duration, bin, dsn, brokers string, pc 
 	conn, err := pgx.Connect(ctx, dsn)
 	check(err)
 	defer conn.Close(ctx)
-	resetBench(ctx, conn, brokers)
+	resetBench(ctx, conn, brokers, false)
 	pc.snapshot = "    snapshot: never\n"
 	cmd := exec.Command(bin, "run", "-c", writeConfig(dsn, brokers, pc))
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
@@ -52,8 +52,7 @@ func benchSteady(rate int, duration time.Duration, bin, dsn, brokers string, pc 
 		defer tick.Stop()
 		for next := 1; next <= total; next += perTxn {
 			<-tick.C
-			_, err := conn.Exec(ctx, fmt.Sprintf(`INSERT INTO bench.rows SELECT g, md5(g::text) || md5((g+1)::text), (g %% 100000) / 100.0, now()
-				FROM generate_series(%d, %d) g`, next, next+perTxn-1))
+			_, err := conn.Exec(ctx, fmt.Sprintf(`INSERT INTO bench.rows %s FROM generate_series(%d, %d) g`, rowValues(false), next, next+perTxn-1))
 			check(err)
 		}
 	}()
@@ -94,17 +93,35 @@ func benchSteady(rate int, duration time.Duration, bin, dsn, brokers string, pc 
 
 // resetBench drops what an earlier run left (slots, publication, schema, topics) and creates the
 // empty bench.rows table and its publication.
-func resetBench(ctx context.Context, conn *pgx.Conn, brokers string) {
+func resetBench(ctx context.Context, conn *pgx.Conn, brokers string, wide bool) {
+	table := "CREATE TABLE bench.rows (id bigint PRIMARY KEY, payload text NOT NULL, amount numeric(12,2) NOT NULL, at timestamptz NOT NULL)"
+	if wide {
+		table = `CREATE TABLE bench.rows (id bigint PRIMARY KEY, payload text NOT NULL, amount numeric(12,2) NOT NULL, at timestamptz NOT NULL,
+			i2 smallint, i4 int, i8 bigint, f8 double precision, f4 real, n numeric(20,6), b boolean, d date, ts timestamp,
+			tstz timestamptz, iv interval, u uuid, j jsonb, tags text[], vals int[], name varchar(40))`
+	}
 	for _, s := range []string{
 		"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name IN ('bench_cdcd', 'bench_raw')",
 		"DROP PUBLICATION IF EXISTS bench_pub",
 		"DROP SCHEMA IF EXISTS bench CASCADE",
 		"CREATE SCHEMA bench",
-		"CREATE TABLE bench.rows (id bigint PRIMARY KEY, payload text NOT NULL, amount numeric(12,2) NOT NULL, at timestamptz NOT NULL)",
+		table,
 		"CREATE PUBLICATION bench_pub FOR TABLE bench.rows",
 	} {
 		_, err := conn.Exec(ctx, s)
 		check(err)
 	}
 	deleteTopics(brokers)
+}
+
+// rowValues is the SELECT list (over generate_series as g) that fills bench.rows of either shape.
+func rowValues(wide bool) string {
+	narrow := "SELECT g, md5(g::text) || md5((g+1)::text), (g % 100000) / 100.0, now()"
+	if !wide {
+		return narrow
+	}
+	return narrow + `, (g % 32000)::smallint, (g * 7)::int, g::bigint * 1000003, g * 1.5e-3, (g / 3.0)::real, (g * 12345.678901)::numeric(20,6),
+		g % 2 = 0, date '2020-01-01' + g % 3650, timestamp '2020-01-01' + g * interval '1.5 second', now() - g * interval '1 ms',
+		make_interval(secs => g % 86400), md5(g::text)::uuid, jsonb_build_object('id', g, 'tag', 'x' || g % 10),
+		ARRAY['a' || g % 10, 'b'], ARRAY[g % 100, g % 7, 3]::int[], 'name ' || g`
 }
