@@ -245,14 +245,8 @@ func Open(ctx context.Context, cfg Config) (*Writer, error) {
 		w.admin.Close()
 		return nil, err
 	}
-	pc := secure(producerConfig(cfg.ClientID, cfg.TransactionalID, cfg.Timeout))
+	pc := dataConfig(secure(producerConfig(cfg.ClientID, cfg.TransactionalID, cfg.Timeout)), cfg.MaxMessageBytes)
 	pc.Producer.Transaction.Timeout = cfg.TransactionTimeout
-	pc.Producer.MaxMessageBytes = cfg.MaxMessageBytes
-	pc.Producer.Partitioner = newPartitioner
-	pc.Producer.Flush.Bytes = 1 << 20
-	pc.Producer.Flush.Frequency = 5 * time.Millisecond
-	pc.Producer.Flush.MaxMessages = 0
-	pc.ChannelBufferSize = 4096
 	if w.producer, err = sarama.NewAsyncProducer(cfg.Brokers, pc); err != nil {
 		w.admin.Close()
 		return nil, fmt.Errorf("starting the transactional producer %q: %w", cfg.TransactionalID, err)
@@ -261,12 +255,7 @@ func Open(ctx context.Context, cfg Config) (*Writer, error) {
 	if cfg.Parallel {
 		w.data = nil
 		for range cfg.ParallelProducers {
-			dc := secure(producerConfig(cfg.ClientID, "", cfg.Timeout))
-			dc.Producer.MaxMessageBytes = cfg.MaxMessageBytes
-			dc.Producer.Partitioner = newPartitioner
-			dc.Producer.Flush.Bytes = 1 << 20
-			dc.Producer.Flush.Frequency = 5 * time.Millisecond
-			dc.ChannelBufferSize = 4096
+			dc := dataConfig(secure(producerConfig(cfg.ClientID, "", cfg.Timeout)), cfg.MaxMessageBytes)
 			p, err := sarama.NewAsyncProducer(cfg.Brokers, dc)
 			if err != nil {
 				w.shutdownProducer()
@@ -295,6 +284,19 @@ func Open(ctx context.Context, cfg Config) (*Writer, error) {
 	}
 	go w.tick()
 	return w, nil
+}
+
+// dataConfig sets what a producer of data records needs beyond producerConfig: cdcd's partitioner
+// (the Java client's, so keys land where Kafka Streams and Connect would put them), the record size
+// limit, and batching that fills requests up to 1 MiB or for 5 ms.
+func dataConfig(pc *sarama.Config, maxMessageBytes int) *sarama.Config {
+	pc.Producer.MaxMessageBytes = maxMessageBytes
+	pc.Producer.Partitioner = newPartitioner
+	pc.Producer.Flush.Bytes = 1 << 20
+	pc.Producer.Flush.Frequency = 5 * time.Millisecond
+	pc.Producer.Flush.MaxMessages = 0
+	pc.ChannelBufferSize = 4096
+	return pc
 }
 
 // Resume is the source position to continue after ("" when the commit stream is empty).
@@ -442,7 +444,7 @@ func (w *Writer) Records(ctx context.Context, c *change.Change, recs []kcop.Reco
 		return fmt.Errorf("writer: change outside a transaction")
 	}
 	failpoint.Hit(ctx, "writer.change")
-	size, err := w.recordsSize(c.Txn, fmt.Sprintf("%v of %s", c.Op, c.Table.QualifiedName()), c.Index, recs)
+	size, err := w.recordsSize(c.Txn, func() string { return fmt.Sprintf("%v of %s", c.Op, c.Table.QualifiedName()) }, c.Index, recs)
 	if err != nil {
 		return err
 	}
@@ -456,8 +458,9 @@ func (w *Writer) Records(ctx context.Context, c *change.Change, recs []kcop.Reco
 	return nil
 }
 
-// recordsSize is the bytes recs take, or a terminal error when one is over the record size limit.
-func (w *Writer) recordsSize(txn *change.Txn, what string, op int64, recs []kcop.Record) (int, error) {
+// recordsSize is the bytes recs take, or a terminal error when one is over the record size limit;
+// what names the change in that error (it is only formatted then).
+func (w *Writer) recordsSize(txn *change.Txn, what func() string, op int64, recs []kcop.Record) (int, error) {
 	size := 0
 	for i := range recs {
 		n := len(recs[i].Key) + len(recs[i].Value) + 64
@@ -466,7 +469,7 @@ func (w *Writer) recordsSize(txn *change.Txn, what string, op int64, recs []kcop
 		}
 		if n > w.cfg.MaxMessageBytes {
 			return 0, terminal("a record for %s in transaction %s (op %d) is %d bytes, over kafka.max_message_bytes (%d): raise kafka.max_message_bytes and the topic's max.message.bytes (broker message.max.bytes) together, or leave the large column out; nothing was confirmed to the source",
-				what, txn.ID, op, n, w.cfg.MaxMessageBytes)
+				what(), txn.ID, op, n, w.cfg.MaxMessageBytes)
 		}
 		size += n
 	}
@@ -486,7 +489,7 @@ func (w *Writer) Commit(ctx context.Context, c *change.Commit, closing []kcop.Re
 	}
 	if len(closing) > 0 && c.Changes > 0 {
 		// Records that close the transaction follow its last change's, under its op index.
-		size, err := w.recordsSize(c.Txn, "its commit", -1, closing)
+		size, err := w.recordsSize(c.Txn, func() string { return "its commit" }, -1, closing)
 		if err != nil {
 			return err
 		}
@@ -541,6 +544,14 @@ func (w *Writer) rangesSize() int {
 // entry of the transaction that crosses it.
 func (w *Writer) maxCommitBytes() int { return w.cfg.MaxMessageBytes / 4 * 3 }
 
+// outgoing is one record on its way to sarama: its message, its key and value as encoders and its
+// headers, in one allocation instead of four.
+type outgoing struct {
+	msg        sarama.ProducerMessage
+	key, value sarama.ByteEncoder
+	headers    [6]sarama.RecordHeader
+}
+
 // flushPending sends the held-back records of the previous change, marking them as the
 // transaction's last when last is set.
 func (w *Writer) flushPending(ctx context.Context, last bool, count int64) error {
@@ -563,7 +574,11 @@ func (w *Writer) flushPending(ctx context.Context, last bool, count int64) error
 		if err := w.ensureTopic(r.Topic); err != nil {
 			return err
 		}
-		headers := make([]sarama.RecordHeader, 0, len(r.Headers)+5)
+		o := &outgoing{}
+		headers := o.headers[:0]
+		if n := len(r.Headers) + 5; n > len(o.headers) {
+			headers = make([]sarama.RecordHeader, 0, n)
+		}
 		for _, h := range r.Headers {
 			headers = append(headers, sarama.RecordHeader{Key: []byte(h.Key), Value: h.Value})
 		}
@@ -575,12 +590,15 @@ func (w *Writer) flushPending(ctx context.Context, last bool, count int64) error
 		if last {
 			headers = append(headers, sarama.RecordHeader{Key: headerCount, Value: countText})
 		}
-		msg := &sarama.ProducerMessage{Topic: r.Topic, Partition: r.Partition, Headers: headers}
+		msg := &o.msg
+		msg.Topic, msg.Partition, msg.Headers = r.Topic, r.Partition, headers
 		if r.Key != nil {
-			msg.Key = sarama.ByteEncoder(r.Key)
+			o.key = r.Key
+			msg.Key = &o.key
 		}
 		if r.Value != nil {
-			msg.Value = sarama.ByteEncoder(r.Value)
+			o.value = r.Value
+			msg.Value = &o.value
 		}
 		if err := w.send(ctx, w.route(msg), msg); err != nil {
 			return err
