@@ -908,14 +908,16 @@ func (r *Reader) stream(ctx context.Context, rc *pgconn.PgConn, start bookmark.L
 	defer stopWake()
 	defer func() { _ = rc.Conn().SetReadDeadline(time.Time{}) }()
 	const statusInterval = time.Second
-	nextStatus := time.Now().Add(statusInterval)
-	lastStatus := time.Now()
+	s.now = time.Now()
+	nextStatus := s.now.Add(statusInterval)
+	lastStatus := s.now
 	var sentAck uint64
+	var deadline time.Time // the connection's read deadline as last set
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		now := time.Now()
+		now := s.now
 		if heartbeats && !s.inTxn && now.Sub(s.lastData) >= r.cfg.Heartbeat {
 			// A quiet stream: a transactional message makes a commit travel through it, which may
 			// be confirmed once everything before it is durable, so the slot does not pin WAL
@@ -963,10 +965,15 @@ func (r *Reader) stream(ctx context.Context, rc *pgconn.PgConn, start bookmark.L
 		// A read deadline on the connection rather than a context per message: pgconn watches a
 		// context with an allocation and a goroutine hand-off on every call (a fifth of all
 		// allocations under load). The AfterFunc above ends the wait when ctx ends.
-		if err := rc.Conn().SetReadDeadline(wake); err != nil {
-			return fmt.Errorf("setting the replication connection's read deadline: %w", err)
+		// It changes about once a second: setting it per message would cost a timer update each.
+		if !wake.Equal(deadline) {
+			if err := rc.Conn().SetReadDeadline(wake); err != nil {
+				return fmt.Errorf("setting the replication connection's read deadline: %w", err)
+			}
+			deadline = wake
 		}
 		msg, err := rc.ReceiveMessage(context.Background())
+		s.now = time.Now()
 		if err != nil {
 			if pgconn.Timeout(err) && ctx.Err() == nil {
 				continue
@@ -1029,6 +1036,7 @@ type streamState struct {
 	inTxn, skip    bool
 	begun          bool // the handler has heard Begin for the current transaction
 	lastData       time.Time
+	now            time.Time // when the message being handled was received: one clock read per message
 	txn            *change.Txn
 	index          int64
 	replyRequested bool
@@ -1057,7 +1065,7 @@ func (s *streamState) copyData(ctx context.Context, data []byte) error {
 	if err != nil {
 		return fmt.Errorf("parsing XLogData: %w", err)
 	}
-	s.lastData = time.Now()
+	s.lastData = s.now
 	if uint64(xld.ServerWALEnd) > s.r.serverWALEnd.Load() {
 		s.r.serverWALEnd.Store(uint64(xld.ServerWALEnd))
 	}
@@ -1167,7 +1175,7 @@ func (s *streamState) message(ctx context.Context, msg pglogrepl.Message) error 
 	case *pglogrepl.BeginMessage:
 		s.inTxn, s.begun, s.index = true, false, 0
 		s.xid, s.beginLSN, s.watermark = m.Xid, bookmark.LSN(m.FinalLSN), ""
-		s.lastData = time.Now()
+		s.lastData = s.now
 		// A transaction whose commit record starts before the resume position ended at or before
 		// it: it is durable already.
 		s.skip = bookmark.LSN(m.FinalLSN) < s.resume
