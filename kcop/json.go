@@ -452,6 +452,8 @@ func (o topicOptions) route() (topicTemplate, error) {
 type topicTemplate struct {
 	parts     []string
 	overrides map[string]topicTemplate
+	// names holds each table's topic once made: making it costs a string or two per record.
+	names *tableCache[string]
 }
 
 func parseTopicTemplate(s string) (topicTemplate, error) {
@@ -482,12 +484,24 @@ func parseTopicTemplate(s string) (topicTemplate, error) {
 		parts = append(parts, ph)
 		rest = rest[i+j+1:]
 	}
-	return topicTemplate{parts: parts}, nil
+	return topicTemplate{parts: parts, names: &tableCache[string]{}}, nil
 }
 
+// expand is the topic of tbl's records.
 func (t topicTemplate) expand(tbl *change.Table) string {
+	if len(t.parts) == 1 && t.overrides == nil {
+		return t.parts[0]
+	}
+	if t.names == nil {
+		return t.render(tbl)
+	}
+	name, _ := t.names.get(tbl, func(tbl *change.Table) (string, error) { return t.render(tbl), nil })
+	return name
+}
+
+func (t topicTemplate) render(tbl *change.Table) string {
 	if over, ok := t.overrides[tbl.QualifiedName()]; ok {
-		return over.expand(tbl)
+		return over.render(tbl)
 	}
 	if len(t.parts) == 1 {
 		return t.parts[0]

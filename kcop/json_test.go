@@ -193,6 +193,34 @@ func TestTopicSanitised(t *testing.T) {
 	}
 }
 
+// TestTopicOfEachTableShape: topics are remembered per table shape; a table with another name (a new
+// shape, as after a rename), an overridden table and a constant template each get their own.
+func TestTopicOfEachTableShape(t *testing.T) {
+	tp, err := topicOptions{Topic: "cdcd.{schema}.{table}", Topics: map[string]string{"s.special": "special.{table}"}}.route()
+	if err != nil {
+		t.Fatal(err)
+	}
+	orders, special := &change.Table{Schema: "s", Name: "orders"}, &change.Table{Schema: "s", Name: "special"}
+	renamed := &change.Table{Schema: "s", Name: "orders_v2"}
+	for range 3 {
+		for _, tc := range []struct {
+			tbl  *change.Table
+			want string
+		}{{orders, "cdcd.s.orders"}, {special, "special.special"}, {renamed, "cdcd.s.orders_v2"}} {
+			if got := tp.expand(tc.tbl); got != tc.want {
+				t.Errorf("topic of %s = %q, want %q", tc.tbl.QualifiedName(), got, tc.want)
+			}
+		}
+	}
+	fixed, err := topicOptions{Topic: "all.rows"}.route()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fixed.expand(orders); got != "all.rows" {
+		t.Errorf("constant topic = %q", got)
+	}
+}
+
 // checkAppendString fails unless appendString(s) is valid JSON that reads back as encoding/json's
 // rendering of s does.
 func checkAppendString(t *testing.T, s string) {
