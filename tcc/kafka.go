@@ -116,7 +116,7 @@ func (f *kafkaFetcher) assign(tp topicPartition, offset int64) {
 			// request on, so keep long polls short and metadata fresh.
 			kgo.FetchMaxWait(200 * time.Millisecond), kgo.MetadataMinAge(50 * time.Millisecond),
 			// Fetched but unmerged records are the consumer's memory: keep responses modest.
-			kgo.FetchMaxBytes(8 << 20), kgo.FetchMaxPartitionBytes(1 << 20), kgo.MaxBufferedRecords(f.cfg.maxBuffered)}, f.cfg.kgoOpts...)
+			kgo.FetchMaxBytes(8 << 20), kgo.FetchMaxPartitionBytes(1 << 20)}, f.cfg.kgoOpts...)
 		cl, err := kgo.NewClient(opts...)
 		if err != nil {
 			// NewClient fails only on invalid options, which the commit client already accepted.
