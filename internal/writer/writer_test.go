@@ -395,3 +395,92 @@ func TestIdleClosesTheGroup(t *testing.T) {
 		t.Errorf("commit records %+v; want one holding both transactions", commits)
 	}
 }
+
+// headered is a KCOP that gives each change a record with as many headers of its own as the change's
+// index, no key for index 0 and no value (a tombstone) for index 1.
+type headered struct{}
+
+func (headered) Process(_ context.Context, c *change.Change, dst []kcop.Record) ([]kcop.Record, error) {
+	r := kcop.Record{Topic: "a", Partition: 0, Key: []byte(fmt.Sprint("k", c.Index)), Value: []byte(fmt.Sprint("v", c.Index))}
+	for i := range c.Index {
+		r.Headers = append(r.Headers, kcop.Header{Key: fmt.Sprint("h", i), Value: []byte(fmt.Sprint(c.Index, "/", i))})
+	}
+	switch c.Index {
+	case 0:
+		r.Key = nil
+	case 1:
+		r.Value = nil
+	}
+	return append(dst, r), nil
+}
+
+// TestRecordsKeepKeysValuesAndHeaders: what reaches Kafka is each record's key, value (nil for a
+// tombstone) and own headers, in order, followed by cdcd's ordering headers, whether the headers fit
+// the writer's inline slots (up to one of the KCOP's) or not.
+func TestRecordsKeepKeysValuesAndHeaders(t *testing.T) {
+	brokers := newFake(t)
+	w := open(t, brokers, "src", nil)
+	ctx := context.Background()
+	tbl := &change.Table{Schema: "s", Name: "t"}
+	txn := &change.Txn{ID: "77", Position: "0/A0"}
+	if err := w.Begin(ctx, txn); err != nil {
+		t.Fatal(err)
+	}
+	const changes = 5
+	stage := kcop.NewStage(headered{}, w, nil)
+	for i := range changes {
+		if err := stage.Change(ctx, &change.Change{Op: change.Insert, Table: tbl, Txn: txn, Index: int64(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Commit(ctx, &change.Commit{Txn: txn, End: "0/B0", Changes: changes}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{"a": {0: kgo.NewOffset().AtStart()}}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var got []*kgo.Record
+	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for len(got) < changes && fctx.Err() == nil {
+		fs := cl.PollFetches(fctx)
+		fs.EachRecord(func(r *kgo.Record) { got = append(got, r) })
+	}
+	if len(got) != changes {
+		t.Fatalf("read %d records, want %d", len(got), changes)
+	}
+	for i, r := range got {
+		wantKey, wantValue := []byte(fmt.Sprint("k", i)), []byte(fmt.Sprint("v", i))
+		switch i {
+		case 0:
+			wantKey = nil
+		case 1:
+			wantValue = nil
+		}
+		if !slices.Equal(r.Key, wantKey) || (r.Key == nil) != (wantKey == nil) || !slices.Equal(r.Value, wantValue) || (r.Value == nil) != (wantValue == nil) {
+			t.Errorf("record %d: key %q value %q, want %q %q", i, r.Key, r.Value, wantKey, wantValue)
+		}
+		var want []string
+		for j := range i {
+			want = append(want, fmt.Sprintf("h%d=%d/%d", j, i, j))
+		}
+		want = append(want, bookmark.HeaderTxn+"=77", bookmark.HeaderPos+"=0/A0", fmt.Sprintf("%s=%d", bookmark.HeaderOp, i), bookmark.HeaderGroup+"=1")
+		if i == changes-1 {
+			want = append(want, fmt.Sprintf("%s=%d", bookmark.HeaderCount, changes))
+		}
+		var have []string
+		for _, h := range r.Headers {
+			have = append(have, h.Key+"="+string(h.Value))
+		}
+		if !slices.Equal(have, want) {
+			t.Errorf("record %d headers %q, want %q", i, have, want)
+		}
+	}
+}
