@@ -26,6 +26,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -65,9 +66,16 @@ func main() {
 	wide := flag.Bool("wide", false, "rows of 20 richly typed columns (integers, numerics, floats, dates, timestamps, interval, uuid, jsonb, arrays) instead of 4")
 	tccChild := flag.Int("tcc-read", 0, "(run by cdcd-bench itself) read this many records of bench.rows through the tcc, print the rate and exit")
 	binaryMode := flag.String("binary", "auto", "cdcd's source.postgres.binary, and the form the raw read asks for: auto (binary) or off (text)")
+	reads := flag.Int("reads", 1, "read the backlog this many times with the plain consumer and the tcc, alternating, and report each pair and the median ratio")
+	keep := flag.Bool("keep", false, "leave bench.rows and bench.commits in Kafka at the end (for -reads-only)")
+	readsOnly := flag.Int("reads-only", 0, "only read this many records of the bench.rows and bench.commits a -keep run left, as -reads says")
 	flag.Parse()
+	if *readsOnly > 0 {
+		compareReads(*brokersFlag, *readsOnly, *reads, *profile)
+		return
+	}
 	if *tccChild > 0 {
-		rate, heap := tccRead(*brokersFlag, *tccChild, *profile)
+		rate, heap := tccRead(*brokersFlag, *tccChild, *profile, "-process")
 		fmt.Printf("tcc-read %.0f %d\n", rate, heap)
 		return
 	}
@@ -168,15 +176,7 @@ func main() {
 	fmt.Printf("| CPU per million rows: raw read / cdcd | %.1f s / %.1f s (%.1f µs / %.1f µs per row) |\n",
 		perMillion(rawCPU), perMillion(cpu), perMillion(rawCPU), perMillion(cpu))
 
-	// The readers' CPU is this process's, measured around each: they run one after the other.
-	cpu0 := selfCPU()
-	plain := plainRead(brokers, *rows)
-	cpu1 := selfCPU()
-	through, tccPeak := tccRead(brokers, *rows, *profile)
-	cpu2 := selfCPU()
-	fmt.Printf("| plain read_committed consumer (franz-go), same records | %.0f records/s, %.2f µs CPU per record |\n", plain, perMillion(cpu1-cpu0))
-	fmt.Printf("| tcc, whole transactions in source order | %.0f records/s (ratio %.2f), %.2f µs CPU per record, Go heap peak %d MiB |\n",
-		through, through/plain, perMillion(cpu2-cpu1), tccPeak>>20)
+	compareReads(brokers, *rows, *reads, *profile)
 
 	if *big > 0 {
 		log.Printf("one transaction of %d rows", *big)
@@ -193,7 +193,9 @@ func main() {
 	if n := countCommitted(brokers); n != *rows+*big {
 		log.Fatalf("bench.rows holds %d committed records, want %d", n, *rows+*big)
 	}
-	deleteTopics(brokers)
+	if !*keep {
+		deleteTopics(brokers)
+	}
 }
 
 // countCommitted reads every partition of bench.rows to its end with read_committed and counts the
@@ -327,6 +329,37 @@ func rawRead(ctx context.Context, dsn string, rows int, end bookmark.LSN, binary
 	return float64(n) / time.Since(start).Seconds()
 }
 
+// compareReads reads rows records with a plain read_committed consumer and through the tcc, n times
+// each, alternating, and reports every pair and the median of the tcc's ratio to the plain rate.
+// The readers' CPU is this process's, measured around each: they run one after the other.
+func compareReads(brokers string, rows, n int, profileDir string) {
+	perRecord := func(d time.Duration) float64 { return d.Seconds() / float64(rows) * 1e6 }
+	var ratios []float64
+	for i := range max(n, 1) {
+		cpu0 := selfCPU()
+		plain := plainRead(brokers, rows)
+		cpu1 := selfCPU()
+		suffix := ""
+		if n > 1 {
+			suffix = strconv.Itoa(i + 1)
+		}
+		through, tccPeak := tccRead(brokers, rows, profileDir, suffix)
+		cpu2 := selfCPU()
+		label := ""
+		if n > 1 {
+			label = fmt.Sprintf(" (read %d of %d)", i+1, n)
+		}
+		fmt.Printf("| plain read_committed consumer (franz-go), same records%s | %.0f records/s, %.2f µs CPU per record |\n", label, plain, perRecord(cpu1-cpu0))
+		fmt.Printf("| tcc, whole transactions in source order%s | %.0f records/s (ratio %.2f), %.2f µs CPU per record, Go heap peak %d MiB |\n",
+			label, through, through/plain, perRecord(cpu2-cpu1), tccPeak>>20)
+		ratios = append(ratios, through/plain)
+	}
+	if n > 1 {
+		slices.Sort(ratios)
+		fmt.Printf("| tcc / plain, median of %d | %.2f |\n", n, ratios[len(ratios)/2])
+	}
+}
+
 // plainRead counts the data records with a read_committed consumer: the baseline for the tcc.
 func plainRead(brokers string, rows int) float64 {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...), kgo.ConsumeTopics("bench.rows"),
@@ -368,13 +401,14 @@ func tccProcess(brokers string, n int) (rate float64, heap uint64, rss int64) {
 }
 
 // tccRead reads the same records through the tcc, and samples the Go heap as it goes.
-func tccRead(brokers string, rows int, profileDir string) (float64, uint64) {
+// With profileDir set it writes the tcc's CPU profile there as tcc-cpu<suffix>.pprof.
+func tccRead(brokers string, rows int, profileDir, suffix string) (float64, uint64) {
 	ctx := context.Background()
 	c, err := tcc.NewConsumer(ctx, tcc.Brokers(strings.Split(brokers, ",")...), tcc.CommitTopic("bench.commits"))
 	check(err)
 	defer c.Close()
 	if profileDir != "" {
-		f, err := os.Create(filepath.Join(profileDir, "tcc-cpu.pprof"))
+		f, err := os.Create(filepath.Join(profileDir, "tcc-cpu"+suffix+".pprof"))
 		check(err)
 		check(pprof.StartCPUProfile(f))
 		defer func() { pprof.StopCPUProfile(); check(f.Close()) }()
