@@ -42,9 +42,9 @@ type fetcher interface {
 	assign(tp topicPartition, offset int64)
 	// logStart is the first offset tp still holds.
 	logStart(ctx context.Context, tp topicPartition) (int64, error)
-	// fetch returns the next records of the assigned partitions, in offset order per partition; the
-	// slice is the caller's until the next fetch, which may reuse it.
-	fetch(ctx context.Context) ([]rec, error)
+	// fetch appends the next records of the assigned partitions, in offset order per partition, to
+	// the queues queueOf names for their partitions, with their ordering headers read (push).
+	fetch(ctx context.Context, queueOf func(topicPartition) *queue) error
 	pause(tp topicPartition)
 	resume(tp topicPartition)
 	close()
@@ -144,15 +144,33 @@ type part struct {
 }
 
 func (q *queue) len() int { return len(q.recs) - q.head }
+
+// push appends a record fetched from tp at offset and reads its ordering headers. It is filled in
+// place: records are large, and a queue can hold thousands.
+func (q *queue) push(tp topicPartition, offset int64, key, value []byte, headers []Header) {
+	var prev *rec
+	if q.len() > 0 {
+		prev = &q.recs[len(q.recs)-1]
+	}
+	q.recs = append(q.recs, rec{tp: tp, offset: offset, key: key, value: value, headers: headers})
+	q.recs[len(q.recs)-1].readHeaders(prev)
+}
 func (q *queue) peek() *rec {
 	if q.head < len(q.recs) {
 		return &q.recs[q.head]
 	}
 	return nil
 }
+
+// pop drops the head record. Popped slots are cleared in bulk, when the queue empties or
+// compacts, not one by one: until then they reference the same fetch responses as their neighbours.
 func (q *queue) pop() {
-	q.recs[q.head] = rec{}
 	q.head++
+	if q.head == len(q.recs) {
+		clear(q.recs)
+		q.recs, q.head = q.recs[:0], 0
+		return
+	}
 	if q.head > 1024 && q.head*2 > len(q.recs) {
 		n := copy(q.recs, q.recs[q.head:])
 		// The moved records' old slots would still reference their fetch responses, which the
@@ -198,7 +216,8 @@ type assembler struct {
 	prev     *bookmark.CommitRecord // the group loaded last
 	log      *slog.Logger
 	chunk    *Txn
-	skipped  bool // records of the current transaction were skipped by the resume point
+	chunkAt  *txnAt // the current chunk's place, shared by its Ops
+	skipped  bool   // records of the current transaction were skipped by the resume point
 	// truncated: a range of the group was read from past its first offset, because retention
 	// removed records the consumer had already delivered.
 	truncated bool
@@ -299,12 +318,7 @@ func (a *assembler) loadGroup(ctx context.Context) error {
 	}
 	for _, r := range g.Ranges {
 		tp := topicPartition{r.Topic, r.Partition}
-		q := a.queues[tp]
-		if q == nil {
-			q = &queue{}
-			a.queues[tp] = q
-		}
-		p := &part{tp: tp, q: q, r: r}
+		p := &part{tp: tp, q: a.queueOf(tp), r: r}
 		a.parts = append(a.parts, p)
 		from := r.First
 		if resuming {
@@ -414,15 +428,14 @@ func (a *assembler) advance() (bool, error) {
 			return false, errorf(ErrInconsistent, "group %d (commit offset %d): a record of a later transaction precedes the %dth of %d records of transaction %s at %s",
 				a.g.Group, a.gOffset, a.count[a.cur]+1, t.Records, t.ID, t.Position)
 		}
-		r := *best.q.peek()
-		a.popFrom(best)
 		a.last, a.started = bestPos, true
 		a.count[a.cur]++
 		if a.skip(bestPos) {
 			a.skipped = true
-			continue
+		} else {
+			a.add(best.q.peek(), bestPos)
 		}
-		a.add(r, bestPos)
+		a.popFrom(best)
 	}
 	return false, nil
 }
@@ -462,7 +475,7 @@ func (a *assembler) newChunk() *Txn {
 	return c
 }
 
-func (a *assembler) add(r rec, p position) {
+func (a *assembler) add(r *rec, p position) {
 	if a.chunk == nil || len(a.chunk.Ops) >= a.maxChunk {
 		if a.chunk != nil {
 			a.emit(a.chunk)
@@ -470,11 +483,10 @@ func (a *assembler) add(r rec, p position) {
 		}
 		a.chunk = a.newChunk()
 		a.chunk.Ops = make([]Op, 0, min(a.maxChunk, int(a.g.Txns[a.cur].Records)))
+		a.chunkAt = &txnAt{source: a.source, commitOffset: a.gOffset, group: a.g.Group, txn: p.txn}
 	}
-	bm := bookmark.Consumer{Source: a.source, CommitOffset: a.gOffset, Group: a.g.Group, Txn: p.txn, Op: p.op, Rec: p.sub}
 	a.chunk.Ops = append(a.chunk.Ops, Op{Topic: r.tp.topic, Partition: r.tp.partition, Offset: r.offset,
-		Key: r.key, Value: r.value, Headers: r.headers, Index: p.op, Rec: p.sub, Bookmark: bm})
-	a.chunk.Bookmark = bm
+		Key: r.key, Value: r.value, Headers: r.headers, Index: p.op, Rec: p.sub, at: a.chunkAt})
 }
 
 // finishTxn closes the current transaction's last chunk (an empty one for a transaction without
@@ -492,8 +504,12 @@ func (a *assembler) finishTxn() {
 	a.cur++
 }
 
-// emit hands chunk c on, with its operations' IDs.
+// emit hands chunk c on, with its operations' IDs; a chunk that does not end its transaction ends
+// at its last record.
 func (a *assembler) emit(c *Txn) {
+	if !c.Last && len(c.Ops) > 0 {
+		c.Bookmark = c.Ops[len(c.Ops)-1].Bookmark()
+	}
 	setIDs(c.Position, c.Ops)
 	a.out = append(a.out, c)
 	a.outOps += len(c.Ops)
@@ -526,29 +542,24 @@ func setIDs(pos string, ops []Op) {
 }
 
 func (a *assembler) fetch(ctx context.Context) error {
-	recs, err := a.src.fetch(ctx)
-	if err != nil {
+	if err := a.src.fetch(ctx, a.queueOf); err != nil {
 		return err
 	}
-	var q *queue
-	var tp topicPartition
-	for _, r := range recs {
-		// Records come partition by partition: look the queue up when the partition changes.
-		if q == nil || r.tp != tp {
-			tp = r.tp
-			if q = a.queues[tp]; q == nil {
-				q = &queue{}
-				a.queues[tp] = q
-			}
-		}
-		q.recs = append(q.recs, r)
+	for tp, q := range a.queues {
 		if q.len() >= a.maxBuffered && !q.paused {
 			a.src.pause(tp)
 			q.paused = true
 		}
 	}
-	// The fetcher may reuse the slice; its copies of the records must not keep their fetch
-	// responses alive.
-	clear(recs)
 	return nil
+}
+
+// queueOf is the queue of tp's fetched records.
+func (a *assembler) queueOf(tp topicPartition) *queue {
+	q := a.queues[tp]
+	if q == nil {
+		q = &queue{}
+		a.queues[tp] = q
+	}
+	return q
 }

@@ -18,7 +18,6 @@ type benchFetcher struct {
 	next    int
 	cursor  map[topicPartition]int
 	batch   int
-	buf     []rec
 }
 
 // newBenchFetcher builds groups of txns transactions of recs records each, the records of a
@@ -71,26 +70,22 @@ func (f *benchFetcher) pause(topicPartition)                                    
 func (f *benchFetcher) resume(topicPartition)                                   {}
 func (f *benchFetcher) close()                                                  {}
 
-func (f *benchFetcher) fetch(context.Context) ([]rec, error) {
-	out := f.buf[:0]
+func (f *benchFetcher) fetch(_ context.Context, queueOf func(topicPartition) *queue) error {
+	fetched := false
 	for _, tp := range f.tps {
 		l, i := f.logs[tp], f.cursor[tp]
 		n := min(f.batch, len(l)-i)
+		q := queueOf(tp)
 		for _, r := range l[i : i+n] {
-			var prev *rec
-			if len(out) > 0 {
-				prev = &out[len(out)-1]
-			}
-			r.readHeaders(prev) // as kafkaFetcher.fetch does
-			out = append(out, r)
+			q.push(tp, r.offset, r.key, r.value, r.headers) // as kafkaFetcher.fetch does
+			fetched = true
 		}
 		f.cursor[tp] = i + n
 	}
-	if len(out) == 0 {
-		return nil, errEndOfWorld
+	if !fetched {
+		return errEndOfWorld
 	}
-	f.buf = out[:0]
-	return out, nil
+	return nil
 }
 
 // BenchmarkAssembler measures the tcc's own work per record (reading the ordering headers, merging

@@ -76,6 +76,14 @@ func TestQueueCompactionReleasesRecords(t *testing.T) {
 	if q.len() != 1000 || q.peek().offset != 2000 {
 		t.Fatalf("after compaction the queue holds %d records from offset %d", q.len(), q.peek().offset)
 	}
+	for range 1000 {
+		q.pop()
+	}
+	for i, r := range q.recs[:cap(q.recs)] {
+		if r.value != nil {
+			t.Fatalf("the drained queue's slot %d still holds offset %d", i, r.offset)
+		}
+	}
 }
 
 // opID is an operation's ID as Op.ID documents it, spelled out plainly.

@@ -20,8 +20,6 @@ type kafkaFetcher struct {
 	commits *kgo.Client
 	data    *kgo.Client
 	pending []*kgo.Record // fetched commit records not yet returned
-	// recs is the slice fetch fills, reused: the assembler copies the records out and clears it.
-	recs []rec
 	// checkFirst: the first commit stream record must sit at the bookmark's offset.
 	checkFirst bool
 }
@@ -160,29 +158,28 @@ func listOffset(ctx context.Context, cl *kgo.Client, topic string, partition int
 	return rp.Offset, nil
 }
 
-func (f *kafkaFetcher) fetch(ctx context.Context) ([]rec, error) {
+func (f *kafkaFetcher) fetch(ctx context.Context, queueOf func(topicPartition) *queue) error {
 	if f.data == nil {
-		return nil, errors.New("tcc: no data partition to read")
+		return errors.New("tcc: no data partition to read")
 	}
 	fs := f.data.PollFetches(ctx)
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return err
 	}
 	if err := fetchErrors(fs, "data"); err != nil {
-		return nil, err
+		return err
 	}
-	out := f.recs[:0]
-	fs.EachRecord(func(r *kgo.Record) {
-		x := rec{tp: topicPartition{r.Topic, r.Partition}, offset: r.Offset, key: r.Key, value: r.Value, headers: r.Headers}
-		var prev *rec
-		if len(out) > 0 {
-			prev = &out[len(out)-1]
+	fs.EachPartition(func(p kgo.FetchTopicPartition) {
+		if len(p.Records) == 0 {
+			return
 		}
-		x.readHeaders(prev)
-		out = append(out, x)
+		tp := topicPartition{p.Topic, p.Partition}
+		q := queueOf(tp)
+		for _, r := range p.Records {
+			q.push(tp, r.Offset, r.Key, r.Value, r.Headers)
+		}
 	})
-	f.recs = out
-	return out, nil
+	return nil
 }
 
 func (f *kafkaFetcher) pause(tp topicPartition) {

@@ -190,7 +190,7 @@ func (f *simFetcher) logStart(_ context.Context, tp topicPartition) (int64, erro
 	return f.w.logs[tp].start, nil
 }
 
-func (f *simFetcher) fetch(ctx context.Context) ([]rec, error) {
+func (f *simFetcher) fetch(ctx context.Context, queueOf func(topicPartition) *queue) error {
 	var ready []topicPartition
 	for _, tp := range f.w.tps {
 		cur, ok := f.cursor[tp]
@@ -200,18 +200,22 @@ func (f *simFetcher) fetch(ctx context.Context) ([]rec, error) {
 		}
 	}
 	if len(ready) == 0 {
-		return nil, errEndOfWorld
+		return errEndOfWorld
 	}
 	tp := ready[f.rng.IntN(len(ready))]
 	l := f.w.logs[tp]
 	if f.cursor[tp] < l.start {
 		// As Kafka: an offset retention removed cannot be read.
-		return nil, errorf(ErrDataGone, "%s/%d: offset %d is before the log start %d", tp.topic, tp.partition, f.cursor[tp], l.start)
+		return errorf(ErrDataGone, "%s/%d: offset %d is before the log start %d", tp.topic, tp.partition, f.cursor[tp], l.start)
 	}
 	i := l.at(f.cursor[tp])
 	n := min(1+f.rng.IntN(7), len(l.recs)-i)
 	f.cursor[tp] = l.recs[i+n-1].offset + 1
-	return append([]rec(nil), l.recs[i:i+n]...), nil
+	q := queueOf(tp)
+	for _, r := range l.recs[i : i+n] {
+		q.push(r.tp, r.offset, r.key, r.value, r.headers)
+	}
+	return nil
 }
 
 func (f *simFetcher) pause(tp topicPartition)  { f.paused[tp] = true }
@@ -288,7 +292,7 @@ func runModel(t *testing.T, seed uint64) {
 				}
 				for _, op := range tx.Ops {
 					got = append(got, string(op.Value))
-					b := op.Bookmark
+					b := op.Bookmark()
 					last = &b
 					delivered++
 					if delivered >= crashAfter {

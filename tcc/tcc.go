@@ -52,8 +52,27 @@ type Op struct {
 	Rec   int
 	// ID names the operation uniquely within the source: "<source position>/<index>[.<rec>]".
 	ID string
-	// Bookmark is the position just after this record.
-	Bookmark bookmark.Consumer
+	// at is where the operation's transaction sits in the commit stream, shared by the
+	// operations of a chunk: Bookmark is made from it on demand rather than stored in every Op.
+	at *txnAt
+}
+
+// txnAt places a transaction in its commit stream.
+type txnAt struct {
+	source       string
+	commitOffset int64
+	group        uint64
+	txn          int
+}
+
+// Bookmark is the position just after this record. An Op the tcc did not deliver has the zero
+// bookmark.
+func (o Op) Bookmark() bookmark.Consumer {
+	if o.at == nil {
+		return bookmark.Consumer{}
+	}
+	return bookmark.Consumer{Source: o.at.source, CommitOffset: o.at.commitOffset, Group: o.at.group, Txn: o.at.txn,
+		Op: o.Index, Rec: o.Rec}
 }
 
 // Txn is one source transaction, or one chunk of a large one.

@@ -138,7 +138,7 @@ func printTxn(w io.Writer, t *tcc.Txn, asJSON bool) error {
 			Ops: make([]jsonOp, len(t.Ops))}
 		for i, op := range t.Ops {
 			j.Ops[i] = jsonOp{Topic: op.Topic, Partition: op.Partition, Offset: op.Offset, ID: op.ID,
-				Key: raw(op.Key), Value: raw(op.Value), Bookmark: op.Bookmark.String()}
+				Key: raw(op.Key), Value: raw(op.Value), Bookmark: op.Bookmark().String()}
 		}
 		b, err := json.Marshal(j)
 		if err != nil {

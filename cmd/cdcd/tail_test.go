@@ -16,9 +16,9 @@ func TestPrintTxn(t *testing.T) {
 	tx := &tcc.Txn{ID: "731", Position: "0/16B3748", End: "0/16B3778", CommitTime: time.Date(2026, 11, 22, 6, 0, 0, 0, time.UTC),
 		Group: 3, Changes: 2, Records: 3, First: true, Last: true, Bookmark: bm,
 		Ops: []tcc.Op{
-			{Topic: "t", Partition: 0, Offset: 9, Key: []byte(`{"id":1}`), Value: []byte(`{"op":"d"}`), ID: "0/16B3748/0", Bookmark: bm},
-			{Topic: "t", Partition: 0, Offset: 10, Key: []byte(`{"id":1}`), Value: nil, ID: "0/16B3748/0.1", Bookmark: bm},
-			{Topic: "t", Partition: 1, Offset: 2, Key: []byte("plain"), Value: []byte("not json"), ID: "0/16B3748/1", Bookmark: bm},
+			{Topic: "t", Partition: 0, Offset: 9, Key: []byte(`{"id":1}`), Value: []byte(`{"op":"d"}`), ID: "0/16B3748/0"},
+			{Topic: "t", Partition: 0, Offset: 10, Key: []byte(`{"id":1}`), Value: nil, ID: "0/16B3748/0.1"},
+			{Topic: "t", Partition: 1, Offset: 2, Key: []byte("plain"), Value: []byte("not json"), ID: "0/16B3748/1"},
 		}}
 	var text bytes.Buffer
 	if err := printTxn(&text, tx, false); err != nil {

@@ -97,7 +97,7 @@ func TestTCCBookmarks(t *testing.T) {
 	for _, tx := range all {
 		for _, op := range tx.Ops {
 			ids = append(ids, op.ID)
-			marks = append(marks, op.Bookmark)
+			marks = append(marks, op.Bookmark())
 		}
 	}
 	for _, i := range []int{0, 7, 150, len(ids) - 2} {
