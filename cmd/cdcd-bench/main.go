@@ -454,6 +454,11 @@ func writeConfig(dsn, brokers string, c pgConfig) string {
 	dir, err := os.MkdirTemp("", "cdcd-bench")
 	check(err)
 	p := filepath.Join(dir, "bench.yaml")
+	pprofLine := ""
+	if c.pprof {
+		// Only said when set, so that the bench also runs cdcd builds older than the setting.
+		pprofLine = "  pprof: true\n"
+	}
 	check(os.WriteFile(p, []byte(fmt.Sprintf(`source:
   kind: postgres
   postgres:
@@ -470,10 +475,9 @@ func writeConfig(dsn, brokers string, c pgConfig) string {
   topic_partitions: %d
 %s%smetrics:
   listen: %q
-  pprof: %t
-log:
+%slog:
   level: warn
-`, dsn, c.snapshot, brokers, c.delivery, c.partitions, c.kafka, c.kcops, c.listen, c.pprof)), 0o600))
+`, dsn, c.snapshot, brokers, c.delivery, c.partitions, c.kafka, c.kcops, c.listen, pprofLine)), 0o600))
 	return p
 }
 
