@@ -166,20 +166,20 @@ func decodeBinary(tm *pgtype.Map, oid uint32, data []byte) (any, error) {
 		if err := need(8); err != nil {
 			return nil, err
 		}
-		us := int64(be.Uint64(data))
-		if us < 0 || us > 24*3600*1_000_000 {
-			return nil, fmt.Errorf("time: %d microseconds is not a time of day", us)
+		clock, err := timeOfDay("time", data)
+		if err != nil {
+			return nil, err
 		}
-		return change.Time(clockText(nil, us)), nil
+		return change.Time(clock), nil
 	case pgtype.TimetzOID:
 		if err := need(12); err != nil {
 			return nil, err
 		}
-		us := int64(be.Uint64(data))
-		if us < 0 || us > 24*3600*1_000_000 {
-			return nil, fmt.Errorf("timetz: %d microseconds is not a time of day", us)
+		clock, err := timeOfDay("timetz", data)
+		if err != nil {
+			return nil, err
 		}
-		return change.TimeTZ(zoneText(clockText(nil, us), int32(be.Uint32(data[8:])))), nil
+		return change.TimeTZ(zoneText(clock, int32(be.Uint32(data[8:])))), nil
 	case pgtype.TimestampOID:
 		if err := need(8); err != nil {
 			return nil, err
@@ -413,6 +413,16 @@ func appendPadded(b []byte, n, width int) []byte {
 		}
 	}
 	return strconv.AppendInt(b, int64(n), 10)
+}
+
+// timeOfDay reads the microseconds since midnight that time and timetz begin with, as time_out
+// renders them; 24:00:00 is a time of day to PostgreSQL.
+func timeOfDay(typ string, data []byte) ([]byte, error) {
+	us := int64(binary.BigEndian.Uint64(data))
+	if us < 0 || us > 24*3600*1_000_000 {
+		return nil, fmt.Errorf("%s: %d microseconds is not a time of day", typ, us)
+	}
+	return clockText(nil, us), nil
 }
 
 // clockText appends a time of day in microseconds as time_out does: HH:MM:SS, then the fraction

@@ -1083,9 +1083,6 @@ func parseMessage(data []byte, tr *tupleReader) (msg pglogrepl.Message, err erro
 	if len(data) == 0 {
 		return nil, errors.New("empty message")
 	}
-	if err := checkTuples(data); err != nil {
-		return nil, fmt.Errorf("malformed %q message of %d bytes: %w", data[0], len(data), err)
-	}
 	switch data[0] {
 	case 'I', 'U', 'D':
 		m, err := tr.read(data)
@@ -1093,6 +1090,9 @@ func parseMessage(data []byte, tr *tupleReader) (msg pglogrepl.Message, err erro
 			return nil, fmt.Errorf("malformed %q message of %d bytes: %w", data[0], len(data), err)
 		}
 		return m, nil
+	}
+	if err := checkLengths(data); err != nil {
+		return nil, fmt.Errorf("malformed %q message of %d bytes: %w", data[0], len(data), err)
 	}
 	defer func() {
 		if p := recover(); p != nil {
@@ -1102,70 +1102,24 @@ func parseMessage(data []byte, tr *tupleReader) (msg pglogrepl.Message, err erro
 	return pglogrepl.Parse(data)
 }
 
-// checkTuples makes sure the tuples of an Insert, Update or Delete message (protocol 1) lie within
-// it, so that a length field cannot make the parser allocate what the message does not hold.
-func checkTuples(data []byte) error {
-	p := 5 // the message type and the relation id
-	tuple := func() error {
-		if p+2 > len(data) {
-			return errors.New("truncated tuple")
-		}
-		n := int(binary.BigEndian.Uint16(data[p:]))
-		p += 2
-		for range n {
-			if p >= len(data) {
-				return errors.New("truncated column")
-			}
-			kind := data[p]
-			p++
-			if kind != pglogrepl.TupleDataTypeText && kind != pglogrepl.TupleDataTypeBinary {
-				continue
-			}
-			if p+4 > len(data) {
-				return errors.New("truncated column length")
-			}
-			l := int64(binary.BigEndian.Uint32(data[p:]))
-			p += 4
-			if l > int64(len(data)-p) {
-				return fmt.Errorf("a column of %d bytes in the %d that remain", l, len(data)-p)
-			}
-			p += int(l)
-		}
-		return nil
-	}
+// checkLengths makes sure the lengths and counts of the messages pglogrepl parses (Truncate,
+// logical decoding messages) lie within them, so that a length field cannot make it allocate what
+// the message does not hold. Row messages are tupleReader's, which checks as it reads.
+func checkLengths(data []byte) error {
 	switch data[0] {
-	case 'I', 'U', 'D':
 	case 'T': // relation count, options, then the relation ids
 		if len(data) < 6 || int64(binary.BigEndian.Uint32(data[1:]))*4 > int64(len(data)-6) {
 			return errors.New("more relations than the message holds")
 		}
-		return nil
 	case 'M': // transactional flag, LSN, prefix, then the content's length and the content
 		end := bytes.IndexByte(data[min(10, len(data)):], 0)
 		if len(data) < 10 || end < 0 {
 			return errors.New("truncated logical decoding message")
 		}
-		p = 10 + end + 1
+		p := 10 + end + 1
 		if p+4 > len(data) || int64(binary.BigEndian.Uint32(data[p:])) > int64(len(data)-p-4) {
 			return errors.New("a logical decoding message longer than the message")
 		}
-		return nil
-	default:
-		return nil
-	}
-	for p < len(data) {
-		switch data[p] {
-		case 'N', 'K', 'O':
-			p++
-			if err := tuple(); err != nil {
-				return err
-			}
-		default:
-			return fmt.Errorf("unknown tuple marker %q", data[p])
-		}
-	}
-	if p == 5 {
-		return errors.New("no tuple")
 	}
 	return nil
 }

@@ -21,8 +21,8 @@ type tupleReader struct {
 	remove pglogrepl.DeleteMessage
 }
 
-// read decodes data, an 'I', 'U' or 'D' message that checkTuples has accepted (every length lies
-// within the message).
+// read decodes data, an 'I', 'U' or 'D' message. It checks every length against the message as it
+// goes, so that the message is walked once, and refuses bytes after the last tuple.
 func (tr *tupleReader) read(data []byte) (pglogrepl.Message, error) {
 	if len(data) < 6 {
 		return nil, fmt.Errorf("a %q message of %d bytes", data[0], len(data))
@@ -45,8 +45,14 @@ func (tr *tupleReader) read(data []byte) (pglogrepl.Message, error) {
 			c := pglogrepl.TupleDataColumn{DataType: data[p]}
 			p++
 			if c.DataType == pglogrepl.TupleDataTypeText || c.DataType == pglogrepl.TupleDataTypeBinary {
+				if p+4 > len(data) {
+					return fmt.Errorf("a %q message ends inside a column's length", data[0])
+				}
 				c.Length = binary.BigEndian.Uint32(data[p:])
 				p += 4
+				if int64(c.Length) > int64(len(data)-p) {
+					return fmt.Errorf("a column of %d bytes in the %d that remain of a %q message", c.Length, len(data)-p, data[0])
+				}
 				c.Data = data[p : p+int(c.Length) : p+int(c.Length)]
 				p += int(c.Length)
 			}
@@ -76,7 +82,7 @@ func (tr *tupleReader) read(data []byte) (pglogrepl.Message, error) {
 			return nil, err
 		}
 		tr.insert = pglogrepl.InsertMessage{RelationID: relation, Tuple: tuple(0)}
-		return &tr.insert, nil
+		return whole(data, p, &tr.insert)
 	case 'U':
 		tr.update = pglogrepl.UpdateMessage{RelationID: relation}
 		if marker == 'K' || marker == 'O' {
@@ -98,7 +104,7 @@ func (tr *tupleReader) read(data []byte) (pglogrepl.Message, error) {
 		if tr.update.OldTupleType != 0 {
 			tr.update.OldTuple = tuple(1)
 		}
-		return &tr.update, nil
+		return whole(data, p, &tr.update)
 	case 'D':
 		if marker != 'K' && marker != 'O' {
 			return nil, fmt.Errorf("a delete's tuple is marked %q, not K or O", marker)
@@ -107,7 +113,15 @@ func (tr *tupleReader) read(data []byte) (pglogrepl.Message, error) {
 			return nil, err
 		}
 		tr.remove = pglogrepl.DeleteMessage{RelationID: relation, OldTupleType: marker, OldTuple: tuple(0)}
-		return &tr.remove, nil
+		return whole(data, p, &tr.remove)
 	}
 	return nil, fmt.Errorf("%q is not a row message", data[0])
+}
+
+// whole returns m, read from data up to p, if nothing follows its tuples.
+func whole(data []byte, p int, m pglogrepl.Message) (pglogrepl.Message, error) {
+	if p != len(data) {
+		return nil, fmt.Errorf("%d bytes follow the tuples of a %q message", len(data)-p, data[0])
+	}
+	return m, nil
 }
