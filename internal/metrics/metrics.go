@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -32,10 +33,14 @@ type Metrics struct {
 	commitTime   prometheus.Histogram
 	visible      prometheus.Histogram
 	restarts     prometheus.Counter
-	healthy      atomic.Bool
-	waiting      atomic.Pointer[string]
-	copying      atomic.Pointer[func() []capture.TableCopy]
-	request      atomic.Pointer[func(context.Context, capture.SnapshotRequest) error]
+	// counted holds the changes' and records' counters of each table shape and operation, so that
+	// a change costs a map look-up rather than a label hash and a name built anew.
+	countedMu sync.Mutex
+	counted   map[tableOp]changeCounters
+	healthy   atomic.Bool
+	waiting   atomic.Pointer[string]
+	copying   atomic.Pointer[func() []capture.TableCopy]
+	request   atomic.Pointer[func(context.Context, capture.SnapshotRequest) error]
 }
 
 // New registers the collectors; lag reports the source lag in bytes and seconds and the WAL the slot
@@ -82,11 +87,36 @@ func New(lag func() (bytes, seconds, retained float64)) *Metrics {
 }
 
 // Change implements writer.Observer.
-func (m *Metrics) Change(table string, op change.Op, records, bytes int) {
-	o := op.String()
-	m.changes.WithLabelValues(table, o).Inc()
-	m.records.WithLabelValues(table, o).Add(float64(records))
+func (m *Metrics) Change(table *change.Table, op change.Op, records, bytes int) {
+	c := m.countersOf(table, op)
+	c.changes.Inc()
+	c.records.Add(float64(records))
 	m.bytes.Add(float64(bytes))
+}
+
+type tableOp struct {
+	table *change.Table
+	op    change.Op
+}
+
+type changeCounters struct{ changes, records prometheus.Counter }
+
+// countersOf is the counters of table's op changes. The cache starts over past 1,024 entries: a
+// table's shape changes with its schema, and the old shapes need not stay reachable.
+func (m *Metrics) countersOf(table *change.Table, op change.Op) changeCounters {
+	m.countedMu.Lock()
+	defer m.countedMu.Unlock()
+	k := tableOp{table, op}
+	if c, ok := m.counted[k]; ok {
+		return c
+	}
+	if m.counted == nil || len(m.counted) >= 1024 {
+		m.counted = map[tableOp]changeCounters{}
+	}
+	name, o := table.QualifiedName(), op.String()
+	c := changeCounters{m.changes.WithLabelValues(name, o), m.records.WithLabelValues(name, o)}
+	m.counted[k] = c
+	return c
 }
 
 // Transaction implements writer.Observer.

@@ -77,7 +77,8 @@ type Config struct {
 
 // Observer receives the writer's counts, for metrics. Calls come from the writer's goroutines.
 type Observer interface {
-	Change(table string, op change.Op, records int, bytes int)
+	// Change counts one change of table (one *change.Table per table shape) and its records.
+	Change(table *change.Table, op change.Op, records int, bytes int)
 	Transaction()
 	KafkaCommit(records int, took time.Duration)
 	// Visible is how long after its source commit a transaction became visible in Kafka.
@@ -87,11 +88,11 @@ type Observer interface {
 
 type nopObserver struct{}
 
-func (nopObserver) Change(string, change.Op, int, int) {}
-func (nopObserver) Transaction()                       {}
-func (nopObserver) KafkaCommit(int, time.Duration)     {}
-func (nopObserver) Visible(time.Duration)              {}
-func (nopObserver) KafkaAbort()                        {}
+func (nopObserver) Change(*change.Table, change.Op, int, int) {}
+func (nopObserver) Transaction()                              {}
+func (nopObserver) KafkaCommit(int, time.Duration)            {}
+func (nopObserver) Visible(time.Duration)                     {}
+func (nopObserver) KafkaAbort()                               {}
 
 // Writer is the transactional Kafka writer. It is the KCOP stage's kcop.Sink (and takes capture
 // progress): each source transaction's records, stamped with ordering headers, go inside a Kafka
@@ -451,7 +452,7 @@ func (w *Writer) Records(ctx context.Context, c *change.Change, recs []kcop.Reco
 	if err := w.flushPending(ctx, false, 0); err != nil {
 		return err
 	}
-	w.obs.Change(c.Table.QualifiedName(), c.Op, len(recs), size)
+	w.obs.Change(c.Table, c.Op, len(recs), size)
 	// Hold this change's records back until we know whether it is the transaction's last.
 	w.pending = recs
 	w.pendingOp, w.pendingSize = c.Index, size
