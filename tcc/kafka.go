@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -14,12 +15,24 @@ import (
 )
 
 // kafkaFetcher reads the commit stream and the data partitions with read_committed franz-go
-// clients that never skip an offset they cannot read (NoResetOffset).
+// clients that never skip an offset they cannot read (NoResetOffset). The data partitions are
+// spread over up to cfg.fetchClients clients: a client fetches from a broker one request at a time
+// and decodes the response in one goroutine, so several clients keep several fetches going.
 type kafkaFetcher struct {
 	cfg     config
 	commits *kgo.Client
-	data    *kgo.Client
 	pending []*kgo.Record // fetched commit records not yet returned
+	// The data clients, the client reading each partition, and how many partitions each reads.
+	// Every commit group names its partitions again; only a new one needs a client's attention.
+	clients []*kgo.Client
+	owner   map[topicPartition]*kgo.Client
+	load    map[*kgo.Client]int
+	// fetched carries what each client's poller polled, in order for each client (and so for
+	// each partition).
+	fetched   chan kgo.Fetches
+	pollCtx   context.Context
+	stopPolls context.CancelFunc
+	polls     sync.WaitGroup
 	// checkFirst: the first commit stream record must sit at the bookmark's offset.
 	checkFirst bool
 }
@@ -106,28 +119,66 @@ func (f *kafkaFetcher) nextCommit(ctx context.Context) (*bookmark.CommitRecord, 
 }
 
 func (f *kafkaFetcher) assign(tp topicPartition, offset int64) {
+	if f.owner[tp] != nil {
+		return
+	}
+	if f.owner == nil {
+		f.owner, f.load = map[topicPartition]*kgo.Client{}, map[*kgo.Client]int{}
+		f.pollCtx, f.stopPolls = context.WithCancel(context.Background())
+		f.fetched = make(chan kgo.Fetches)
+	}
 	parts := map[string]map[int32]kgo.Offset{tp.topic: {tp.partition: kgo.NewOffset().At(offset)}}
-	if f.data == nil {
+	if len(f.clients) < f.cfg.fetchClients {
 		opts := append([]kgo.Opt{kgo.SeedBrokers(f.cfg.brokers...), kgo.ConsumePartitions(parts),
 			kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NoResetOffset()),
 			// Partitions join as commit groups name them; a new one is fetched from the next fetch
 			// request on, so keep long polls short and metadata fresh.
 			kgo.FetchMaxWait(200 * time.Millisecond), kgo.MetadataMinAge(50 * time.Millisecond),
-			// Fetched but unmerged records are the consumer's memory: keep responses modest.
-			kgo.FetchMaxBytes(8 << 20), kgo.FetchMaxPartitionBytes(1 << 20)}, f.cfg.kgoOpts...)
+			// Fetched but unmerged records are the consumer's memory: keep responses modest, 8 MiB
+			// at most over all the clients.
+			kgo.FetchMaxBytes(int32(max(1<<20, 8<<20/f.cfg.fetchClients))), kgo.FetchMaxPartitionBytes(1 << 20)}, f.cfg.kgoOpts...)
 		cl, err := kgo.NewClient(opts...)
-		if err != nil {
-			// NewClient fails only on invalid options, which the commit client already accepted.
-			f.cfg.log.Error("tcc: creating the data client", "err", err)
+		if err == nil {
+			f.clients = append(f.clients, cl)
+			f.owner[tp], f.load[cl] = cl, 1
+			f.polls.Add(1)
+			go f.poll(cl)
 			return
 		}
-		f.data = cl
-		return
+		// NewClient fails only on invalid options, which the commit client already accepted.
+		f.cfg.log.Error("tcc: creating a data client", "err", err)
+		if len(f.clients) == 0 {
+			return // fetch reports that nothing is read
+		}
 	}
-	// AddConsumePartitions leaves partitions already being read where they are; a topic new to the
-	// client is fetched once its metadata arrives, so ask for it now.
-	f.data.AddConsumePartitions(parts)
-	f.data.ForceMetadataRefresh()
+	cl := f.clients[0]
+	for _, c := range f.clients[1:] {
+		if f.load[c] < f.load[cl] {
+			cl = c
+		}
+	}
+	f.owner[tp] = cl
+	f.load[cl]++
+	// A topic new to the client is fetched once its metadata arrives, so ask for it now.
+	cl.AddConsumePartitions(parts)
+	cl.ForceMetadataRefresh()
+}
+
+// poll hands on what cl fetches until the fetcher closes. Holding one fetch while the assembler
+// merges the one before lets cl fetch the next meanwhile.
+func (f *kafkaFetcher) poll(cl *kgo.Client) {
+	defer f.polls.Done()
+	for {
+		fs := cl.PollFetches(f.pollCtx)
+		if f.pollCtx.Err() != nil {
+			return
+		}
+		select {
+		case f.fetched <- fs:
+		case <-f.pollCtx.Done():
+			return
+		}
+	}
 }
 
 func (f *kafkaFetcher) logStart(ctx context.Context, tp topicPartition) (int64, error) {
@@ -159,12 +210,23 @@ func listOffset(ctx context.Context, cl *kgo.Client, topic string, partition int
 }
 
 func (f *kafkaFetcher) fetch(ctx context.Context, queueOf func(topicPartition) *queue) error {
-	if f.data == nil {
+	if len(f.clients) == 0 {
 		return errors.New("tcc: no data partition to read")
 	}
-	fs := f.data.PollFetches(ctx)
-	if err := ctx.Err(); err != nil {
-		return err
+	var fs kgo.Fetches
+	select {
+	case fs = <-f.fetched:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	// And whatever the other clients have ready.
+	for more := true; more; {
+		select {
+		case next := <-f.fetched:
+			fs = append(fs, next...)
+		default:
+			more = false
+		}
 	}
 	if err := fetchErrors(fs, "data"); err != nil {
 		return err
@@ -183,17 +245,21 @@ func (f *kafkaFetcher) fetch(ctx context.Context, queueOf func(topicPartition) *
 }
 
 func (f *kafkaFetcher) pause(tp topicPartition) {
-	f.data.PauseFetchPartitions(map[string][]int32{tp.topic: {tp.partition}})
+	f.owner[tp].PauseFetchPartitions(map[string][]int32{tp.topic: {tp.partition}})
 }
 
 func (f *kafkaFetcher) resume(tp topicPartition) {
-	f.data.ResumeFetchPartitions(map[string][]int32{tp.topic: {tp.partition}})
+	f.owner[tp].ResumeFetchPartitions(map[string][]int32{tp.topic: {tp.partition}})
 }
 
 func (f *kafkaFetcher) close() {
 	f.commits.Close()
-	if f.data != nil {
-		f.data.Close()
+	if f.stopPolls != nil {
+		f.stopPolls()
+		f.polls.Wait()
+	}
+	for _, cl := range f.clients {
+		cl.Close()
 	}
 }
 

@@ -126,9 +126,11 @@ type config struct {
 	from        bookmark.Consumer
 	maxChunk    int
 	maxBuffered int
-	log         *slog.Logger
-	kgoOpts     []kgo.Opt
-	security    kafkasec.Settings
+	// fetchClients bounds the Kafka clients the data partitions are spread over.
+	fetchClients int
+	log          *slog.Logger
+	kgoOpts      []kgo.Opt
+	security     kafkasec.Settings
 }
 
 type startAt int
@@ -162,6 +164,12 @@ func MaxChunkOps(n int) Opt { return func(c *config) { c.maxChunk = n } }
 // MaxBufferedRecords bounds the records held per partition before its fetching pauses (default 4096).
 func MaxBufferedRecords(n int) Opt { return func(c *config) { c.maxBuffered = n } }
 
+// FetchClients spreads the data partitions over up to n Kafka clients (default 4), each with its
+// own connections, fetching its partitions concurrently with the others: a client fetches from a
+// broker one request at a time and decodes the response in one goroutine, so at several partitions
+// more clients keep the merge fed. n = 1 reads every partition with one client.
+func FetchClients(n int) Opt { return func(c *config) { c.fetchClients = n } }
+
 // Logger sets the logger.
 func Logger(l *slog.Logger) Opt { return func(c *config) { c.log = l } }
 
@@ -180,7 +188,7 @@ type Consumer struct {
 
 // NewConsumer connects to Kafka and positions the consumer.
 func NewConsumer(ctx context.Context, opts ...Opt) (*Consumer, error) {
-	cfg := config{maxChunk: 10_000, maxBuffered: 4096, log: slog.Default()}
+	cfg := config{maxChunk: 10_000, maxBuffered: 4096, fetchClients: 4, log: slog.Default()}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -189,6 +197,9 @@ func NewConsumer(ctx context.Context, opts ...Opt) (*Consumer, error) {
 	}
 	if cfg.commitTopic == "" {
 		return nil, errors.New("tcc: no commit topic (use tcc.CommitTopic with cdcd's kafka.commit_topic)")
+	}
+	if cfg.fetchClients < 1 {
+		return nil, fmt.Errorf("tcc: FetchClients(%d): at least one client reads the data partitions", cfg.fetchClients)
 	}
 	security, err := cfg.security.Kgo()
 	if err != nil {
