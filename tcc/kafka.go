@@ -244,12 +244,17 @@ func (f *kafkaFetcher) fetch(ctx context.Context, queueOf func(topicPartition) *
 	return nil
 }
 
+// pause and resume act on the client reading tp; a partition no client reads has nothing to pause.
 func (f *kafkaFetcher) pause(tp topicPartition) {
-	f.owner[tp].PauseFetchPartitions(map[string][]int32{tp.topic: {tp.partition}})
+	if cl := f.owner[tp]; cl != nil {
+		cl.PauseFetchPartitions(map[string][]int32{tp.topic: {tp.partition}})
+	}
 }
 
 func (f *kafkaFetcher) resume(tp topicPartition) {
-	f.owner[tp].ResumeFetchPartitions(map[string][]int32{tp.topic: {tp.partition}})
+	if cl := f.owner[tp]; cl != nil {
+		cl.ResumeFetchPartitions(map[string][]int32{tp.topic: {tp.partition}})
+	}
 }
 
 func (f *kafkaFetcher) close() {
