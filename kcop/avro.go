@@ -247,7 +247,7 @@ func (r *schemaRegistry) keyRecord(ctx context.Context, t *change.Table, topic s
 }
 
 func (a *Avro) table(ctx context.Context, t *change.Table) (*avroTable, error) {
-	return a.tables.get(t, func(t *change.Table) (*avroTable, error) {
+	return a.tables.Get(t, func(t *change.Table) (*avroTable, error) {
 		at := &avroTable{topic: a.topic.expand(t), keyIdx: t.KeyIndexes}
 		for i := range t.Columns {
 			at.valueIdx = append(at.valueIdx, i)

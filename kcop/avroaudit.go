@@ -81,7 +81,7 @@ func newAvroAudit(opts Options, multiRow bool) (KCOP, error) {
 func (a *AvroAudit) Check(ctx context.Context) error { return a.registry.check(ctx) }
 
 func (a *AvroAudit) table(ctx context.Context, t *change.Table) (*avroAuditTable, error) {
-	return a.tables.get(t, func(t *change.Table) (*avroAuditTable, error) {
+	return a.tables.Get(t, func(t *change.Table) (*avroAuditTable, error) {
 		at := &avroAuditTable{topic: a.topic.expand(t)}
 		for i := range t.Columns {
 			at.all = append(at.all, i)

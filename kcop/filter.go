@@ -86,7 +86,7 @@ func NewFilter(opts Options) (KCOP, error) {
 
 // program compiles the expression against t's columns, once per table shape.
 func (f *ExprFilter) program(t *change.Table) (*tableProgram, error) {
-	return f.progs.get(t, f.compile)
+	return f.progs.Get(t, f.compile)
 }
 
 func (f *ExprFilter) compile(t *change.Table) (*tableProgram, error) {

@@ -64,7 +64,7 @@ type headered struct {
 }
 
 func (h *headered) indexes(t *change.Table) ([]int, error) {
-	return h.columns.get(t, func(t *change.Table) ([]int, error) {
+	return h.columns.Get(t, func(t *change.Table) ([]int, error) {
 		idx := make([]int, len(h.spec))
 		for n, s := range h.spec {
 			idx[n] = -1

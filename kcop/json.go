@@ -495,7 +495,7 @@ func (t topicTemplate) expand(tbl *change.Table) string {
 	if t.names == nil {
 		return t.render(tbl)
 	}
-	name, _ := t.names.get(tbl, func(tbl *change.Table) (string, error) { return t.render(tbl), nil })
+	name, _ := t.names.Get(tbl, func(tbl *change.Table) (string, error) { return t.render(tbl), nil })
 	return name
 }
 

@@ -76,7 +76,7 @@ func NewOutbox(opts Options) (KCOP, error) {
 func (o *Outbox) Claims(c *change.Change) bool { return c.Table.QualifiedName() == o.table }
 
 func (o *Outbox) columnsOf(t *change.Table) (outboxColumns, error) {
-	return o.columns.get(t, func(t *change.Table) (outboxColumns, error) {
+	return o.columns.Get(t, func(t *change.Table) (outboxColumns, error) {
 		find := func(option, name string) (int, error) {
 			i := slices.IndexFunc(t.Columns, func(c change.Column) bool { return c.Name == name })
 			if i < 0 && option != "" {

@@ -79,7 +79,7 @@ func (p *Project) Process(_ context.Context, _ *change.Change, dst []Record) ([]
 
 // Transform implements Transformer.
 func (p *Project) Transform(_ context.Context, c *change.Change) (*change.Change, error) {
-	pr, err := p.cache.get(c.Table, func(t *change.Table) (*projection, error) {
+	pr, err := p.cache.Get(c.Table, func(t *change.Table) (*projection, error) {
 		idx, err := p.columns.indexes(t)
 		if err != nil {
 			return nil, err
@@ -214,7 +214,7 @@ func (h *Hash) Transform(_ context.Context, c *change.Change) (*change.Change, e
 // replaceValues returns a copy of c whose listed columns' present values are replaced by with's.
 // Key columns may be replaced too: the records' keys are then the replaced values.
 func replaceValues(c *change.Change, cache *tableCache[[]int], columns columnSet, with func(change.Value) (any, error)) (*change.Change, error) {
-	idx, err := cache.get(c.Table, columns.indexes)
+	idx, err := cache.Get(c.Table, columns.indexes)
 	if err != nil {
 		return nil, err
 	}

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -35,12 +34,11 @@ type Metrics struct {
 	restarts     prometheus.Counter
 	// counted holds the changes' and records' counters of each table shape and operation, so that
 	// a change costs a map look-up rather than a label hash and a name built anew.
-	countedMu sync.Mutex
-	counted   map[tableOp]changeCounters
-	healthy   atomic.Bool
-	waiting   atomic.Pointer[string]
-	copying   atomic.Pointer[func() []capture.TableCopy]
-	request   atomic.Pointer[func(context.Context, capture.SnapshotRequest) error]
+	counted change.ShapeCache[tableOp, changeCounters]
+	healthy atomic.Bool
+	waiting atomic.Pointer[string]
+	copying atomic.Pointer[func() []capture.TableCopy]
+	request atomic.Pointer[func(context.Context, capture.SnapshotRequest) error]
 }
 
 // New registers the collectors; lag reports the source lag in bytes and seconds and the WAL the slot
@@ -101,21 +99,12 @@ type tableOp struct {
 
 type changeCounters struct{ changes, records prometheus.Counter }
 
-// countersOf is the counters of table's op changes. The cache starts over past 1,024 entries: a
-// table's shape changes with its schema, and the old shapes need not stay reachable.
+// countersOf is the counters of table's op changes.
 func (m *Metrics) countersOf(table *change.Table, op change.Op) changeCounters {
-	m.countedMu.Lock()
-	defer m.countedMu.Unlock()
-	k := tableOp{table, op}
-	if c, ok := m.counted[k]; ok {
-		return c
-	}
-	if m.counted == nil || len(m.counted) >= 1024 {
-		m.counted = map[tableOp]changeCounters{}
-	}
-	name, o := table.QualifiedName(), op.String()
-	c := changeCounters{m.changes.WithLabelValues(name, o), m.records.WithLabelValues(name, o)}
-	m.counted[k] = c
+	c, _ := m.counted.Get(tableOp{table, op}, func(k tableOp) (changeCounters, error) {
+		name, o := k.table.QualifiedName(), k.op.String()
+		return changeCounters{m.changes.WithLabelValues(name, o), m.records.WithLabelValues(name, o)}, nil
+	})
 	return c
 }
 
