@@ -216,8 +216,8 @@ type assembler struct {
 	prev     *bookmark.CommitRecord // the group loaded last
 	log      *slog.Logger
 	chunk    *Txn
-	chunkAt  *txnAt // the current chunk's place, shared by its Ops
-	skipped  bool   // records of the current transaction were skipped by the resume point
+	chunkAt  *bookmark.Consumer // the current chunk's transaction, shared by its Ops
+	skipped  bool               // records of the current transaction were skipped by the resume point
 	// truncated: a range of the group was read from past its first offset, because retention
 	// removed records the consumer had already delivered.
 	truncated bool
@@ -483,7 +483,7 @@ func (a *assembler) add(r *rec, p position) {
 		}
 		a.chunk = a.newChunk()
 		a.chunk.Ops = make([]Op, 0, min(a.maxChunk, int(a.g.Txns[a.cur].Records)))
-		a.chunkAt = &txnAt{source: a.source, commitOffset: a.gOffset, group: a.g.Group, txn: p.txn}
+		a.chunkAt = &bookmark.Consumer{Source: a.source, CommitOffset: a.gOffset, Group: a.g.Group, Txn: p.txn}
 	}
 	a.chunk.Ops = append(a.chunk.Ops, Op{Topic: r.tp.topic, Partition: r.tp.partition, Offset: r.offset,
 		Key: r.key, Value: r.value, Headers: r.headers, Index: p.op, Rec: p.sub, at: a.chunkAt})

@@ -22,11 +22,10 @@ type kafkaFetcher struct {
 	cfg     config
 	commits *kgo.Client
 	pending []*kgo.Record // fetched commit records not yet returned
-	// The data clients, the client reading each partition, and how many partitions each reads.
-	// Every commit group names its partitions again; only a new one needs a client's attention.
+	// The data clients, and the client reading each partition. Every commit group names its
+	// partitions again; only a new one needs a client's attention.
 	clients []*kgo.Client
 	owner   map[topicPartition]*kgo.Client
-	load    map[*kgo.Client]int
 	// fetched carries what each client's poller polled, in order for each client (and so for
 	// each partition).
 	fetched   chan kgo.Fetches
@@ -123,7 +122,7 @@ func (f *kafkaFetcher) assign(tp topicPartition, offset int64) {
 		return
 	}
 	if f.owner == nil {
-		f.owner, f.load = map[topicPartition]*kgo.Client{}, map[*kgo.Client]int{}
+		f.owner = map[topicPartition]*kgo.Client{}
 		f.pollCtx, f.stopPolls = context.WithCancel(context.Background())
 		f.fetched = make(chan kgo.Fetches)
 	}
@@ -140,7 +139,7 @@ func (f *kafkaFetcher) assign(tp topicPartition, offset int64) {
 		cl, err := kgo.NewClient(opts...)
 		if err == nil {
 			f.clients = append(f.clients, cl)
-			f.owner[tp], f.load[cl] = cl, 1
+			f.owner[tp] = cl
 			f.polls.Add(1)
 			go f.poll(cl)
 			return
@@ -151,14 +150,18 @@ func (f *kafkaFetcher) assign(tp topicPartition, offset int64) {
 			return // fetch reports that nothing is read
 		}
 	}
+	// The client reading the fewest partitions takes it.
+	load := map[*kgo.Client]int{}
+	for _, c := range f.owner {
+		load[c]++
+	}
 	cl := f.clients[0]
 	for _, c := range f.clients[1:] {
-		if f.load[c] < f.load[cl] {
+		if load[c] < load[cl] {
 			cl = c
 		}
 	}
 	f.owner[tp] = cl
-	f.load[cl]++
 	// A topic new to the client is fetched once its metadata arrives, so ask for it now.
 	cl.AddConsumePartitions(parts)
 	cl.ForceMetadataRefresh()

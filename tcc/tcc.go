@@ -52,17 +52,10 @@ type Op struct {
 	Rec   int
 	// ID names the operation uniquely within the source: "<source position>/<index>[.<rec>]".
 	ID string
-	// at is where the operation's transaction sits in the commit stream, shared by the
-	// operations of a chunk: Bookmark is made from it on demand rather than stored in every Op.
-	at *txnAt
-}
-
-// txnAt places a transaction in its commit stream.
-type txnAt struct {
-	source       string
-	commitOffset int64
-	group        uint64
-	txn          int
+	// at is the bookmark of the operation's transaction, shared by the operations of a chunk, with
+	// Op and Rec left to each operation: Bookmark is made from it on demand rather than stored in
+	// every Op.
+	at *bookmark.Consumer
 }
 
 // Bookmark is the position just after this record. An Op the tcc did not deliver has the zero
@@ -71,8 +64,9 @@ func (o Op) Bookmark() bookmark.Consumer {
 	if o.at == nil {
 		return bookmark.Consumer{}
 	}
-	return bookmark.Consumer{Source: o.at.source, CommitOffset: o.at.commitOffset, Group: o.at.group, Txn: o.at.txn,
-		Op: o.Index, Rec: o.Rec}
+	b := *o.at
+	b.Op, b.Rec = o.Index, o.Rec
+	return b
 }
 
 // Txn is one source transaction, or one chunk of a large one.

@@ -339,16 +339,12 @@ func compareReads(brokers string, rows, n int, profileDir string) {
 		cpu0 := selfCPU()
 		plain := plainRead(brokers, rows)
 		cpu1 := selfCPU()
-		suffix := ""
+		suffix, label := "", ""
 		if n > 1 {
-			suffix = strconv.Itoa(i + 1)
+			suffix, label = strconv.Itoa(i+1), fmt.Sprintf(" (read %d of %d)", i+1, n)
 		}
 		through, tccPeak := tccRead(brokers, rows, profileDir, suffix)
 		cpu2 := selfCPU()
-		label := ""
-		if n > 1 {
-			label = fmt.Sprintf(" (read %d of %d)", i+1, n)
-		}
 		fmt.Printf("| plain read_committed consumer (franz-go), same records%s | %.0f records/s, %.2f µs CPU per record |\n", label, plain, perRecord(cpu1-cpu0))
 		fmt.Printf("| tcc, whole transactions in source order%s | %.0f records/s (ratio %.2f), %.2f µs CPU per record, Go heap peak %d MiB |\n",
 			label, through, through/plain, perRecord(cpu2-cpu1), tccPeak>>20)
