@@ -3,7 +3,9 @@
 //
 //   - rows/s from a PostgreSQL backlog of N rows in T-row transactions to Kafka (durable: the slot
 //     confirmed past the last transaction), and in the same run the raw pglogrepl read rate of the same
-//     backlog (receive and parse pgoutput, nothing else) as the ceiling;
+//     backlog (receive and parse pgoutput, nothing else) as the ceiling; and cdcd's streaming rate,
+//     from its first commit record visible in Kafka to the last, without its start or the slot's
+//     confirmation;
 //   - cdcd's peak RSS while it carries one transaction of M rows.
 //
 // With -source mariadb, the same backlog from the local MariaDB: the raw go-mysql read and decode rate
@@ -155,8 +157,10 @@ func main() {
 		pc.listen, pc.pprof = freeAddr(), true
 	}
 	cfg := writeConfig(dsn, cdcdBrokers, pc)
+	commits := watchCommits(brokers, int64(*rows))
 	took, peak, cpu := runCDCD(ctx, *bin, cfg, conn, end, *profile, pc.listen)
 	rate := float64(*rows) / took.Seconds()
+	streamed := <-commits
 	log.Printf("cdcd end to end: %v, %.0f rows/s, peak RSS %d MiB, %v CPU", took.Round(time.Millisecond), rate, peak>>20, cpu.Round(time.Millisecond))
 
 	fmt.Printf("\n| what | result |\n|---|---|\n")
@@ -170,7 +174,9 @@ func main() {
 	fmt.Printf("| kafka | %d broker(s), %s |\n", brokerCount(brokers), kafkaDesc)
 	fmt.Printf("| raw pglogrepl read (ceiling) | %.0f rows/s |\n", rawRate)
 	fmt.Printf("| cdcd end to end (durable in Kafka, slot confirmed) | %.0f rows/s in %v |\n", rate, took.Round(time.Millisecond))
-	fmt.Printf("| ratio cdcd / ceiling | %.2f |\n", rate/rawRate)
+	fmt.Printf("| cdcd streaming (first to last commit record visible in Kafka) | %.0f rows/s; the first commit record %v after cdcd started |\n",
+		streamed.streamingRate(), streamed.first.Sub(streamed.since).Round(time.Millisecond))
+	fmt.Printf("| ratio cdcd / ceiling | %.2f end to end, %.2f streaming |\n", rate/rawRate, streamed.streamingRate()/rawRate)
 	fmt.Printf("| cdcd peak RSS during the backlog | %d MiB |\n", peak>>20)
 	perMillion := func(d time.Duration) float64 { return d.Seconds() / float64(*rows) * 1e6 }
 	fmt.Printf("| CPU per million rows: raw read / cdcd | %.1f s / %.1f s (%.1f µs / %.1f µs per row) |\n",
