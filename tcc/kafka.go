@@ -134,8 +134,11 @@ func (f *kafkaFetcher) assign(tp topicPartition, offset int64) {
 			// request on, so keep long polls short and metadata fresh.
 			kgo.FetchMaxWait(200 * time.Millisecond), kgo.MetadataMinAge(50 * time.Millisecond),
 			// Fetched but unmerged records are the consumer's memory: keep responses modest, 8 MiB
-			// at most over all the clients.
-			kgo.FetchMaxBytes(int32(max(1<<20, 8<<20/f.cfg.fetchClients))), kgo.FetchMaxPartitionBytes(1 << 20)}, f.cfg.kgoOpts...)
+			// at most over all the clients, half a MiB a partition. A partition's queue holds what
+			// one response brought beyond its bound, and each record decoded costs as much again
+			// as its bytes: at 1 MiB a partition four partitions peaked at 59-74 MiB of heap, at
+			// half that 47-58 MiB, no slower (docs/benchmarks.md).
+			kgo.FetchMaxBytes(int32(max(1<<20, 8<<20/f.cfg.fetchClients))), kgo.FetchMaxPartitionBytes(512 << 10)}, f.cfg.kgoOpts...)
 		cl, err := kgo.NewClient(opts...)
 		if err == nil {
 			f.clients = append(f.clients, cl)
