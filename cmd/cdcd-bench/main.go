@@ -71,13 +71,17 @@ func main() {
 	reads := flag.Int("reads", 1, "read the backlog this many times with the plain consumer and the tcc, alternating, and report each pair and the median ratio")
 	keep := flag.Bool("keep", false, "leave bench.rows and bench.commits in Kafka at the end (for -reads-only)")
 	readsOnly := flag.Int("reads-only", 0, "only read this many records of the bench.rows and bench.commits a -keep run left, as -reads says")
+	var tr tccReader
+	flag.IntVar(&tr.fetchClients, "tcc-fetch-clients", 0, "the tcc's FetchClients (0: its default)")
+	flag.IntVar(&tr.maxBuffered, "tcc-max-buffered", 0, "the tcc's MaxBufferedRecords (0: its default)")
 	flag.Parse()
+	tr.brokers = *brokersFlag
 	if *readsOnly > 0 {
-		compareReads(*brokersFlag, *readsOnly, *reads, *profile)
+		compareReads(tr, *readsOnly, *reads, *profile)
 		return
 	}
 	if *tccChild > 0 {
-		rate, heap := tccRead(*brokersFlag, *tccChild, *profile, "-process")
+		rate, heap := tr.read(*tccChild, *profile, "-process")
 		fmt.Printf("tcc-read %.0f %d\n", rate, heap)
 		return
 	}
@@ -182,7 +186,7 @@ func main() {
 	fmt.Printf("| CPU per million rows: raw read / cdcd | %.1f s / %.1f s (%.1f µs / %.1f µs per row) |\n",
 		perMillion(rawCPU), perMillion(cpu), perMillion(rawCPU), perMillion(cpu))
 
-	compareReads(brokers, *rows, *reads, *profile)
+	compareReads(tr, *rows, *reads, *profile)
 
 	if *big > 0 {
 		log.Printf("one transaction of %d rows", *big)
@@ -192,7 +196,7 @@ func main() {
 		took, peak, _ = runCDCD(ctx, *bin, cfg, conn, end, "", "")
 		log.Printf("single %d-row transaction: %v, peak RSS %d MiB", *big, took.Round(time.Millisecond), peak>>20)
 		fmt.Printf("| one %d-row transaction | %v (%.0f rows/s), cdcd peak RSS %d MiB |\n", *big, took.Round(time.Millisecond), float64(*big)/took.Seconds(), peak>>20)
-		rate, heap, rss := tccProcess(brokers, *rows+*big)
+		rate, heap, rss := tr.process(*rows + *big)
 		fmt.Printf("| tcc in a process of its own, the backlog and that transaction | %.0f records/s, Go heap peak %d MiB, peak RSS %d MiB |\n", rate, heap>>20, rss>>20)
 	}
 	_, _ = conn.Exec(ctx, "SELECT pg_drop_replication_slot('bench_raw')")
@@ -338,18 +342,18 @@ func rawRead(ctx context.Context, dsn string, rows int, end bookmark.LSN, binary
 // compareReads reads rows records with a plain read_committed consumer and through the tcc, n times
 // each, alternating, and reports every pair and the median of the tcc's ratio to the plain rate.
 // The readers' CPU is this process's, measured around each: they run one after the other.
-func compareReads(brokers string, rows, n int, profileDir string) {
+func compareReads(tr tccReader, rows, n int, profileDir string) {
 	perRecord := func(d time.Duration) float64 { return d.Seconds() / float64(rows) * 1e6 }
 	var ratios []float64
 	for i := range max(n, 1) {
 		cpu0 := selfCPU()
-		plain := plainRead(brokers, rows)
+		plain := plainRead(tr.brokers, rows)
 		cpu1 := selfCPU()
 		suffix, label := "", ""
 		if n > 1 {
 			suffix, label = strconv.Itoa(i+1), fmt.Sprintf(" (read %d of %d)", i+1, n)
 		}
-		through, tccPeak := tccRead(brokers, rows, profileDir, suffix)
+		through, tccPeak := tr.read(rows, profileDir, suffix)
 		cpu2 := selfCPU()
 		fmt.Printf("| plain read_committed consumer (franz-go), same records%s | %.0f records/s, %.2f µs CPU per record |\n", label, plain, perRecord(cpu1-cpu0))
 		fmt.Printf("| tcc, whole transactions in source order%s | %.0f records/s (ratio %.2f), %.2f µs CPU per record, Go heap peak %d MiB |\n",
@@ -378,12 +382,31 @@ func plainRead(brokers string, rows int) float64 {
 	return float64(n) / time.Since(start).Seconds()
 }
 
-// tccProcess runs the tcc read of n records in a child process (cdcd-bench -tcc-read), so that its
+// tccReader is how the bench reads through the tcc: the brokers, and the options it was given
+// (0 for the tcc's defaults).
+type tccReader struct {
+	brokers                   string
+	fetchClients, maxBuffered int
+}
+
+func (tr tccReader) options() []tcc.Opt {
+	opts := []tcc.Opt{tcc.Brokers(strings.Split(tr.brokers, ",")...), tcc.CommitTopic("bench.commits")}
+	if tr.fetchClients > 0 {
+		opts = append(opts, tcc.FetchClients(tr.fetchClients))
+	}
+	if tr.maxBuffered > 0 {
+		opts = append(opts, tcc.MaxBufferedRecords(tr.maxBuffered))
+	}
+	return opts
+}
+
+// process runs the tcc read of n records in a child process (cdcd-bench -tcc-read), so that its
 // peak resident set size is the tcc's alone.
-func tccProcess(brokers string, n int) (rate float64, heap uint64, rss int64) {
+func (tr tccReader) process(n int) (rate float64, heap uint64, rss int64) {
 	self, err := os.Executable()
 	check(err)
-	cmd := exec.Command(self, "-tcc-read", strconv.Itoa(n), "-brokers", brokers)
+	cmd := exec.Command(self, "-tcc-read", strconv.Itoa(n), "-brokers", tr.brokers,
+		"-tcc-fetch-clients", strconv.Itoa(tr.fetchClients), "-tcc-max-buffered", strconv.Itoa(tr.maxBuffered))
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, os.Stderr
 	check(cmd.Start())
@@ -402,11 +425,11 @@ func tccProcess(brokers string, n int) (rate float64, heap uint64, rss int64) {
 	}
 }
 
-// tccRead reads the same records through the tcc, and samples the Go heap as it goes.
+// read reads the same records through the tcc, and samples the Go heap as it goes.
 // With profileDir set it writes the tcc's CPU profile there as tcc-cpu<suffix>.pprof.
-func tccRead(brokers string, rows int, profileDir, suffix string) (float64, uint64) {
+func (tr tccReader) read(rows int, profileDir, suffix string) (float64, uint64) {
 	ctx := context.Background()
-	c, err := tcc.NewConsumer(ctx, tcc.Brokers(strings.Split(brokers, ",")...), tcc.CommitTopic("bench.commits"))
+	c, err := tcc.NewConsumer(ctx, tr.options()...)
 	check(err)
 	defer c.Close()
 	if profileDir != "" {

@@ -249,7 +249,7 @@ func runPipeline(ctx context.Context, cfg config.Config, src capture.Config, k k
 	w, err := writer.Open(ctx, writer.Config{
 		Brokers: kc.Brokers, ClientID: kc.ClientID, TransactionalID: kc.TransactionalID, CommitTopic: kc.CommitTopic,
 		Source: r.SourceID(), Lineage: r.Lineage(), MaxGroupRecords: kc.GroupMaxRecords, MaxGroupBytes: kc.GroupMaxBytes, MaxGroupDelay: kc.GroupMaxDelay,
-		TransactionTimeout: kc.TransactionTimeout, MaxMessageBytes: kc.MaxMessageBytes,
+		TransactionTimeout: kc.TransactionTimeout, MaxMessageBytes: kc.MaxMessageBytes, Linger: kc.Linger,
 		TopicPartitions: kc.TopicPartitions, ReplicationFactor: kc.ReplicationFactor, MinInsyncReplicas: kc.MinInsyncReplicas, Timeout: kc.Timeout, Security: kc.Security(),
 		Parallel: kc.Delivery == config.Parallel, ParallelProducers: kc.ParallelProducers,
 		Logger: log, Observer: m,

@@ -117,6 +117,8 @@ func TestLoadErrors(t *testing.T) {
 		{"bad slot", minimal, []string{"source.postgres.slot=My-Slot"}, []string{"not a valid slot name"}},
 		{"bad snapshot", minimal, []string{"source.postgres.snapshot=always"}, []string{"initial, never"}},
 		{"bad duration", minimal, []string{"kafka.timeout=soon"}, []string{"timeout"}},
+		{"negative linger", minimal, []string{"kafka.linger=-1ms"}, []string{"kafka.linger: must be between 0 and 1s"}},
+		{"long linger", minimal, []string{"kafka.linger=2s"}, []string{"kafka.linger: must be between 0 and 1s"}},
 		{"no parallel producers", minimal, []string{"kafka.delivery=parallel", "kafka.parallel_producers=0"}, []string{"kafka.parallel_producers"}},
 		{"no brokers", "source:\n  kind: postgres\n  postgres:\n    dsn: x\n", nil, []string{"kafka.brokers: is empty"}},
 		{"bad yaml", "source: [\n", nil, []string{"config file"}},
@@ -225,6 +227,7 @@ kafka:
 		"kafka.timeout":         {Value: "20s", Source: "env CDCD_KAFKA_TIMEOUT"},
 		"log.level":             {Value: "debug", Source: "flag"},
 		"kafka.group_max_delay": {Value: "100ms", Source: "default"},
+		"kafka.linger":          {Value: "2ms", Source: "default"},
 	} {
 		if g := got[key]; g.Value != want.Value || g.Source != want.Source {
 			t.Errorf("%s = %q (%s), want %q (%s)", key, g.Value, g.Source, want.Value, want.Source)

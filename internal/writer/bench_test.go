@@ -12,6 +12,7 @@ import (
 	"github.com/IBM/sarama"
 
 	"github.com/cdcd-dev/cdcd/change"
+	"github.com/cdcd-dev/cdcd/internal/config"
 	"github.com/cdcd-dev/cdcd/internal/testenv"
 	"github.com/cdcd-dev/cdcd/kcop"
 )
@@ -63,7 +64,7 @@ func BenchmarkProduce(b *testing.B) {
 	defer func() { _ = admin.DeleteTopic(topic) }()
 
 	b.Run("sarama", func(b *testing.B) {
-		p, err := sarama.NewAsyncProducer(brokers, dataConfig(producerConfig("bench", "bench-sarama-"+suffix, 10*time.Second), 1<<20))
+		p, err := sarama.NewAsyncProducer(brokers, dataConfig(producerConfig("bench", "bench-sarama-"+suffix, 10*time.Second), 1<<20, config.Default().Kafka.Linger))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -112,7 +113,8 @@ func BenchmarkProduce(b *testing.B) {
 	b.Run("writer", func(b *testing.B) {
 		ctx := context.Background()
 		w, err := Open(ctx, Config{Brokers: brokers, ClientID: "bench", TransactionalID: "bench-writer-" + suffix,
-			CommitTopic: "bench.produce.commits." + suffix, Source: "bench", Timeout: 10 * time.Second, ReplicationFactor: 1})
+			CommitTopic: "bench.produce.commits." + suffix, Source: "bench", Timeout: 10 * time.Second, ReplicationFactor: 1,
+			Linger: config.Default().Kafka.Linger})
 		if err != nil {
 			b.Fatal(err)
 		}

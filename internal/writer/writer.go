@@ -54,6 +54,9 @@ type Config struct {
 	TransactionTimeout time.Duration
 	// MaxMessageBytes is the largest record the writer sends; a larger one stops it with an error.
 	MaxMessageBytes int
+	// Linger is how long a producer lets a request fill (up to 1 MiB) before it sends it; 0 sends
+	// as soon as the partition has no request in flight.
+	Linger time.Duration
 	// TopicPartitions applies to the data topics cdcd creates; ReplicationFactor and
 	// MinInsyncReplicas to those and to the commit topic. ReplicationFactor 0 is the smaller of 3
 	// and the number of brokers, -1 the brokers' default; MinInsyncReplicas 0 is one less than the
@@ -246,7 +249,7 @@ func Open(ctx context.Context, cfg Config) (*Writer, error) {
 		w.admin.Close()
 		return nil, err
 	}
-	pc := dataConfig(secure(producerConfig(cfg.ClientID, cfg.TransactionalID, cfg.Timeout)), cfg.MaxMessageBytes)
+	pc := dataConfig(secure(producerConfig(cfg.ClientID, cfg.TransactionalID, cfg.Timeout)), cfg.MaxMessageBytes, cfg.Linger)
 	pc.Producer.Transaction.Timeout = cfg.TransactionTimeout
 	if w.producer, err = sarama.NewAsyncProducer(cfg.Brokers, pc); err != nil {
 		w.admin.Close()
@@ -256,7 +259,7 @@ func Open(ctx context.Context, cfg Config) (*Writer, error) {
 	if cfg.Parallel {
 		w.data = nil
 		for range cfg.ParallelProducers {
-			dc := dataConfig(secure(producerConfig(cfg.ClientID, "", cfg.Timeout)), cfg.MaxMessageBytes)
+			dc := dataConfig(secure(producerConfig(cfg.ClientID, "", cfg.Timeout)), cfg.MaxMessageBytes, cfg.Linger)
 			p, err := sarama.NewAsyncProducer(cfg.Brokers, dc)
 			if err != nil {
 				w.shutdownProducer()
@@ -289,15 +292,22 @@ func Open(ctx context.Context, cfg Config) (*Writer, error) {
 
 // dataConfig sets what a producer of data records needs beyond producerConfig: cdcd's partitioner
 // (the Java client's, so keys land where Kafka Streams and Connect would put them), the record size
-// limit, and batching that fills requests up to 1 MiB or for 1 ms. A group's close waits for its
+// limit, and batching that fills requests up to 1 MiB or for linger. A group's close waits for its
 // data records' acknowledgement and then its commit record's, each after a linger, so the linger
-// counts twice in every commit's latency; under load a request fills while the previous one is in
-// flight (one per partition), so a shorter linger costs no throughput (docs/benchmarks.md).
-func dataConfig(pc *sarama.Config, maxMessageBytes int) *sarama.Config {
+// counts twice in every commit's latency. Under load a partition's next request fills while its
+// previous one is in flight, so a short linger costs only somewhat smaller requests
+// (docs/benchmarks.md).
+func dataConfig(pc *sarama.Config, maxMessageBytes int, linger time.Duration) *sarama.Config {
 	pc.Producer.MaxMessageBytes = maxMessageBytes
 	pc.Producer.Partitioner = newPartitioner
-	pc.Producer.Flush.Bytes = 1 << 20
-	pc.Producer.Flush.Frequency = time.Millisecond
+	if linger > 0 {
+		pc.Producer.Flush.Bytes = 1 << 20
+		pc.Producer.Flush.Frequency = linger
+	} else {
+		// sarama flushes as soon as it can only when no trigger is set: a byte trigger alone
+		// would hold records until a megabyte had gathered.
+		pc.Producer.Flush.Bytes, pc.Producer.Flush.Frequency = 0, 0
+	}
 	pc.Producer.Flush.MaxMessages = 0
 	pc.ChannelBufferSize = 4096
 	return pc
