@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cdcd-dev/cdcd/change"
 )
@@ -128,5 +129,64 @@ func TestPipelineIdle(t *testing.T) {
 	}
 	if want := "begin 1,commit 1,begin 2,commit 2,idle"; strings.Join(got, ",") != want {
 		t.Errorf("events %s; want %s", strings.Join(got, ","), want)
+	}
+}
+
+// TestPipelineNotIdleWithATransactionBegun: events of a transaction the source has begun but not
+// ended wait in the batch being filled, not in the queue; the handler must not hear Idle while they
+// do, or it would end a commit group that the next transaction was about to join.
+func TestPipelineNotIdleWithATransactionBegun(t *testing.T) {
+	r := &idleRecorder{events: make(chan string, 100), release: make(chan struct{})}
+	ctx := context.Background()
+	p := NewPipeline(ctx, r, 16)
+	one, two := &change.Txn{ID: "1"}, &change.Txn{ID: "2"}
+	for _, err := range []error{p.Begin(ctx, one), p.Commit(ctx, &change.Commit{Txn: one}),
+		p.Begin(ctx, two), p.Change(ctx, &change.Change{Txn: two})} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(r.release) // transaction 1 commits while 2 has begun
+	got := []string{<-r.events, <-r.events}
+	select {
+	case e := <-r.events: // the handler goes on to transaction 2 only once it is handed on
+		got = append(got, e)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if err := p.Commit(ctx, &change.Commit{Txn: two}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	close(r.events)
+	for e := range r.events {
+		got = append(got, e)
+	}
+	if want := "begin 1,commit 1,begin 2,commit 2,idle"; strings.Join(got, ",") != want {
+		t.Errorf("events %s; want %s", strings.Join(got, ","), want)
+	}
+}
+
+// TestPipelineCloseHandsOnABegunTransaction: Close lets the handler see the events of a transaction
+// that never ended, as it did when every event was queued on its own.
+func TestPipelineCloseHandsOnABegunTransaction(t *testing.T) {
+	var r recorder
+	ctx := context.Background()
+	p := NewPipeline(ctx, &r, 4096)
+	txn := &change.Txn{ID: "7"}
+	if err := p.Begin(ctx, txn); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		if err := p.Change(ctx, &change.Change{Txn: txn, Index: int64(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.events) != 101 || r.events[0] != "B7" || r.events[100] != "C99" {
+		t.Errorf("the handler saw %d events (%v ... %v), want B7 and 100 changes", len(r.events), r.events[:min(len(r.events), 1)], r.events[max(len(r.events)-1, 0):])
 	}
 }

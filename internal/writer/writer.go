@@ -672,6 +672,11 @@ func (w *Writer) route(msg *sarama.ProducerMessage) sarama.AsyncProducer {
 func (w *Writer) send(ctx context.Context, p sarama.AsyncProducer, msg *sarama.ProducerMessage) error {
 	w.inflight.Add(1)
 	select {
+	case p.Input() <- msg: // sarama's input is buffered, so this usually succeeds without a full select
+		return nil
+	default:
+	}
+	select {
 	case p.Input() <- msg:
 		return nil
 	case <-ctx.Done():
