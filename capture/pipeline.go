@@ -174,11 +174,12 @@ func (p *Pipeline) Progress(ctx context.Context, end, state string) error {
 // returns h's first error. No call may follow it.
 func (p *Pipeline) Close() error {
 	p.pendingMu.Lock()
-	if len(p.pending) > 0 && p.failed() == nil {
-		p.ch <- p.pending
-	}
+	last := p.pending
 	p.pending = nil
 	p.pendingMu.Unlock()
+	if len(last) > 0 && p.failed() == nil {
+		p.ch <- last // not under pendingMu: the handler's goroutine takes it to decide on Idle
+	}
 	close(p.ch)
 	<-p.done
 	return p.failed()
