@@ -17,6 +17,7 @@ import (
 	"github.com/cdcd-dev/cdcd/bookmark"
 	"github.com/cdcd-dev/cdcd/capture"
 	"github.com/cdcd-dev/cdcd/change"
+	"github.com/cdcd-dev/cdcd/internal/config"
 	"github.com/cdcd-dev/cdcd/internal/failpoint"
 	"github.com/cdcd-dev/cdcd/internal/fault"
 	"github.com/cdcd-dev/cdcd/kafkasec"
@@ -183,30 +184,33 @@ var (
 // position durable that the source passed without anything to write.
 const progressInterval = time.Second
 
+// defaults fills what c leaves zero with cdcd's defaults, which config.Default holds (Linger
+// excepted: 0 is a setting of its own).
 func (c *Config) defaults() {
+	d := config.Default().Kafka
 	if c.MaxGroupRecords <= 0 {
-		c.MaxGroupRecords = 50_000
+		c.MaxGroupRecords = d.GroupMaxRecords
 	}
 	if c.MaxGroupBytes <= 0 {
-		c.MaxGroupBytes = 64 << 20
+		c.MaxGroupBytes = d.GroupMaxBytes
 	}
 	if c.MaxGroupDelay <= 0 {
-		c.MaxGroupDelay = 100 * time.Millisecond
+		c.MaxGroupDelay = d.GroupMaxDelay
 	}
 	if c.TransactionTimeout <= 0 {
-		c.TransactionTimeout = 10 * time.Minute
+		c.TransactionTimeout = d.TransactionTimeout
 	}
 	if c.MaxMessageBytes <= 0 {
-		c.MaxMessageBytes = 1 << 20
+		c.MaxMessageBytes = d.MaxMessageBytes
 	}
 	if c.TopicPartitions <= 0 {
-		c.TopicPartitions = 1
+		c.TopicPartitions = d.TopicPartitions
 	}
 	if c.Timeout <= 0 {
-		c.Timeout = 10 * time.Second
+		c.Timeout = d.Timeout
 	}
 	if c.ParallelProducers <= 0 {
-		c.ParallelProducers = 4
+		c.ParallelProducers = d.ParallelProducers
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
