@@ -95,10 +95,10 @@ type Kafka struct {
 	GroupMaxRecords int           `mapstructure:"group_max_records" doc:"a commit group closes once it holds this many records"`
 	GroupMaxBytes   int64         `mapstructure:"group_max_bytes" doc:"a commit group closes once it holds this many bytes"`
 	GroupMaxDelay   time.Duration `mapstructure:"group_max_delay" doc:"a commit group closes this long after it began"`
-	// Linger is how long the producer lets a request fill before it sends it (Kafka's linger.ms).
-	// A commit waits for it twice, once for its data records and once for its commit record; a
-	// longer linger makes larger requests under load and costs a little less CPU per row.
-	Linger time.Duration `mapstructure:"linger" doc:"how long the producer lets a request fill before sending it (a commit waits for it twice; 0: send at once)"`
+	// Linger is how long the producer lets a partition's batch fill while no commit waits for it
+	// (Kafka's linger.ms): closing a commit group sends what is open at once. Under load a longer
+	// linger makes larger requests; 0 sends a batch as soon as its broker has no request in flight.
+	Linger time.Duration `mapstructure:"linger" doc:"how long the producer lets a batch fill before sending it, unless a commit waits for it (0: send at once)"`
 	// TopicPartitions and ReplicationFactor are used for data topics cdcd creates
 	// (ReplicationFactor -1: the broker's default).
 	TopicPartitions   int32 `mapstructure:"topic_partitions" doc:"partitions of the data topics cdcd creates"`

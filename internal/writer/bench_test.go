@@ -38,15 +38,14 @@ func reportRate(b *testing.B, start time.Time, cpu0 time.Duration) {
 	b.ReportMetric(float64((cpuTime(b)-cpu0).Nanoseconds())/1e3/float64(b.N*benchRecords), "cpu-µs/record")
 }
 
-// BenchmarkProduce measures, against the stack's broker, what the Kafka client alone costs beside
-// what cdcd's writer adds on top of it, so that end-to-end figures can be read against the client's
-// own ceiling on the same machine:
+// BenchmarkProduce measures, against the stack's broker, cdcd's writer beside sarama's
+// AsyncProducer alone, the client the writer used before its own producer (txnProducer):
 //
-//   - sarama: a transactional producer with the writer's settings (dataConfig) sends records of
-//     benchValue's size with a key and cdcd's four ordering headers, committing a Kafka transaction
-//     every 10,000 records, as commit groups do under a backlog;
-//   - writer: the Writer itself (headers, commit groups, the commit stream, acknowledged ranges)
-//     takes the same records as source transactions of 100 changes.
+//   - sarama: a transactional AsyncProducer with the settings parallel mode's producers use
+//     (dataConfig) sends records of benchValue's size with a key and cdcd's four ordering headers,
+//     committing a Kafka transaction every 10,000 records, as commit groups do under a backlog;
+//   - writer: the Writer itself (headers, commit groups, the commit stream, acknowledged ranges, on
+//     txnProducer) takes the same records as source transactions of 100 changes.
 //
 // Run it with `go test -run XXX -bench BenchmarkProduce ./internal/writer/` after `make stack`.
 func BenchmarkProduce(b *testing.B) {

@@ -163,3 +163,33 @@ func (p partitioner) Partition(m *sarama.ProducerMessage, n int32) (int32, error
 }
 
 func (p partitioner) RequiresConsistency() bool { return true }
+
+// murmur2Partition is the Java client's partition for a key among n: murmur2 of the key, its sign
+// bit cleared, modulo n.
+func murmur2Partition(key []byte, n int32) int32 {
+	const m, r = 0x5bd1e995, 24
+	h := uint32(0x9747b28c) ^ uint32(len(key))
+	for len(key) >= 4 {
+		k := uint32(key[0]) | uint32(key[1])<<8 | uint32(key[2])<<16 | uint32(key[3])<<24
+		k *= m
+		k ^= k >> r
+		k *= m
+		h = h*m ^ k
+		key = key[4:]
+	}
+	switch len(key) {
+	case 3:
+		h ^= uint32(key[2]) << 16
+		fallthrough
+	case 2:
+		h ^= uint32(key[1]) << 8
+		fallthrough
+	case 1:
+		h ^= uint32(key[0])
+		h *= m
+	}
+	h ^= h >> 13
+	h *= m
+	h ^= h >> 15
+	return int32(h&0x7fffffff) % n
+}

@@ -2,7 +2,9 @@
 // `cdcd validate` (see Check).
 //
 // Protocol: the writer groups whole source transactions into one Kafka transaction (a commit
-// group), written by one idempotent, transactional producer. Each data record carries the ordering
+// group), written by one idempotent, transactional producer (txnProducer: sarama's protocol layer,
+// one goroutine per broker, acknowledgements per batch; parallel mode writes data records through
+// sarama's AsyncProducer). Each data record carries the ordering
 // headers of package bookmark. The group's last record, on the single-partition commit topic, is a
 // bookmark.CommitRecord naming the group's transactions, their source positions and the offset
 // ranges of their records. The Kafka transaction then commits, atomically with that record, and only

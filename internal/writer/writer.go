@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -55,8 +56,8 @@ type Config struct {
 	TransactionTimeout time.Duration
 	// MaxMessageBytes is the largest record the writer sends; a larger one stops it with an error.
 	MaxMessageBytes int
-	// Linger is how long a producer lets a request fill (up to 1 MiB) before it sends it; 0 sends
-	// as soon as the partition has no request in flight.
+	// Linger is how long a producer lets a partition's batch fill (up to 1 MiB) while no commit
+	// waits for it; 0 sends it as soon as its broker has no request in flight.
 	Linger time.Duration
 	// TopicPartitions applies to the data topics cdcd creates; ReplicationFactor and
 	// MinInsyncReplicas to those and to the commit topic. ReplicationFactor 0 is the smaller of 3
@@ -115,10 +116,9 @@ type Writer struct {
 	obs      Observer
 	client   sarama.Client
 	admin    sarama.ClusterAdmin
-	producer sarama.AsyncProducer   // transactional: all records in transactional mode, commit records in both
-	data     []sarama.AsyncProducer // the producers of data records (just producer in transactional mode)
-	parts    map[string]int32       // partition counts of data topics, for routing in parallel mode
-	hashers  map[string]sarama.Partitioner
+	producer *txnProducer           // transactional: all records in transactional mode, commit records in both
+	data     []sarama.AsyncProducer // the producers of data records in parallel mode
+	parts    map[string]int32       // partition counts of data topics, for partitioning
 	last     *bookmark.CommitRecord
 
 	// OnDurable is called, on the goroutine that closed the group, with the Resume position of each
@@ -223,7 +223,7 @@ func (c *Config) defaults() {
 func Open(ctx context.Context, cfg Config) (*Writer, error) {
 	cfg.defaults()
 	w := &Writer{cfg: cfg, log: cfg.Logger.With("component", "writer"), obs: cfg.Observer,
-		ranges: map[topicPartition]*bookmark.Range{}, topics: map[string]bool{}, parts: map[string]int32{}, hashers: map[string]sarama.Partitioner{},
+		ranges: map[topicPartition]*bookmark.Range{}, topics: map[string]bool{}, parts: map[string]int32{},
 		zero: make(chan struct{}, 1), failedCh: make(chan struct{}), stopTick: make(chan struct{}), tickDone: make(chan struct{})}
 	if w.obs == nil {
 		w.obs = nopObserver{}
@@ -253,15 +253,13 @@ func Open(ctx context.Context, cfg Config) (*Writer, error) {
 		w.admin.Close()
 		return nil, err
 	}
-	pc := dataConfig(secure(producerConfig(cfg.ClientID, cfg.TransactionalID, cfg.Timeout)), cfg.MaxMessageBytes, cfg.Linger)
-	pc.Producer.Transaction.Timeout = cfg.TransactionTimeout
-	if w.producer, err = sarama.NewAsyncProducer(cfg.Brokers, pc); err != nil {
+	if w.producer, err = newTxnProducer(w.client, cfg.TransactionalID, cfg.TransactionTimeout, cfg.Timeout, min(cfg.MaxMessageBytes, 1<<20), cfg.Linger, w.acked,
+		func(err error) { w.setAsyncErr(w.kafkaError("writing to Kafka", err)) }); err != nil {
 		w.admin.Close()
-		return nil, fmt.Errorf("starting the transactional producer %q: %w", cfg.TransactionalID, err)
+		return nil, w.kafkaError(fmt.Sprintf("starting the transactional producer %q", cfg.TransactionalID), err)
 	}
-	w.data = []sarama.AsyncProducer{w.producer}
+	w.producer.alsoAdd = topicPartition{cfg.CommitTopic, 0}
 	if cfg.Parallel {
-		w.data = nil
 		for range cfg.ParallelProducers {
 			dc := dataConfig(secure(producerConfig(cfg.ClientID, "", cfg.Timeout)), cfg.MaxMessageBytes, cfg.Linger)
 			p, err := sarama.NewAsyncProducer(cfg.Brokers, dc)
@@ -286,21 +284,17 @@ func Open(ctx context.Context, cfg Config) (*Writer, error) {
 		}
 		w.group, w.state = w.last.Group, w.last.State
 	}
-	w.drained = make(chan struct{}, len(w.all()))
-	for _, p := range w.all() {
+	w.drained = make(chan struct{}, len(w.data))
+	for _, p := range w.data {
 		go w.drain(p)
 	}
 	go w.tick()
 	return w, nil
 }
 
-// dataConfig sets what a producer of data records needs beyond producerConfig: cdcd's partitioner
-// (the Java client's, so keys land where Kafka Streams and Connect would put them), the record size
-// limit, and batching that fills requests up to 1 MiB or for linger. A group's close waits for its
-// data records' acknowledgement and then its commit record's, each after a linger, so the linger
-// counts twice in every commit's latency. Under load a partition's next request fills while its
-// previous one is in flight, so a short linger costs only somewhat smaller requests
-// (docs/benchmarks.md).
+// dataConfig sets what a producer of data records in parallel mode needs beyond producerConfig:
+// cdcd's partitioner (the Java client's, so keys land where Kafka Streams and Connect would put
+// them), the record size limit, and batching that fills requests up to 1 MiB or for linger.
 func dataConfig(pc *sarama.Config, maxMessageBytes int, linger time.Duration) *sarama.Config {
 	pc.Producer.MaxMessageBytes = maxMessageBytes
 	pc.Producer.Partitioner = newPartitioner
@@ -592,34 +586,43 @@ func (w *Writer) flushPending(ctx context.Context, last bool, count int64) error
 		if err := w.ensureTopic(r.Topic); err != nil {
 			return err
 		}
-		o := &outgoing{}
-		headers := o.headers[:0]
-		if n := len(r.Headers) + 5; n > len(o.headers) {
-			headers = make([]sarama.RecordHeader, 0, n)
+		if w.cfg.Parallel {
+			o := &outgoing{}
+			msg := &o.msg
+			msg.Topic, msg.Partition, msg.Headers = r.Topic, r.Partition, w.headers(o.headers[:0], r, txnID, pos, op, group, countText)
+			if r.Key != nil {
+				o.key = r.Key
+				msg.Key = &o.key
+			}
+			if r.Value != nil {
+				o.value = r.Value
+				msg.Value = &o.value
+			}
+			p, err := w.route(msg, r.Key)
+			if err != nil {
+				return err
+			}
+			if err := w.send(ctx, p, msg); err != nil {
+				return err
+			}
+			continue
 		}
-		for _, h := range r.Headers {
-			headers = append(headers, sarama.RecordHeader{Key: []byte(h.Key), Value: h.Value})
-		}
-		headers = append(headers,
-			sarama.RecordHeader{Key: headerTxn, Value: txnID},
-			sarama.RecordHeader{Key: headerPos, Value: pos},
-			sarama.RecordHeader{Key: headerOp, Value: op},
-			sarama.RecordHeader{Key: headerGroup, Value: group})
-		if last {
-			headers = append(headers, sarama.RecordHeader{Key: headerCount, Value: countText})
-		}
-		msg := &o.msg
-		msg.Topic, msg.Partition, msg.Headers = r.Topic, r.Partition, headers
-		if r.Key != nil {
-			o.key = r.Key
-			msg.Key = &o.key
-		}
-		if r.Value != nil {
-			o.value = r.Value
-			msg.Value = &o.value
-		}
-		if err := w.send(ctx, w.route(msg), msg); err != nil {
+		partition, err := w.partitionOf(r.Topic, r.Partition, r.Key)
+		if err != nil {
 			return err
+		}
+		pr := &producedRecord{}
+		pr.rec.Key, pr.rec.Value = r.Key, r.Value
+		headers := w.headers(pr.headers[:0], r, txnID, pos, op, group, countText)
+		pr.setHeaders(headers)
+		size := len(r.Key) + len(r.Value)
+		for _, h := range headers {
+			size += len(h.Key) + len(h.Value) + 4
+		}
+		w.inflight.Add(1)
+		if err := w.producer.Send(topicPartition{r.Topic, partition}, pr, size); err != nil {
+			w.inflight.Add(-1)
+			return w.kafkaError(fmt.Sprintf("writing to %s", r.Topic), err)
 		}
 	}
 	w.txnRecords += int64(len(w.pending))
@@ -629,48 +632,75 @@ func (w *Writer) flushPending(ctx context.Context, last bool, count int64) error
 	return nil
 }
 
-// all lists every producer once.
-func (w *Writer) all() []sarama.AsyncProducer {
-	if w.cfg.Parallel {
-		return append([]sarama.AsyncProducer{w.producer}, w.data...)
+// headers appends a record's headers to hs: the KCOP's, then cdcd's ordering headers.
+func (w *Writer) headers(hs []sarama.RecordHeader, r *kcop.Record, txnID, pos, op, group, countText []byte) []sarama.RecordHeader {
+	if n := len(r.Headers) + 5; n > cap(hs) {
+		hs = make([]sarama.RecordHeader, 0, n)
 	}
-	return []sarama.AsyncProducer{w.producer}
+	for _, h := range r.Headers {
+		hs = append(hs, sarama.RecordHeader{Key: []byte(h.Key), Value: h.Value})
+	}
+	hs = append(hs,
+		sarama.RecordHeader{Key: headerTxn, Value: txnID},
+		sarama.RecordHeader{Key: headerPos, Value: pos},
+		sarama.RecordHeader{Key: headerOp, Value: op},
+		sarama.RecordHeader{Key: headerGroup, Value: group})
+	if countText != nil {
+		hs = append(hs, sarama.RecordHeader{Key: headerCount, Value: countText})
+	}
+	return hs
 }
 
-// route picks the producer of a data record. In parallel mode it fixes the partition first (the
-// Java client's murmur2 of the key, as in transactional mode), so that a partition's records always
-// go through the same producer and stay in order.
-func (w *Writer) route(msg *sarama.ProducerMessage) sarama.AsyncProducer {
-	if !w.cfg.Parallel {
-		return w.producer
-	}
-	n, ok := w.parts[msg.Topic]
+// partitions is how many partitions topic has, from the client's metadata, fetched on first use.
+func (w *Writer) partitions(topic string) int32 {
+	n, ok := w.parts[topic]
 	if !ok {
-		ps, err := w.client.Partitions(msg.Topic)
+		ps, err := w.client.Partitions(topic)
 		if err != nil || len(ps) == 0 {
-			_ = w.client.RefreshMetadata(msg.Topic)
-			ps, _ = w.client.Partitions(msg.Topic)
+			_ = w.client.RefreshMetadata(topic)
+			ps, _ = w.client.Partitions(topic)
 		}
 		n = int32(max(len(ps), 1))
-		w.parts[msg.Topic] = n
+		w.parts[topic] = n
 	}
-	if msg.Partition < 0 {
-		hash := w.hashers[msg.Topic]
-		if hash == nil {
-			hash = sarama.NewMurmur2Partitioner(msg.Topic)
-			w.hashers[msg.Topic] = hash
-		}
-		p, err := hash.Partition(msg, n)
-		if err != nil {
-			p = 0
-		}
-		msg.Partition = p
+	return n
+}
+
+// partitionOf is where a record goes: the partition it names, or the Java client's murmur2 of its
+// key (so keys land where Kafka Streams and Connect would put them), or any partition for a record
+// without a key.
+func (w *Writer) partitionOf(topic string, partition int32, key []byte) (int32, error) {
+	n := w.partitions(topic)
+	if partition >= n { // partitions may have been added since
+		delete(w.parts, topic)
+		_ = w.client.RefreshMetadata(topic)
+		n = w.partitions(topic)
 	}
-	h := uint32(msg.Partition)
+	switch {
+	case partition >= n:
+		return 0, terminal("a record names partition %d of %s, which has %d: correct the KCOP's partition, or add partitions to the topic", partition, topic, n)
+	case partition >= 0:
+		return partition, nil
+	case key == nil:
+		return rand.Int32N(n), nil
+	}
+	return murmur2Partition(key, n), nil
+}
+
+// route fixes a data record's partition in parallel mode (as partitionOf does in transactional
+// mode) and picks its producer, so that a partition's records always go through the same producer
+// and stay in order.
+func (w *Writer) route(msg *sarama.ProducerMessage, key []byte) (sarama.AsyncProducer, error) {
+	p, err := w.partitionOf(msg.Topic, msg.Partition, key)
+	if err != nil {
+		return nil, err
+	}
+	msg.Partition = p
+	h := uint32(p)
 	for _, c := range []byte(msg.Topic) {
 		h = h*31 + uint32(c)
 	}
-	return w.data[h%uint32(len(w.data))]
+	return w.data[h%uint32(len(w.data))], nil
 }
 
 func (w *Writer) send(ctx context.Context, p sarama.AsyncProducer, msg *sarama.ProducerMessage) error {
@@ -730,6 +760,30 @@ func (w *Writer) drain(p sarama.AsyncProducer) {
 	}
 }
 
+// acked takes the transactional producer's acknowledgement of a batch: records from first on.
+func (w *Writer) acked(topic string, partition int32, first int64, records int) {
+	if topic != w.cfg.CommitTopic {
+		w.rangesMu.Lock()
+		tp := topicPartition{topic, partition}
+		last := first + int64(records) - 1
+		r := w.ranges[tp]
+		if r == nil {
+			r = &bookmark.Range{Topic: topic, Partition: partition, First: first, Last: last}
+			w.ranges[tp] = r
+			w.rangesBytes += rangeSize(topic)
+		}
+		r.First, r.Last = min(r.First, first), max(r.Last, last)
+		r.Count += int64(records)
+		w.rangesMu.Unlock()
+	}
+	if w.inflight.Add(-int64(records)) == 0 {
+		select {
+		case w.zero <- struct{}{}:
+		default:
+		}
+	}
+}
+
 func (w *Writer) setAsyncErr(err error) {
 	w.asyncMu.Lock()
 	defer w.asyncMu.Unlock()
@@ -755,10 +809,13 @@ func (w *Writer) failed() error {
 // waitAcks blocks until every record sent so far is acknowledged (or failed). It gives up only when
 // no acknowledgement at all arrives for the writer's timeout.
 func (w *Writer) waitAcks(ctx context.Context) error {
+	w.producer.Flush()
 	last := w.inflight.Load()
 	for w.inflight.Load() > 0 {
 		select {
 		case <-w.zero:
+		case <-w.failedCh:
+			return w.failed()
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(w.cfg.Timeout):
@@ -823,8 +880,11 @@ func (w *Writer) closeGroup(ctx context.Context) error {
 		}
 		w.txnStarted.Store(time.Now().UnixNano())
 	}
-	if err := w.send(ctx, w.producer, &sarama.ProducerMessage{Topic: w.cfg.CommitTopic, Partition: 0, Key: sarama.StringEncoder(w.cfg.Source), Value: sarama.ByteEncoder(value)}); err != nil {
-		return err
+	commit := &producedRecord{rec: sarama.Record{Key: []byte(w.cfg.Source), Value: value}}
+	w.inflight.Add(1)
+	if err := w.producer.Send(topicPartition{w.cfg.CommitTopic, 0}, commit, len(w.cfg.Source)+len(value)); err != nil {
+		w.inflight.Add(-1)
+		return w.kafkaError("writing the commit record", err)
 	}
 	if err := w.waitAcks(ctx); err != nil {
 		return err
@@ -925,7 +985,7 @@ func (w *Writer) Close(ctx context.Context, finish bool) error {
 		}
 		if w.open {
 			w.obs.KafkaAbort()
-			if w.producer.TxnStatus()&sarama.ProducerTxnFlagInTransaction != 0 {
+			if w.producer.InTxn() {
 				if aerr := w.producer.AbortTxn(); aerr != nil && err == nil && w.failed() == nil {
 					err = w.kafkaError("aborting the open Kafka transaction", aerr)
 				}
@@ -939,15 +999,15 @@ func (w *Writer) Close(ctx context.Context, finish bool) error {
 }
 
 func (w *Writer) shutdownProducer() {
-	ps := w.all()
-	for _, p := range ps {
+	w.producer.Close()
+	for _, p := range w.data {
 		p.AsyncClose()
 	}
 	if w.drained == nil {
 		return // Open failed before the drains started
 	}
 	deadline := time.After(w.cfg.Timeout)
-	for range ps {
+	for range w.data {
 		select {
 		case <-w.drained:
 		case <-deadline:
