@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/cdcd-dev/cdcd/internal/testenv"
 )
@@ -276,4 +278,102 @@ func createPartitionedTopic(t *testing.T, brokers []string, topic string, partit
 			a.Close()
 		}
 	})
+}
+
+// TestTxnProducerRetriesPassingErrors: a leader that answers a produce request with
+// NOT_LEADER_OR_FOLLOWER (a topic just created whose leader does not know it yet) gets the same
+// batches again, and each record is kept once, in order; an answer no retry cures fails the
+// producer, and nothing of its transaction is committed.
+func TestTxnProducerRetriesPassingErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		code int16
+		fail bool
+	}{
+		{"not leader", int16(sarama.ErrNotLeaderForPartition), false},
+		{"not enough replicas", int16(sarama.ErrNotEnoughReplicas), false},
+		{"invalid record", int16(sarama.ErrInvalidRecord), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, "r"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			refused := 0
+			c.ControlKey(kmsg.Produce.Int16(), func(r kmsg.Request) (kmsg.Response, error, bool) {
+				req := r.(*kmsg.ProduceRequest)
+				res := req.ResponseKind().(*kmsg.ProduceResponse)
+				for _, rt := range req.Topics {
+					st := kmsg.NewProduceResponseTopic()
+					st.Topic = rt.Topic
+					for _, rp := range rt.Partitions {
+						sp := kmsg.NewProduceResponseTopicPartition()
+						sp.Partition, sp.ErrorCode = rp.Partition, tc.code
+						st.Partitions = append(st.Partitions, sp)
+						refused++
+					}
+					res.Topics = append(res.Topics, st)
+				}
+				return res, nil, true
+			})
+			acks := &ackLog{}
+			client, err := sarama.NewClient(c.ListenAddrs(), baseConfig("txnproducer-test", 5*time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer client.Close()
+			p, err := newTxnProducer(client, "retry", time.Minute, 5*time.Second, 4096, 0, acks.acked, acks.failed)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			if err := p.BeginTxn(); err != nil {
+				t.Fatal(err)
+			}
+			var want []string
+			for i := range 300 {
+				v := fmt.Sprintf("%03d-%s", i, strings.Repeat("v", 50))
+				if err := p.Send(topicPartition{"r", int32(i % 3)}, &producedRecord{rec: sarama.Record{Value: []byte(v)}}, len(v)); err != nil {
+					if tc.fail {
+						break
+					}
+					t.Fatal(err)
+				}
+				if i%3 == 0 {
+					want = append(want, v)
+				}
+			}
+			err = p.CommitTxn()
+			if refused == 0 {
+				t.Fatal("no produce request was refused: the test proves nothing")
+			}
+			if tc.fail {
+				if err == nil || !errors.Is(err, sarama.ErrInvalidRecord) {
+					t.Fatalf("commit after %s: %v", tc.name, err)
+				}
+				if err := p.AbortTxn(); err != nil {
+					t.Errorf("aborting: %v", err)
+				}
+				want = nil
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{"r": {0: kgo.NewOffset().AtStart()}}),
+				kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Close()
+			var got []string
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			for ctx.Err() == nil {
+				cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) { got = append(got, string(r.Value)) })
+			}
+			if strings.Join(got, ",") != strings.Join(want, ",") {
+				t.Errorf("partition 0 holds %d records, want %d:\n%v", len(got), len(want), got)
+			}
+		})
+	}
 }
