@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/cdcd-dev/cdcd/internal/fault"
 	"github.com/cdcd-dev/cdcd/internal/testenv"
 )
 
@@ -375,5 +377,32 @@ func TestTxnProducerRetriesPassingErrors(t *testing.T) {
 				t.Errorf("partition 0 holds %d records, want %d:\n%v", len(got), len(want), got)
 			}
 		})
+	}
+}
+
+// TestPartitionOfWaitsForMetadata: a key is placed only among the partitions the topic has; a topic
+// the metadata does not list yet is an error (the writer restarts), never a guess of one partition.
+func TestPartitionOfWaitsForMetadata(t *testing.T) {
+	w := open(t, newFake(t), "src", func(c *Config) { c.Timeout = time.Second })
+	defer w.Close(context.Background(), false)
+	seen := map[int32]bool{}
+	for i := range 100 {
+		p, err := w.partitionOf("b", -1, []byte(strconv.Itoa(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := murmur2Partition([]byte(strconv.Itoa(i)), 2); p != want {
+			t.Fatalf("key %d: partition %d, want %d", i, p, want)
+		}
+		seen[p] = true
+	}
+	if len(seen) != 2 {
+		t.Errorf("100 keys went to partitions %v of b's two", seen)
+	}
+	if p, err := w.partitionOf("nosuch", -1, []byte("k")); err == nil || fault.IsTerminal(err) {
+		t.Errorf("a topic missing from the metadata: partition %d, error %v (want a retryable error)", p, err)
+	}
+	if _, err := w.partitionOf("b", 2, nil); !fault.IsTerminal(err) {
+		t.Errorf("a record naming partition 2 of two: %v (want a terminal error)", err)
 	}
 }

@@ -1,6 +1,7 @@
 package writer
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -651,30 +652,41 @@ func (w *Writer) headers(hs []sarama.RecordHeader, r *kcop.Record, txnID, pos, o
 	return hs
 }
 
-// partitions is how many partitions topic has, from the client's metadata, fetched on first use.
-func (w *Writer) partitions(topic string) int32 {
-	n, ok := w.parts[topic]
-	if !ok {
-		ps, err := w.client.Partitions(topic)
-		if err != nil || len(ps) == 0 {
-			_ = w.client.RefreshMetadata(topic)
-			ps, _ = w.client.Partitions(topic)
-		}
-		n = int32(max(len(ps), 1))
-		w.parts[topic] = n
+// partitions is how many partitions topic has, from the client's metadata, fetched on first use. A
+// topic just created may take a moment to appear there; until it does, keys cannot be placed.
+func (w *Writer) partitions(topic string) (int32, error) {
+	if n, ok := w.parts[topic]; ok {
+		return n, nil
 	}
-	return n
+	deadline := time.Now().Add(w.cfg.Timeout)
+	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
+		ps, err := w.client.Partitions(topic)
+		if err == nil && len(ps) > 0 {
+			w.parts[topic] = int32(len(ps))
+			return int32(len(ps)), nil
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("finding the partitions of %s: %w", topic, cmp.Or(err, errors.New("the metadata lists none")))
+		}
+		time.Sleep(backoff)
+		_ = w.client.RefreshMetadata(topic)
+	}
 }
 
 // partitionOf is where a record goes: the partition it names, or the Java client's murmur2 of its
 // key (so keys land where Kafka Streams and Connect would put them), or any partition for a record
 // without a key.
 func (w *Writer) partitionOf(topic string, partition int32, key []byte) (int32, error) {
-	n := w.partitions(topic)
+	n, err := w.partitions(topic)
+	if err != nil {
+		return 0, err
+	}
 	if partition >= n { // partitions may have been added since
 		delete(w.parts, topic)
 		_ = w.client.RefreshMetadata(topic)
-		n = w.partitions(topic)
+		if n, err = w.partitions(topic); err != nil {
+			return 0, err
+		}
 	}
 	switch {
 	case partition >= n:
