@@ -142,28 +142,6 @@ func sortRanges(rs []bookmark.Range) {
 	})
 }
 
-// partitioner writes records that name a partition there and hashes the others' keys as the Java
-// client does (murmur2), so that cdcd and Java producers agree on where a key lives.
-type partitioner struct {
-	hash sarama.Partitioner
-}
-
-func newPartitioner(topic string) sarama.Partitioner {
-	return partitioner{hash: sarama.NewMurmur2Partitioner(topic)}
-}
-
-func (p partitioner) Partition(m *sarama.ProducerMessage, n int32) (int32, error) {
-	if m.Partition >= 0 {
-		if m.Partition >= n {
-			return 0, fmt.Errorf("record names partition %d of %s, which has %d", m.Partition, m.Topic, n)
-		}
-		return m.Partition, nil
-	}
-	return p.hash.Partition(m, n)
-}
-
-func (p partitioner) RequiresConsistency() bool { return true }
-
 // murmur2Partition is the Java client's partition for a key among n: murmur2 of the key, its sign
 // bit cleared, modulo n.
 func murmur2Partition(key []byte, n int32) int32 {

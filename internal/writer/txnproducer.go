@@ -101,7 +101,8 @@ func (r *producedRecord) setHeaders(hs []sarama.RecordHeader) {
 }
 
 // recordOverhead bounds what a record adds to a batch beyond its key, value and headers' bytes
-// (its length, attributes, timestamp and offset deltas and the lengths, all varints).
+// (its length, attributes, timestamp and offset deltas and the lengths, all varints); a header
+// adds 4 for its two lengths.
 const recordOverhead = 40
 
 // batchOverhead is a record batch's header.
@@ -164,9 +165,9 @@ func (p *txnProducer) InTxn() bool {
 	return p.inTxn
 }
 
-// Send appends a record of size bytes (key, value and headers) to its partition's batch. It blocks
-// while the closed batches not yet acknowledged reach maxBuffered.
-func (p *txnProducer) Send(tp topicPartition, r *producedRecord, size int) error {
+// Send appends a record to its partition's batch. It blocks while the closed batches not yet
+// acknowledged reach maxBuffered.
+func (p *txnProducer) Send(tp topicPartition, r *producedRecord) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for p.err == nil && p.buffered >= p.maxBuffered {
@@ -185,7 +186,10 @@ func (p *txnProducer) Send(tp topicPartition, r *producedRecord, size int) error
 			return err
 		}
 	}
-	size += recordOverhead
+	size := len(r.rec.Key) + len(r.rec.Value) + recordOverhead
+	for _, h := range r.rec.Headers {
+		size += len(h.Key) + len(h.Value) + 4
+	}
 	if b := ps.open; b != nil && b.bytes+size > p.maxBatch {
 		p.closeBatch(ps)
 	}
@@ -256,10 +260,29 @@ func (p *txnProducer) closeBatch(ps *partitionState) {
 func (p *txnProducer) Flush() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, ps := range p.parts {
+	for _, s := range p.senders {
+		p.closeOpen(s)
+	}
+}
+
+// closeOpen closes the open batches of the partitions s sends. Called with mu held.
+func (p *txnProducer) closeOpen(s *brokerSender) {
+	for _, ps := range s.parts {
 		if ps.open != nil {
 			p.closeBatch(ps)
 		}
+	}
+}
+
+// drop forgets the batches of s not yet sent, open or closed: they were never numbered, so the
+// partitions' sequences stay whole. Called with mu held.
+func (p *txnProducer) drop(s *brokerSender) {
+	for _, b := range s.ready {
+		p.buffered -= b.bytes
+	}
+	s.ready = nil
+	for _, ps := range s.parts {
+		ps.open = nil
 	}
 }
 
@@ -298,13 +321,14 @@ func (p *txnProducer) run(s *brokerSender) {
 		for _, b := range batches {
 			p.buffered -= b.bytes
 		}
-		p.mu.Unlock()
-		if err != nil {
-			p.fail(err)
-		}
-		p.mu.Lock()
+		// The failure is recorded with the request's end, so that no one waiting for the request
+		// sees it over without its failure.
+		first := err != nil && p.failLocked(err)
 		p.changed.Broadcast()
 		p.mu.Unlock()
+		if first {
+			p.failed(err)
+		}
 	}
 }
 
@@ -314,13 +338,7 @@ func (p *txnProducer) run(s *brokerSender) {
 // mu held.
 func (p *txnProducer) take(s *brokerSender) (batches []*recordBatch, wait time.Duration) {
 	if p.err != nil {
-		for _, b := range s.ready {
-			p.buffered -= b.bytes
-		}
-		s.ready = nil
-		for _, ps := range s.parts {
-			ps.open = nil
-		}
+		p.drop(s)
 		return nil, 0
 	}
 	if len(s.ready) == 0 {
@@ -473,21 +491,11 @@ func (p *txnProducer) endTxn(commit bool) error {
 		p.mu.Unlock()
 		return errors.New("no Kafka transaction is open")
 	}
-	if !commit {
-		for _, s := range p.senders {
-			for _, b := range s.ready {
-				p.buffered -= b.bytes
-			}
-			s.ready = nil
-		}
-		for _, ps := range p.parts {
-			ps.open = nil
-		}
-	} else {
-		for _, ps := range p.parts {
-			if ps.open != nil {
-				p.closeBatch(ps)
-			}
+	for _, s := range p.senders {
+		if commit {
+			p.closeOpen(s)
+		} else {
+			p.drop(s)
 		}
 	}
 	for p.pending() {
@@ -541,21 +549,17 @@ func (p *txnProducer) pending() bool {
 	return false
 }
 
-// fail records the producer's first failure.
-func (p *txnProducer) fail(err error) {
-	p.mu.Lock()
-	first := p.err == nil
-	if first {
-		p.err = err
-		for _, s := range p.senders {
-			wake(s)
-		}
+// failLocked records err unless the producer failed before, and tells whether it was the first
+// failure. Called with mu held.
+func (p *txnProducer) failLocked(err error) bool {
+	if p.err != nil {
+		return false
 	}
-	p.changed.Broadcast()
-	p.mu.Unlock()
-	if first {
-		p.failed(err)
+	p.err = err
+	for _, s := range p.senders {
+		wake(s) // to drop what they hold
 	}
+	return true
 }
 
 // Close stops the senders, waiting for a request in flight at most the producer's timeout. The

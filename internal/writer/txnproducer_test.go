@@ -129,7 +129,7 @@ func TestTxnProducerOnTheStack(t *testing.T) {
 					r := &producedRecord{rec: sarama.Record{Key: []byte(txn), Value: []byte(value)}}
 					r.headers[0] = sarama.RecordHeader{Key: []byte("h"), Value: []byte(txn)}
 					r.setHeaders(r.headers[:1])
-					if err := p.Send(tp, r, len(txn)+len(value)+2); err != nil {
+					if err := p.Send(tp, r); err != nil {
 						t.Fatal(err)
 					}
 					sent++
@@ -238,7 +238,7 @@ func TestTxnProducerFenced(t *testing.T) {
 		if err := p.BeginTxn(); err != nil {
 			return err
 		}
-		if err := p.Send(topicPartition{topic, 0}, &producedRecord{rec: sarama.Record{Value: []byte(v)}}, len(v)); err != nil {
+		if err := p.Send(topicPartition{topic, 0}, &producedRecord{rec: sarama.Record{Value: []byte(v)}}); err != nil {
 			return err
 		}
 		return p.CommitTxn()
@@ -336,7 +336,7 @@ func TestTxnProducerRetriesPassingErrors(t *testing.T) {
 			var want []string
 			for i := range 300 {
 				v := fmt.Sprintf("%03d-%s", i, strings.Repeat("v", 50))
-				if err := p.Send(topicPartition{"r", int32(i % 3)}, &producedRecord{rec: sarama.Record{Value: []byte(v)}}, len(v)); err != nil {
+				if err := p.Send(topicPartition{"r", int32(i % 3)}, &producedRecord{rec: sarama.Record{Value: []byte(v)}}); err != nil {
 					if tc.fail {
 						break
 					}

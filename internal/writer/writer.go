@@ -298,7 +298,7 @@ func Open(ctx context.Context, cfg Config) (*Writer, error) {
 // them), the record size limit, and batching that fills requests up to 1 MiB or for linger.
 func dataConfig(pc *sarama.Config, maxMessageBytes int, linger time.Duration) *sarama.Config {
 	pc.Producer.MaxMessageBytes = maxMessageBytes
-	pc.Producer.Partitioner = newPartitioner
+	pc.Producer.Partitioner = sarama.NewManualPartitioner // route has placed every record (partitionOf)
 	if linger > 0 {
 		pc.Producer.Flush.Bytes = 1 << 20
 		pc.Producer.Flush.Frequency = linger
@@ -614,14 +614,9 @@ func (w *Writer) flushPending(ctx context.Context, last bool, count int64) error
 		}
 		pr := &producedRecord{}
 		pr.rec.Key, pr.rec.Value = r.Key, r.Value
-		headers := w.headers(pr.headers[:0], r, txnID, pos, op, group, countText)
-		pr.setHeaders(headers)
-		size := len(r.Key) + len(r.Value)
-		for _, h := range headers {
-			size += len(h.Key) + len(h.Value) + 4
-		}
+		pr.setHeaders(w.headers(pr.headers[:0], r, txnID, pos, op, group, countText))
 		w.inflight.Add(1)
-		if err := w.producer.Send(topicPartition{r.Topic, partition}, pr, size); err != nil {
+		if err := w.producer.Send(topicPartition{r.Topic, partition}, pr); err != nil {
 			w.inflight.Add(-1)
 			return w.kafkaError(fmt.Sprintf("writing to %s", r.Topic), err)
 		}
@@ -894,7 +889,7 @@ func (w *Writer) closeGroup(ctx context.Context) error {
 	}
 	commit := &producedRecord{rec: sarama.Record{Key: []byte(w.cfg.Source), Value: value}}
 	w.inflight.Add(1)
-	if err := w.producer.Send(topicPartition{w.cfg.CommitTopic, 0}, commit, len(w.cfg.Source)+len(value)); err != nil {
+	if err := w.producer.Send(topicPartition{w.cfg.CommitTopic, 0}, commit); err != nil {
 		w.inflight.Add(-1)
 		return w.kafkaError("writing the commit record", err)
 	}
