@@ -7,8 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -69,12 +69,12 @@ func classify(tm *pgtype.Map, oid uint32, enum bool) binaryClass {
 }
 
 // decodeBinaryAs decodes one binary value of a type of class c; for binaryViaServer it is an error.
-func decodeBinaryAs(tm *pgtype.Map, c binaryClass, oid uint32, data []byte) (any, error) {
+func decodeBinaryAs(tm *pgtype.Map, sl *slab, c binaryClass, oid uint32, data []byte) (any, error) {
 	switch c {
 	case binaryIsText:
-		return decodeText(tm, oid, data)
+		return decodeText(tm, sl, oid, data)
 	case binaryNative:
-		return decodeBinary(tm, oid, data)
+		return decodeBinary(tm, sl, oid, data)
 	}
 	return nil, fmt.Errorf("cdcd does not read type %d from binary", oid)
 }
@@ -84,8 +84,8 @@ var errShort = errors.New("binary value is truncated")
 
 // decodeBinary decodes one value of a binaryNative type, in the form its send function writes,
 // into exactly the value decodeText gives for the same value's text form (with sessionSettings in
-// force). Data is copied: the caller's buffer is reused.
-func decodeBinary(tm *pgtype.Map, oid uint32, data []byte) (any, error) {
+// force). Data is copied (text into sl): the caller's buffer is reused.
+func decodeBinary(tm *pgtype.Map, sl *slab, oid uint32, data []byte) (any, error) {
 	need := func(n int) error {
 		if len(data) != n {
 			return fmt.Errorf("%w: %d bytes, want %d", errShort, len(data), n)
@@ -143,43 +143,47 @@ func decodeBinary(tm *pgtype.Map, oid uint32, data []byte) (any, error) {
 		hex.Encode(b[19:23], data[8:10])
 		b[23] = '-'
 		hex.Encode(b[24:36], data[10:16])
-		return string(b[:]), nil
+		return sl.string(b[:]), nil
 	case pgtype.ByteaOID:
 		return append([]byte{}, data...), nil
 	case pgtype.JSONBOID:
 		if len(data) < 1 || data[0] != 1 {
 			return nil, errors.New("jsonb: not version 1 of its binary form")
 		}
-		return change.JSON(data[1:]), nil
+		return change.JSON(sl.string(data[1:])), nil
 	case pgtype.NumericOID:
-		s, err := numericText(data)
+		var buf [64]byte
+		s, err := appendNumeric(buf[:0], data)
 		if err != nil {
 			return nil, err
 		}
-		return change.Decimal(s), nil
+		return change.Decimal(sl.string(s)), nil
 	case pgtype.DateOID:
 		if err := need(4); err != nil {
 			return nil, err
 		}
-		return change.Date(dateText(int32(be.Uint32(data)))), nil
+		var buf [16]byte
+		return change.Date(sl.string(appendDate(buf[:0], int32(be.Uint32(data))))), nil
 	case pgtype.TimeOID:
 		if err := need(8); err != nil {
 			return nil, err
 		}
-		clock, err := timeOfDay("time", data)
+		var buf [16]byte
+		clock, err := appendTimeOfDay(buf[:0], "time", data)
 		if err != nil {
 			return nil, err
 		}
-		return change.Time(clock), nil
+		return change.Time(sl.string(clock)), nil
 	case pgtype.TimetzOID:
 		if err := need(12); err != nil {
 			return nil, err
 		}
-		clock, err := timeOfDay("timetz", data)
+		var buf [32]byte
+		clock, err := appendTimeOfDay(buf[:0], "timetz", data)
 		if err != nil {
 			return nil, err
 		}
-		return change.TimeTZ(zoneText(clock, int32(be.Uint32(data[8:])))), nil
+		return change.TimeTZ(sl.string(appendZone(clock, int32(be.Uint32(data[8:]))))), nil
 	case pgtype.TimestampOID:
 		if err := need(8); err != nil {
 			return nil, err
@@ -188,7 +192,8 @@ func decodeBinary(tm *pgtype.Map, oid uint32, data []byte) (any, error) {
 		if s, ok := infinityText(us); ok {
 			return change.Timestamp(s), nil
 		}
-		return change.Timestamp(timestampText(us, 'T', false)), nil
+		var buf [40]byte
+		return change.Timestamp(sl.string(appendTimestamp(buf[:0], us, 'T', false))), nil
 	case pgtype.TimestamptzOID:
 		if err := need(8); err != nil {
 			return nil, err
@@ -200,7 +205,7 @@ func decodeBinary(tm *pgtype.Map, oid uint32, data []byte) (any, error) {
 		t := fromPostgresEpoch(us)
 		if t.Year() <= 0 {
 			// As in text mode: Go's time has no era, so a BC instant stays the server's text.
-			return change.Text(timestampText(us, ' ', true)), nil
+			return change.Text(appendTimestamp(nil, us, ' ', true)), nil
 		}
 		return t, nil
 	case pgtype.IntervalOID:
@@ -211,7 +216,7 @@ func decodeBinary(tm *pgtype.Map, oid uint32, data []byte) (any, error) {
 	}
 	if typ, ok := tm.TypeForOID(oid); ok {
 		if ac, ok := typ.Codec.(*pgtype.ArrayCodec); ok {
-			return decodeBinaryArray(tm, ac.ElementType.OID, data)
+			return decodeBinaryArray(tm, sl, ac.ElementType.OID, data)
 		}
 	}
 	return nil, fmt.Errorf("cdcd does not read type %d from binary", oid)
@@ -220,7 +225,7 @@ func decodeBinary(tm *pgtype.Map, oid uint32, data []byte) (any, error) {
 // decodeBinaryArray reads array_send's form: dimensions, flags, element type, each dimension's
 // length and lower bound, then each element as a length (-1 for NULL) and its bytes. The result is
 // shaped as decodeArray shapes the text form: lower bounds are dropped.
-func decodeBinaryArray(tm *pgtype.Map, elemOID uint32, data []byte) (any, error) {
+func decodeBinaryArray(tm *pgtype.Map, sl *slab, elemOID uint32, data []byte) (any, error) {
 	be := binary.BigEndian
 	if len(data) < 12 {
 		return nil, fmt.Errorf("array: %w", errShort)
@@ -262,7 +267,7 @@ func decodeBinaryArray(tm *pgtype.Map, elemOID uint32, data []byte) (any, error)
 		if n < 0 || int(n) > len(data)-p {
 			return nil, fmt.Errorf("array element %d: %w", i, errShort)
 		}
-		v, err := decodeBinaryAs(tm, class, elemOID, data[p:p+int(n)])
+		v, err := decodeBinaryAs(tm, sl, class, elemOID, data[p:p+int(n)])
 		if err != nil {
 			return nil, fmt.Errorf("array element %d: %w", i, err)
 		}
@@ -278,33 +283,33 @@ func decodeBinaryArray(tm *pgtype.Map, elemOID uint32, data []byte) (any, error)
 	return nest(flat, dims), nil
 }
 
-// numericText renders numeric_send's form (digit count, weight, sign, display scale, base-10000
-// digits) as numeric_out does: every integer digit, then exactly dscale fraction digits.
-func numericText(data []byte) (string, error) {
+// appendNumeric appends numeric_send's form (digit count, weight, sign, display scale, base-10000
+// digits) as numeric_out renders it: every integer digit, then exactly dscale fraction digits.
+func appendNumeric(b []byte, data []byte) ([]byte, error) {
 	be := binary.BigEndian
 	if len(data) < 8 {
-		return "", fmt.Errorf("numeric: %w", errShort)
+		return nil, fmt.Errorf("numeric: %w", errShort)
 	}
 	ndigits := int(be.Uint16(data))
 	weight := int(int16(be.Uint16(data[2:])))
 	sign := be.Uint16(data[4:])
 	dscale := int(be.Uint16(data[6:]))
 	if len(data) != 8+2*ndigits {
-		return "", fmt.Errorf("numeric: %d digits in %d bytes", ndigits, len(data))
+		return nil, fmt.Errorf("numeric: %d digits in %d bytes", ndigits, len(data))
 	}
 	switch sign {
 	case 0xC000:
-		return "NaN", nil
+		return append(b, "NaN"...), nil
 	case 0xD000:
-		return "Infinity", nil
+		return append(b, "Infinity"...), nil
 	case 0xF000:
-		return "-Infinity", nil
+		return append(b, "-Infinity"...), nil
 	case 0x0000, 0x4000:
 	default:
-		return "", fmt.Errorf("numeric: sign %#x", sign)
+		return nil, fmt.Errorf("numeric: sign %#x", sign)
 	}
 	if dscale > 0x3FFF {
-		return "", fmt.Errorf("numeric: display scale %d", dscale)
+		return nil, fmt.Errorf("numeric: display scale %d", dscale)
 	}
 	digit := func(i int) (int, error) {
 		if i < 0 || i >= ndigits {
@@ -316,13 +321,12 @@ func numericText(data []byte) (string, error) {
 		}
 		return d, nil
 	}
-	var b strings.Builder
-	b.Grow(2 + 4*max(weight+1, 1) + dscale)
+	b = slices.Grow(b, 2+4*max(weight+1, 1)+dscale)
 	if sign == 0x4000 {
-		b.WriteByte('-')
+		b = append(b, '-')
 	}
 	if weight < 0 {
-		b.WriteByte('0')
+		b = append(b, '0')
 	}
 	var four [4]byte
 	put4 := func(d int) []byte {
@@ -332,27 +336,27 @@ func numericText(data []byte) (string, error) {
 	for i := 0; i <= weight; i++ {
 		d, err := digit(i)
 		if err != nil {
-			return "", err
+			return nil, err
 		}
 		if i == 0 {
-			b.Write(strconv.AppendInt(four[:0], int64(d), 10))
+			b = strconv.AppendInt(b, int64(d), 10)
 		} else {
-			b.Write(put4(d))
+			b = append(b, put4(d)...)
 		}
 	}
 	if dscale > 0 {
-		b.WriteByte('.')
+		b = append(b, '.')
 		for i, n := weight+1, 0; n < dscale; i++ {
 			d, err := digit(i)
 			if err != nil {
-				return "", err
+				return nil, err
 			}
 			take := min(4, dscale-n)
-			b.Write(put4(d)[:take])
+			b = append(b, put4(d)[:take]...)
 			n += take
 		}
 	}
-	return b.String(), nil
+	return b, nil
 }
 
 // infinityText is the text of the timestamps that stand for infinity and -infinity.
@@ -377,21 +381,21 @@ func fromPostgresEpoch(us int64) time.Time {
 	return time.Unix(postgresEpoch+sec, frac*1000).UTC()
 }
 
-// dateText renders date_send's days since 2000-01-01 as date_out does under DateStyle ISO: the
-// proleptic Gregorian calendar, years zero-padded to four digits, "BC" for years before 1.
-func dateText(days int32) string {
+// appendDate appends date_send's days since 2000-01-01 as date_out renders them under DateStyle
+// ISO: the proleptic Gregorian calendar, years zero-padded to four digits, "BC" for years before 1.
+func appendDate(b []byte, days int32) []byte {
 	switch days {
 	case math.MaxInt32:
-		return "infinity"
+		return append(b, "infinity"...)
 	case math.MinInt32:
-		return "-infinity"
+		return append(b, "-infinity"...)
 	}
 	y, m, d := time.Unix(postgresEpoch+int64(days)*86400, 0).UTC().Date()
-	b := appendYMD(nil, y, int(m), d)
+	b = appendYMD(b, y, int(m), d)
 	if y <= 0 {
 		b = append(b, " BC"...)
 	}
-	return string(b)
+	return b
 }
 
 func appendYMD(b []byte, y, m, d int) []byte {
@@ -415,14 +419,14 @@ func appendPadded(b []byte, n, width int) []byte {
 	return strconv.AppendInt(b, int64(n), 10)
 }
 
-// timeOfDay reads the microseconds since midnight that time and timetz begin with, as time_out
-// renders them; 24:00:00 is a time of day to PostgreSQL.
-func timeOfDay(typ string, data []byte) ([]byte, error) {
+// appendTimeOfDay appends the microseconds since midnight that time and timetz begin with, as
+// time_out renders them; 24:00:00 is a time of day to PostgreSQL.
+func appendTimeOfDay(b []byte, typ string, data []byte) ([]byte, error) {
 	us := int64(binary.BigEndian.Uint64(data))
 	if us < 0 || us > 24*3600*1_000_000 {
 		return nil, fmt.Errorf("%s: %d microseconds is not a time of day", typ, us)
 	}
-	return clockText(nil, us), nil
+	return clockText(b, us), nil
 }
 
 // clockText appends a time of day in microseconds as time_out does: HH:MM:SS, then the fraction
@@ -443,9 +447,9 @@ func clockText(b []byte, us int64) []byte {
 	return b
 }
 
-// zoneText appends a time zone offset (timetz_send gives seconds west of UTC) as PostgreSQL's ISO
+// appendZone appends a time zone offset (timetz_send gives seconds west of UTC) as PostgreSQL's ISO
 // style writes it: +HH, +HH:MM when there are minutes, +HH:MM:SS when there are seconds.
-func zoneText(b []byte, west int32) string {
+func appendZone(b []byte, west int32) []byte {
 	sign := byte('+')
 	if west > 0 {
 		sign = '-'
@@ -465,15 +469,16 @@ func zoneText(b []byte, west int32) string {
 		b = append(b, ':')
 		b = appendPadded(b, s, 2)
 	}
-	return string(b)
+	return b
 }
 
-// timestampText renders timestamp_send's microseconds since 2000-01-01 as timestamp_out does under
-// DateStyle ISO, with sep between date and time; withZone adds timestamptz's "+00" (TimeZone is UTC).
-func timestampText(us int64, sep byte, withZone bool) string {
+// appendTimestamp appends timestamp_send's microseconds since 2000-01-01 as timestamp_out renders
+// them under DateStyle ISO, with sep between date and time; withZone adds timestamptz's "+00"
+// (TimeZone is UTC).
+func appendTimestamp(b []byte, us int64, sep byte, withZone bool) []byte {
 	t := fromPostgresEpoch(us)
 	y, m, d := t.Date()
-	b := appendYMD(make([]byte, 0, 40), y, int(m), d)
+	b = appendYMD(b, y, int(m), d)
 	b = append(b, sep)
 	h, mi, s := t.Clock()
 	b = clockText(b, (int64(h)*3600+int64(mi)*60+int64(s))*1_000_000+int64(t.Nanosecond()/1000))
@@ -483,7 +488,7 @@ func timestampText(us int64, sep byte, withZone bool) string {
 	if y <= 0 {
 		b = append(b, " BC"...)
 	}
-	return string(b)
+	return b
 }
 
 // chooseBinary says whether the stream asks for binary values: under BinaryAuto when the server is

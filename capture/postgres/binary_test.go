@@ -8,9 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 
+	"github.com/cdcd-dev/cdcd/change"
 	"github.com/cdcd-dev/cdcd/internal/testenv"
 )
 
@@ -100,7 +102,16 @@ func TestBinaryMatchesTextOnTheServer(t *testing.T) {
 		binaryCase{"enum[]", `VALUES (ARRAY['ok'::` + schema + `.mood, NULL])`, binaryViaServer, false},
 		binaryCase{"composite", `VALUES (ROW(1, 'x y', NULL)::` + schema + `.pair), (NULL::` + schema + `.pair)`, binaryViaServer, false})
 	tm := pgtype.NewMap()
-	total := 0
+	// Every binary value decodes into one slab, and the comparison waits until all are decoded: a
+	// value the slab's later use overwrote would differ from its text form's.
+	var sl slab
+	type decoded struct {
+		name      string
+		binary    []byte
+		text      []byte
+		got, want any
+	}
+	var all []decoded
 	for _, c := range cases {
 		res := conn.PgConn().ExecParams(ctx, "SELECT v, v FROM ("+c.values+") AS s(v)", nil, nil, nil,
 			[]int16{pgtype.BinaryFormatCode, pgtype.TextFormatCode}).Read()
@@ -119,8 +130,7 @@ func TestBinaryMatchesTextOnTheServer(t *testing.T) {
 				}
 				continue // NULL travels as a kind of its own, not as a value
 			}
-			total++
-			want, err := decodeText(tm, oid, row[1])
+			want, err := decodeText(tm, nil, oid, row[1])
 			if err != nil {
 				t.Errorf("%s: text %q: %v", c.name, row[1], err)
 				continue
@@ -129,22 +139,25 @@ func TestBinaryMatchesTextOnTheServer(t *testing.T) {
 			if c.class == binaryViaServer {
 				text, err := serverText(ctx, conn.PgConn(), oid, row[0])
 				if err == nil {
-					got, err = decodeText(tm, oid, text)
+					got, err = decodeText(tm, &sl, oid, text)
 				}
 				if err != nil {
 					t.Errorf("%s: %x through the server: %v", c.name, row[0], err)
 					continue
 				}
-			} else if got, err = decodeBinaryAs(tm, c.class, oid, row[0]); err != nil {
+			} else if got, err = decodeBinaryAs(tm, &sl, c.class, oid, row[0]); err != nil {
 				t.Errorf("%s: binary %x (text %q): %v", c.name, row[0], row[1], err)
 				continue
 			}
-			if !sameDecoded(want, got) {
-				t.Errorf("%s: binary %x decodes to %#v; its text %q decodes to %#v", c.name, row[0], got, row[1], want)
-			}
+			all = append(all, decoded{c.name, row[0], row[1], got, want})
 		}
 	}
-	t.Logf("%d values of %d cases compared", total, len(cases))
+	for _, d := range all {
+		if !sameDecoded(d.want, d.got) {
+			t.Errorf("%s: binary %x decodes to %#v; its text %q decodes to %#v", d.name, d.binary, d.got, d.text, d.want)
+		}
+	}
+	t.Logf("%d values of %d cases compared", len(all), len(cases))
 }
 
 // sameDecoded compares decoded values exactly: floats by their bits (NaN, -0), instants as UTC.
@@ -200,7 +213,7 @@ func TestDecodeBinaryRefusesMalformedValues(t *testing.T) {
 		{"array negative dimension", pgtype.Int4ArrayOID, []byte{0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 23}},
 		{"unknown type", 600, []byte{1, 2, 3}},
 	} {
-		if v, err := decodeBinary(tm, c.oid, c.data); err == nil {
+		if v, err := decodeBinary(tm, nil, c.oid, c.data); err == nil {
 			t.Errorf("%s: decoded to %#v, want an error", c.name, v)
 		}
 	}
@@ -226,7 +239,7 @@ func TestBinaryValuesOfKnownForms(t *testing.T) {
 		{pgtype.TimetzOID, []byte{0, 0, 0, 0x0a, 0x0e, 0xeb, 0xb0, 0x00, 0xff, 0xff, 0xb2, 0xa8}, "12:00:00+05:30"},
 		{pgtype.TimestampOID, []byte{0, 0, 0, 0, 0, 0, 0, 1}, "2000-01-01T00:00:00.000001"},
 	} {
-		got, err := decodeBinary(tm, c.oid, c.data)
+		got, err := decodeBinary(tm, nil, c.oid, c.data)
 		if err != nil {
 			t.Errorf("%x: %v", c.data, err)
 			continue
@@ -248,6 +261,55 @@ func FuzzDecodeBinary(f *testing.F) {
 	f.Add(uint8(11), []byte{0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
 	tm := pgtype.NewMap()
 	f.Fuzz(func(t *testing.T, which uint8, data []byte) {
-		_, _ = decodeBinary(tm, oids[int(which)%len(oids)], data)
+		_, _ = decodeBinary(tm, nil, oids[int(which)%len(oids)], data)
 	})
+}
+
+// BenchmarkDecodeWideBinary: decoding a row of cdcd-bench's wide shape (20 typed columns) from
+// the binary forms the server's send functions write, per row, as the stream decodes it.
+func BenchmarkDecodeWideBinary(b *testing.B) {
+	dsn := testenv.PostgresDSN(b)
+	ctx := context.Background()
+	cc, err := connConfig(dsn)
+	if err != nil {
+		b.Fatal(err)
+	}
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	res := conn.PgConn().ExecParams(ctx, `SELECT g::bigint, md5(g::text) || md5((g+1)::text), ((g % 100000) / 100.0)::numeric(12,2), now(),
+		(g % 32000)::smallint, (g * 7)::int, g::bigint * 1000003, g * 1.5e-3, (g / 3.0)::real, (g * 12345.678901)::numeric(20,6),
+		g % 2 = 0, date '2020-01-01' + g % 3650, timestamp '2020-01-01' + g * interval '1.5 second', now() - g * interval '1 ms',
+		make_interval(secs => g % 86400), md5(g::text)::uuid, jsonb_build_object('id', g, 'tag', 'x' || g % 10),
+		ARRAY['a' || g % 10, 'b'], ARRAY[g % 100, g % 7, 3]::int[], ('name ' || g)::varchar(40)
+		FROM generate_series(1, 1000) g`, nil, nil, nil, []int16{pgtype.BinaryFormatCode}).Read()
+	if res.Err != nil {
+		b.Fatal(res.Err)
+	}
+	tm := pgtype.NewMap()
+	rel := &relation{table: &change.Table{Schema: "bench", Name: "rows"}}
+	for i, f := range res.FieldDescriptions {
+		rel.table.Columns = append(rel.table.Columns, change.Column{Name: fmt.Sprint("c", i)})
+		rel.oids = append(rel.oids, f.DataTypeOID)
+		rel.binary = append(rel.binary, classify(tm, f.DataTypeOID, false))
+	}
+	tuples := make([]*pglogrepl.TupleData, len(res.Rows))
+	for i, row := range res.Rows {
+		tu := &pglogrepl.TupleData{}
+		for _, v := range row {
+			tu.Columns = append(tu.Columns, &pglogrepl.TupleDataColumn{DataType: pglogrepl.TupleDataTypeBinary, Data: v})
+		}
+		tuples[i] = tu
+	}
+	var sl slab
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if _, err := decodeTuple(tm, &sl, rel, tuples[i%len(tuples)], nil); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
 }

@@ -96,7 +96,7 @@ func newRelation(database string, m *pglogrepl.RelationMessage, types map[uint32
 // decodeTuple turns a pgoutput tuple into a Row. Values arrive in text form ('t') or binary form
 // ('b'), which decode to the same values; 'n' is NULL and 'u' an unchanged TOAST value, which is
 // filled from fill (a complete old row) when there is one.
-func decodeTuple(tm *pgtype.Map, rel *relation, tuple *pglogrepl.TupleData, fill change.Row) (change.Row, error) {
+func decodeTuple(tm *pgtype.Map, sl *slab, rel *relation, tuple *pglogrepl.TupleData, fill change.Row) (change.Row, error) {
 	if tuple == nil {
 		return nil, nil
 	}
@@ -115,13 +115,13 @@ func decodeTuple(tm *pgtype.Map, rel *relation, tuple *pglogrepl.TupleData, fill
 				row[i] = change.Value{Kind: change.Unchanged}
 			}
 		case pglogrepl.TupleDataTypeText:
-			v, err := decodeText(tm, rel.oids[i], col.Data)
+			v, err := decodeText(tm, sl, rel.oids[i], col.Data)
 			if err != nil {
 				return nil, fmt.Errorf("%s.%s (%s): %w", rel.table.QualifiedName(), rel.table.Columns[i].Name, rel.table.Columns[i].Type, err)
 			}
 			row[i] = change.Value{V: v}
 		case pglogrepl.TupleDataTypeBinary:
-			v, err := rel.decodeBinary(tm, i, col.Data)
+			v, err := rel.decodeBinary(tm, sl, i, col.Data)
 			if err != nil {
 				return nil, fmt.Errorf("%s.%s (%s, binary): %w", rel.table.QualifiedName(), rel.table.Columns[i].Name, rel.table.Columns[i].Type, err)
 			}
@@ -135,13 +135,13 @@ func decodeTuple(tm *pgtype.Map, rel *relation, tuple *pglogrepl.TupleData, fill
 
 // decodeBinary decodes column i's binary value; for a type cdcd does not read from binary, through
 // the server's text form.
-func (rel *relation) decodeBinary(tm *pgtype.Map, i int, data []byte) (any, error) {
+func (rel *relation) decodeBinary(tm *pgtype.Map, sl *slab, i int, data []byte) (any, error) {
 	c := binaryViaServer
 	if i < len(rel.binary) {
 		c = rel.binary[i]
 	}
 	if c != binaryViaServer {
-		return decodeBinaryAs(tm, c, rel.oids[i], data)
+		return decodeBinaryAs(tm, sl, c, rel.oids[i], data)
 	}
 	if rel.textOf == nil {
 		return nil, fmt.Errorf("cdcd does not read this type from binary; set source.postgres.binary: off")
@@ -150,7 +150,7 @@ func (rel *relation) decodeBinary(tm *pgtype.Map, i int, data []byte) (any, erro
 	if err != nil {
 		return nil, fmt.Errorf("rendering the binary value as text on the server (set source.postgres.binary: off to stream text): %w", err)
 	}
-	return decodeText(tm, rel.oids[i], text)
+	return decodeText(tm, sl, rel.oids[i], text)
 }
 
 // keyOnly marks every non-key column of an old tuple sent under REPLICA IDENTITY DEFAULT or INDEX as
@@ -170,9 +170,10 @@ func keyOnly(rel *relation, row change.Row) {
 }
 
 // decodeText decodes one value in PostgreSQL's text form (with sessionSettings in force) into the
-// Go type the change package documents for it. Data is copied: the caller's buffer is reused.
-func decodeText(tm *pgtype.Map, oid uint32, data []byte) (any, error) {
-	s := string(data)
+// Go type the change package documents for it. Data is copied (into sl): the caller's buffer is
+// reused.
+func decodeText(tm *pgtype.Map, sl *slab, oid uint32, data []byte) (any, error) {
+	s := view(data)
 	switch oid {
 	case pgtype.Int2OID, pgtype.Int4OID, pgtype.Int8OID, pgtype.OIDOID, pgtype.XIDOID, pgtype.CIDOID:
 		n, err := strconv.ParseInt(s, 10, 64)
@@ -181,7 +182,7 @@ func decodeText(tm *pgtype.Map, oid uint32, data []byte) (any, error) {
 		}
 		return n, nil
 	case pgtype.NumericOID:
-		return change.Decimal(s), nil
+		return change.Decimal(sl.string(data)), nil
 	case pgtype.Float4OID:
 		f, err := strconv.ParseFloat(s, 32)
 		if err != nil {
@@ -203,7 +204,7 @@ func decodeText(tm *pgtype.Map, oid uint32, data []byte) (any, error) {
 		}
 		return nil, fmt.Errorf("boolean %q", s)
 	case pgtype.TextOID, pgtype.VarcharOID, pgtype.BPCharOID, pgtype.NameOID, pgtype.QCharOID, pgtype.UUIDOID:
-		return s, nil
+		return sl.string(data), nil
 	case pgtype.ByteaOID:
 		var b []byte
 		if err := tm.Scan(oid, pgtype.TextFormatCode, data, &b); err != nil {
@@ -211,21 +212,26 @@ func decodeText(tm *pgtype.Map, oid uint32, data []byte) (any, error) {
 		}
 		return b, nil
 	case pgtype.JSONOID, pgtype.JSONBOID:
-		return change.JSON(s), nil
+		return change.JSON(sl.string(data)), nil
 	case pgtype.DateOID:
-		return change.Date(s), nil
+		return change.Date(sl.string(data)), nil
 	case pgtype.TimeOID:
-		return change.Time(s), nil
+		return change.Time(sl.string(data)), nil
 	case pgtype.TimetzOID:
-		return change.TimeTZ(s), nil
+		return change.TimeTZ(sl.string(data)), nil
 	case pgtype.TimestampOID:
 		if s == "infinity" || s == "-infinity" {
-			return change.Timestamp(s), nil
+			return change.Timestamp(sl.string(data)), nil
 		}
-		return change.Timestamp(strings.Replace(s, " ", "T", 1)), nil
+		var buf [64]byte
+		b := append(buf[:0], data...)
+		if i := slices.Index(b, ' '); i >= 0 {
+			b[i] = 'T'
+		}
+		return change.Timestamp(sl.string(b)), nil
 	case pgtype.TimestamptzOID:
 		if s == "infinity" || s == "-infinity" || strings.HasSuffix(s, " BC") {
-			return change.Text(s), nil
+			return change.Text(sl.string(data)), nil
 		}
 		var ts time.Time
 		if err := tm.Scan(oid, pgtype.TextFormatCode, data, &ts); err != nil {
@@ -241,15 +247,15 @@ func decodeText(tm *pgtype.Map, oid uint32, data []byte) (any, error) {
 	}
 	if typ, ok := tm.TypeForOID(oid); ok {
 		if ac, ok := typ.Codec.(*pgtype.ArrayCodec); ok {
-			return decodeArray(tm, oid, ac.ElementType.OID, data)
+			return decodeArray(tm, sl, oid, ac.ElementType.OID, data)
 		}
 	}
 	// Enums, domains over unknown types, geometric, network, range and user-defined types: the
 	// server's text form, unchanged.
-	return change.Text(s), nil
+	return change.Text(sl.string(data)), nil
 }
 
-func decodeArray(tm *pgtype.Map, oid, elemOID uint32, data []byte) (any, error) {
+func decodeArray(tm *pgtype.Map, sl *slab, oid, elemOID uint32, data []byte) (any, error) {
 	var arr pgtype.Array[*string]
 	if err := tm.Scan(oid, pgtype.TextFormatCode, data, &arr); err != nil {
 		return nil, fmt.Errorf("array %q: %w", data, err)
@@ -259,7 +265,7 @@ func decodeArray(tm *pgtype.Map, oid, elemOID uint32, data []byte) (any, error) 
 		if e == nil {
 			continue
 		}
-		v, err := decodeText(tm, elemOID, []byte(*e))
+		v, err := decodeText(tm, sl, elemOID, []byte(*e))
 		if err != nil {
 			return nil, fmt.Errorf("array element %d: %w", i, err)
 		}

@@ -50,7 +50,7 @@ func TestDecodeText(t *testing.T) {
 		{999999, "happy", change.Text("happy")},
 	}
 	for _, tc := range tests {
-		got, err := decodeText(tm, tc.oid, []byte(tc.text))
+		got, err := decodeText(tm, nil, tc.oid, []byte(tc.text))
 		if err != nil {
 			t.Errorf("decodeText(%d, %q): %v", tc.oid, tc.text, err)
 			continue
@@ -67,7 +67,7 @@ func TestDecodeTextErrors(t *testing.T) {
 		oid  uint32
 		text string
 	}{{pgtype.Int4OID, "x"}, {pgtype.BoolOID, "yes"}, {pgtype.Float8OID, "1e"}, {pgtype.IntervalOID, "soon"}, {pgtype.Int4ArrayOID, "{1,"}} {
-		if v, err := decodeText(tm, tc.oid, []byte(tc.text)); err == nil {
+		if v, err := decodeText(tm, nil, tc.oid, []byte(tc.text)); err == nil {
 			t.Errorf("decodeText(%d, %q) = %v, want an error", tc.oid, tc.text, v)
 		}
 	}
@@ -79,7 +79,7 @@ func FuzzDecodeArray(f *testing.F) {
 	tm := pgtype.NewMap()
 	f.Fuzz(func(t *testing.T, s string) {
 		for _, oid := range []uint32{pgtype.TextArrayOID, pgtype.Int8ArrayOID, pgtype.NumericArrayOID} {
-			v, err := decodeText(tm, oid, []byte(s))
+			v, err := decodeText(tm, nil, oid, []byte(s))
 			if err == nil && v == nil {
 				t.Fatalf("%q decoded to nil without an error", s)
 			}
@@ -95,9 +95,10 @@ func BenchmarkDecodeTuple(b *testing.B) {
 	tuple := &pglogrepl.TupleData{Columns: []*pglogrepl.TupleDataColumn{
 		{DataType: 't', Data: []byte("123456")}, {DataType: 't', Data: []byte("e10adc3949ba59abbe56e057f20f883e5d41402abc4b2a76b9719d911017c592")},
 		{DataType: 't', Data: []byte("1234.56")}, {DataType: 't', Data: []byte("2026-11-22 06:17:05.230533+00")}}}
+	var sl slab
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := decodeTuple(tm, rel, tuple, nil); err != nil {
+		if _, err := decodeTuple(tm, &sl, rel, tuple, nil); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -59,12 +59,13 @@ func FuzzDecodeMessage(f *testing.F) {
 		case *pglogrepl.DeleteMessage:
 			tuples = append(tuples, m.OldTuple)
 		}
+		var sl slab
 		for _, tu := range tuples {
 			if tu == nil {
 				continue
 			}
 			rel := fuzzRelation(len(tu.Columns))
-			row, err := decodeTuple(tm, rel, tu, nil)
+			row, err := decodeTuple(tm, &sl, rel, tu, nil)
 			if err != nil {
 				continue
 			}
@@ -88,7 +89,7 @@ func FuzzDecodeText(f *testing.F) {
 	}
 	tm := pgtype.NewMap()
 	f.Fuzz(func(t *testing.T, which uint8, s string) {
-		_, _ = decodeText(tm, fuzzOIDs[int(which)%len(fuzzOIDs)], []byte(s))
+		_, _ = decodeText(tm, nil, fuzzOIDs[int(which)%len(fuzzOIDs)], []byte(s))
 	})
 }
 

@@ -725,8 +725,9 @@ func (r *Reader) copyTable(ctx context.Context, conn *pgx.Conn, rel *relation, t
 	// Text results, read row by row: the same decoding as the stream, in bounded memory.
 	rr := conn.PgConn().ExecParams(ctx, selectFrom(rel), nil, nil, nil, []int16{pgtype.TextFormatCode})
 	var n int64
+	var sl slab
 	for rr.NextRow() {
-		row, err := decodeTextRow(r.tm, rel, rr.Values())
+		row, err := decodeTextRow(r.tm, &sl, rel, rr.Values())
 		if err != nil {
 			rr.Close()
 			return n, err
@@ -754,14 +755,14 @@ func selectFrom(rel *relation) string {
 
 // decodeTextRow decodes one row of a text-format result of selectFrom as the stream decodes
 // tuples; a nil value is NULL.
-func decodeTextRow(tm *pgtype.Map, rel *relation, vals [][]byte) (change.Row, error) {
+func decodeTextRow(tm *pgtype.Map, sl *slab, rel *relation, vals [][]byte) (change.Row, error) {
 	row := make(change.Row, len(vals))
 	for i, v := range vals {
 		if v == nil {
 			row[i] = change.Value{Kind: change.Null}
 			continue
 		}
-		d, err := decodeText(tm, rel.oids[i], v)
+		d, err := decodeText(tm, sl, rel.oids[i], v)
 		if err != nil {
 			return nil, fmt.Errorf("column %s: %w", rel.table.Columns[i].Name, err)
 		}
@@ -1027,6 +1028,7 @@ type streamState struct {
 	binary         bool            // values arrive in binary form where their type has a send function
 	viaServer      map[string]bool // relations whose binary values of some column the server renders
 	tuples         tupleReader     // reads row messages without copying their values
+	slab           slab            // holds the text of the values decoded from them
 	handed         handedOn
 	xid            uint32       // the current transaction's
 	beginLSN       bookmark.LSN // the current transaction's commit position
@@ -1194,7 +1196,7 @@ func (s *streamState) message(ctx context.Context, msg pglogrepl.Message) error 
 		if err != nil {
 			return err
 		}
-		after, err := decodeTuple(s.r.tm, rel, m.Tuple, nil)
+		after, err := decodeTuple(s.r.tm, &s.slab, rel, m.Tuple, nil)
 		if err != nil {
 			return err
 		}
@@ -1210,7 +1212,7 @@ func (s *streamState) message(ctx context.Context, msg pglogrepl.Message) error 
 		if err != nil {
 			return err
 		}
-		before, err := decodeTuple(s.r.tm, rel, m.OldTuple, nil)
+		before, err := decodeTuple(s.r.tm, &s.slab, rel, m.OldTuple, nil)
 		if err != nil {
 			return err
 		}
@@ -1221,7 +1223,7 @@ func (s *streamState) message(ctx context.Context, msg pglogrepl.Message) error 
 		case pglogrepl.UpdateMessageTupleTypeOld:
 			fill = before
 		}
-		after, err := decodeTuple(s.r.tm, rel, m.NewTuple, fill)
+		after, err := decodeTuple(s.r.tm, &s.slab, rel, m.NewTuple, fill)
 		if err != nil {
 			return err
 		}
@@ -1233,7 +1235,7 @@ func (s *streamState) message(ctx context.Context, msg pglogrepl.Message) error 
 		if err != nil {
 			return err
 		}
-		before, err := decodeTuple(s.r.tm, rel, m.OldTuple, nil)
+		before, err := decodeTuple(s.r.tm, &s.slab, rel, m.OldTuple, nil)
 		if err != nil {
 			return err
 		}

@@ -620,13 +620,14 @@ func (sn *snapshotter) read(ctx context.Context, ln *lane, job chunkJob) (p *pen
 	sql, params, oids := chunkQuery(rel, job.rng, job.until, limit+1)
 	rr := conn.PgConn().ExecParams(ctx, sql, params, oids, nil, []int16{pgtype.TextFormatCode})
 	more := false
+	var sl slab
 	for rr.NextRow() {
 		vals := rr.Values()
 		if len(p.rows) == limit {
 			more = true
 			break
 		}
-		row, err := decodeTextRow(ln.tm, rel, vals)
+		row, err := decodeTextRow(ln.tm, &sl, rel, vals)
 		if err != nil {
 			rr.Close()
 			return nil, false, fmt.Errorf("copying %s: %w", qualified, err)
