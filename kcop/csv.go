@@ -134,7 +134,7 @@ func csvText(v any) string {
 	case []byte:
 		return hex.EncodeToString(x)
 	case time.Time:
-		return x.UTC().Format(time.RFC3339Nano)
+		return string(appendInstant(nil, x))
 	case change.Interval:
 		return isoInterval(x)
 	}

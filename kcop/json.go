@@ -1,6 +1,7 @@
 package kcop
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"fmt"
@@ -174,6 +175,9 @@ func appendKey(b []byte, t *change.Table, row change.Row) []byte {
 	if len(t.KeyIndexes) == 0 || row == nil {
 		return nil
 	}
+	if b == nil {
+		b = make([]byte, 0, 64)
+	}
 	b = append(b, '{')
 	for n, i := range t.KeyIndexes {
 		if i >= len(row) || row[i].Kind == change.Absent || row[i].Kind == change.Unchanged {
@@ -253,10 +257,12 @@ func appendAny(b []byte, v any) []byte {
 		return appendString(b, string(x))
 	case time.Time:
 		b = append(b, '"')
-		b = x.UTC().AppendFormat(b, time.RFC3339Nano)
+		b = appendInstant(b, x)
 		return append(b, '"')
 	case change.Interval:
-		return appendString(b, isoInterval(x))
+		b = append(b, '"')
+		b = appendISOInterval(b, x)
+		return append(b, '"')
 	case change.Text:
 		return appendString(b, string(x))
 	case []any:
@@ -315,49 +321,103 @@ func appendFloat(b []byte, f float64, bits int) []byte {
 	return strconv.AppendFloat(b, f, 'g', -1, bits)
 }
 
+// appendInstant appends t in UTC as RFC 3339 with the fraction of a second trimmed of trailing
+// zeros, exactly as t.UTC().AppendFormat(b, time.RFC3339Nano), without parsing the layout for
+// every value.
+func appendInstant(b []byte, t time.Time) []byte {
+	t = t.UTC()
+	y, mo, d := t.Date()
+	if y < 0 || y > 9999 {
+		return t.AppendFormat(b, time.RFC3339Nano)
+	}
+	h, mi, sec := t.Clock()
+	b = appendDigits(b, y, 4)
+	b = append(b, '-')
+	b = appendDigits(b, int(mo), 2)
+	b = append(b, '-')
+	b = appendDigits(b, d, 2)
+	b = append(b, 'T')
+	b = appendDigits(b, h, 2)
+	b = append(b, ':')
+	b = appendDigits(b, mi, 2)
+	b = append(b, ':')
+	b = appendDigits(b, sec, 2)
+	if ns := t.Nanosecond(); ns != 0 {
+		b = append(b, '.')
+		b = appendDigits(b, ns, 9)
+		for b[len(b)-1] == '0' {
+			b = b[:len(b)-1]
+		}
+	}
+	return append(b, 'Z')
+}
+
+// appendDigits appends n (0 <= n < 10^width) as exactly width digits.
+func appendDigits(b []byte, n, width int) []byte {
+	b = append(b, make([]byte, width)...)
+	for i := len(b) - 1; i >= len(b)-width; i-- {
+		b[i] = byte('0' + n%10)
+		n /= 10
+	}
+	return b
+}
+
 // isoInterval renders an interval as ISO 8601, e.g. P1Y2M3DT4H5M6.5S; each part keeps its sign.
-func isoInterval(iv change.Interval) string {
-	var sb strings.Builder
-	sb.WriteByte('P')
+func isoInterval(iv change.Interval) string { return string(appendISOInterval(nil, iv)) }
+
+// appendISOInterval appends isoInterval's form of iv.
+func appendISOInterval(b []byte, iv change.Interval) []byte {
+	start := len(b)
+	b = append(b, 'P')
 	if y := iv.Months / 12; y != 0 {
-		fmt.Fprintf(&sb, "%dY", y)
+		b = append(strconv.AppendInt(b, int64(y), 10), 'Y')
 	}
 	if m := iv.Months % 12; m != 0 {
-		fmt.Fprintf(&sb, "%dM", m)
+		b = append(strconv.AppendInt(b, int64(m), 10), 'M')
 	}
 	if iv.Days != 0 {
-		fmt.Fprintf(&sb, "%dD", iv.Days)
+		b = append(strconv.AppendInt(b, int64(iv.Days), 10), 'D')
 	}
 	if us := iv.Microseconds; us != 0 {
-		sb.WriteByte('T')
-		neg := us < 0
+		b = append(b, 'T')
+		// The magnitude as unsigned: the most negative interval has no positive int64.
+		neg, mag := us < 0, uint64(us)
 		if neg {
-			us = -us
+			mag = -mag
 		}
-		sign := ""
-		if neg {
-			sign = "-"
+		part := func(n uint64, unit byte) {
+			if neg {
+				b = append(b, '-')
+			}
+			b = append(strconv.AppendUint(b, n, 10), unit)
 		}
-		h, m := us/3_600_000_000, us/60_000_000%60
-		s, frac := us/1_000_000%60, us%1_000_000
+		h, m := mag/3_600_000_000, mag/60_000_000%60
+		s, frac := mag/1_000_000%60, mag%1_000_000
 		if h != 0 {
-			fmt.Fprintf(&sb, "%s%dH", sign, h)
+			part(h, 'H')
 		}
 		if m != 0 {
-			fmt.Fprintf(&sb, "%s%dM", sign, m)
+			part(m, 'M')
 		}
-		if s != 0 || frac != 0 {
-			if frac != 0 {
-				fmt.Fprintf(&sb, "%s%d.%sS", sign, s, strings.TrimRight(fmt.Sprintf("%06d", frac), "0"))
-			} else {
-				fmt.Fprintf(&sb, "%s%dS", sign, s)
+		if frac != 0 {
+			if neg {
+				b = append(b, '-')
 			}
+			b = append(strconv.AppendUint(b, s, 10), '.')
+			var six [6]byte
+			for i := 5; i >= 0; i-- {
+				six[i] = byte('0' + frac%10)
+				frac /= 10
+			}
+			b = append(append(b, bytes.TrimRight(six[:], "0")...), 'S')
+		} else if s != 0 {
+			part(s, 'S')
 		}
 	}
-	if sb.Len() == 1 {
-		return "PT0S"
+	if len(b)-start == 1 {
+		return append(b[:start], "PT0S"...)
 	}
-	return sb.String()
+	return b
 }
 
 const hexDigits = "0123456789abcdef"
