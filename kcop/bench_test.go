@@ -142,3 +142,36 @@ type discardSink struct{}
 func (discardSink) Begin(context.Context, *change.Txn) error                { return nil }
 func (discardSink) Records(context.Context, *change.Change, []Record) error { return nil }
 func (discardSink) Commit(context.Context, *change.Commit, []Record) error  { return nil }
+
+// BenchmarkJSONWide: the json KCOP on an insert of cdcd-bench's wide row (20 typed columns), per
+// row, with the values the PostgreSQL decoder gives them.
+func BenchmarkJSONWide(b *testing.B) {
+	cols := []change.Column{{Name: "id", Type: "int8", Key: true}, {Name: "payload", Type: "text"}, {Name: "amount", Type: "numeric"},
+		{Name: "at", Type: "timestamptz"}, {Name: "i2", Type: "int2"}, {Name: "i4", Type: "int4"}, {Name: "i8", Type: "int8"},
+		{Name: "f8", Type: "float8"}, {Name: "f4", Type: "float4"}, {Name: "n", Type: "numeric"}, {Name: "b", Type: "bool"},
+		{Name: "d", Type: "date"}, {Name: "ts", Type: "timestamp"}, {Name: "tstz", Type: "timestamptz"}, {Name: "iv", Type: "interval"},
+		{Name: "u", Type: "uuid"}, {Name: "j", Type: "jsonb"}, {Name: "tags", Type: "_text"}, {Name: "vals", Type: "_int4"},
+		{Name: "name", Type: "varchar"}}
+	tbl := &change.Table{Database: "cdcd", Schema: "bench", Name: "rows", Columns: cols, KeyIndexes: []int{0}}
+	at := time.Date(2026, 12, 1, 21, 45, 8, 123456000, time.UTC)
+	row := change.Row{{V: int64(123457)}, {V: "e10adc3949ba59abbe56e057f20f883e5d41402abc4b2a76b9719d911017c592"},
+		{V: change.Decimal("234.57")}, {V: at}, {V: int64(27457)}, {V: int64(864199)}, {V: int64(123457370395371)},
+		{V: 185.1855}, {V: float32(41152.332)}, {V: change.Decimal("1524181823.467857")}, {V: false},
+		{V: change.Date("2020-10-19")}, {V: change.Timestamp("2020-01-03T03:26:25.5")}, {V: at.Add(-123457 * time.Millisecond)},
+		{V: change.Interval{Microseconds: 37057_000_000}}, {V: "e10adc39-49ba-59ab-be56-e057f20f883e"},
+		{V: change.JSON(`{"id": 123457, "tag": "x7"}`)}, {V: []any{"a7", "b"}}, {V: []any{int64(57), int64(5), int64(3)}},
+		{V: "name 123457"}}
+	c := &change.Change{Op: change.Insert, Table: tbl, After: row, Txn: &change.Txn{ID: "771", Position: "0/16B3748", CommitTime: at}}
+	k, err := New("json", NewOptions(map[string]any{}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	var recs []Record
+	b.ReportAllocs()
+	for b.Loop() {
+		if recs, err = k.Process(ctx, c, recs[:0]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -95,7 +95,7 @@ func (k *CSVAudit) Process(_ context.Context, c *change.Change, dst []Record) ([
 	if row == nil {
 		row = c.Before
 	}
-	return append(dst, Record{Topic: k.topic.expand(c.Table), Partition: PartitionByKey, Key: appendKey(nil, c.Table, row), Value: line}), nil
+	return append(dst, Record{Topic: k.topic.expand(c.Table), Partition: PartitionByKey, Key: appendKey(nil, c.Table, nil, row), Value: line}), nil
 }
 
 func (k *CSVAudit) appendImage(fields []string, t *change.Table, row change.Row) []string {

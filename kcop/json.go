@@ -54,6 +54,28 @@ type JSON struct {
 	// sizeHint is the capacity new envelopes start with: the largest written lately, so that an
 	// envelope is allocated once, not grown and copied.
 	sizeHint atomic.Int64
+	shapes   tableCache[*jsonShape]
+}
+
+// jsonShape is what the json rendering of a table's rows derives once per shape: each column's name
+// as an object key with its colon, and the source block up to the transaction's fields.
+type jsonShape struct {
+	fields []string
+	source string
+}
+
+func newJSONShape(t *change.Table) (*jsonShape, error) {
+	sh := &jsonShape{fields: make([]string, len(t.Columns))}
+	for i, c := range t.Columns {
+		sh.fields[i] = string(append(appendString(nil, c.Name), ':'))
+	}
+	b := append([]byte(nil), `,"source":{"db":`...)
+	b = appendString(b, t.Database)
+	b = append(b, `,"schema":`...)
+	b = appendString(b, t.Schema)
+	b = append(b, `,"table":`...)
+	sh.source = string(appendString(b, t.Name))
+	return sh, nil
 }
 
 // maxSizeHint bounds sizeHint: one very wide row does not make every envelope large.
@@ -86,49 +108,45 @@ func (j *JSON) Process(_ context.Context, c *change.Change, dst []Record) ([]Rec
 		}
 	}
 	topic := j.topic.expand(c.Table)
+	sh, _ := j.shapes.Get(c.Table, newJSONShape)
 	switch c.Op {
 	case change.Delete:
-		key := appendKey(nil, c.Table, c.Before)
-		dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: key, Value: j.envelope(c, change.Delete, c.Before, nil)})
+		key := appendKey(nil, c.Table, sh.fields, c.Before)
+		dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: key, Value: j.envelope(c, sh, change.Delete, c.Before, nil)})
 		if j.tombstones && key != nil {
 			dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: key})
 		}
 	case change.Update:
 		if c.KeyChanged {
-			oldKey := appendKey(nil, c.Table, c.Before)
-			dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: oldKey, Value: j.envelope(c, change.Delete, c.Before, nil)})
+			oldKey := appendKey(nil, c.Table, sh.fields, c.Before)
+			dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: oldKey, Value: j.envelope(c, sh, change.Delete, c.Before, nil)})
 			if j.tombstones && oldKey != nil {
 				dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: oldKey})
 			}
 		}
-		dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: appendKey(nil, c.Table, c.After), Value: j.envelope(c, change.Update, c.Before, c.After)})
+		dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: appendKey(nil, c.Table, sh.fields, c.After), Value: j.envelope(c, sh, change.Update, c.Before, c.After)})
 	case change.Insert, change.Read:
-		dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: appendKey(nil, c.Table, c.After), Value: j.envelope(c, c.Op, nil, c.After)})
+		dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: appendKey(nil, c.Table, sh.fields, c.After), Value: j.envelope(c, sh, c.Op, nil, c.After)})
 	case change.Truncate:
-		dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Value: j.envelope(c, change.Truncate, nil, nil)})
+		dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Value: j.envelope(c, sh, change.Truncate, nil, nil)})
 	default:
 		return dst, fmt.Errorf("json: unknown operation %v on %s", c.Op, c.Table.QualifiedName())
 	}
 	return dst, nil
 }
 
-func (j *JSON) envelope(c *change.Change, op change.Op, before, after change.Row) []byte {
+func (j *JSON) envelope(c *change.Change, sh *jsonShape, op change.Op, before, after change.Row) []byte {
 	hint := j.sizeHint.Load()
 	b := make([]byte, 0, max(256, hint))
 	b = append(b, `{"before":`...)
-	b = appendRow(b, c.Table, before)
+	b = appendRow(b, sh.fields, before)
 	b = append(b, `,"after":`...)
-	b = appendRow(b, c.Table, after)
+	b = appendRow(b, sh.fields, after)
 	b = append(b, `,"op":"`...)
 	b = append(b, byte(op))
 	b = append(b, `","ts_ms":`...)
 	b = strconv.AppendInt(b, j.now().UnixMilli(), 10)
-	b = append(b, `,"source":{"db":`...)
-	b = appendString(b, c.Table.Database)
-	b = append(b, `,"schema":`...)
-	b = appendString(b, c.Table.Schema)
-	b = append(b, `,"table":`...)
-	b = appendString(b, c.Table.Name)
+	b = append(b, sh.source...)
 	b = append(b, `,"txId":`...)
 	b = appendString(b, c.Txn.ID)
 	b = append(b, `,"pos":`...)
@@ -170,8 +188,8 @@ func (j *JSON) envelope(c *change.Change, op change.Op, before, after change.Row
 }
 
 // appendKey renders the key columns of row, or returns nil when the table has no key or the row
-// lacks a key value.
-func appendKey(b []byte, t *change.Table, row change.Row) []byte {
+// lacks a key value. Fields are the columns' rendered names (jsonShape's), or nil to render them.
+func appendKey(b []byte, t *change.Table, fields []string, row change.Row) []byte {
 	if len(t.KeyIndexes) == 0 || row == nil {
 		return nil
 	}
@@ -186,14 +204,19 @@ func appendKey(b []byte, t *change.Table, row change.Row) []byte {
 		if n > 0 {
 			b = append(b, ',')
 		}
-		b = appendString(b, t.Columns[i].Name)
-		b = append(b, ':')
+		if fields != nil {
+			b = append(b, fields[i]...)
+		} else {
+			b = append(appendString(b, t.Columns[i].Name), ':')
+		}
 		b = appendValue(b, row[i])
 	}
 	return append(b, '}')
 }
 
-func appendRow(b []byte, t *change.Table, row change.Row) []byte {
+// appendRow renders row as an object of the columns it holds; fields are the columns' rendered
+// names (jsonShape's).
+func appendRow(b []byte, fields []string, row change.Row) []byte {
 	if row == nil {
 		return append(b, "null"...)
 	}
@@ -207,8 +230,7 @@ func appendRow(b []byte, t *change.Table, row change.Row) []byte {
 			b = append(b, ',')
 		}
 		first = false
-		b = appendString(b, t.Columns[i].Name)
-		b = append(b, ':')
+		b = append(b, fields[i]...)
 		b = appendValue(b, v)
 	}
 	return append(b, '}')
@@ -422,11 +444,27 @@ func appendISOInterval(b []byte, iv change.Interval) []byte {
 
 const hexDigits = "0123456789abcdef"
 
+// plain8 reports whether the first eight bytes of s are ASCII a JSON string holds as they are: no
+// control character, quote, backslash or byte of a multi-byte character. It tests the eight at
+// once, as one word (a byte below n sets its high bit in x - n*lsb & ^x, and only such a byte).
+func plain8(s string) bool {
+	const lsb, msb = 0x0101010101010101, 0x8080808080808080
+	x := uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+	quote, backslash := x^(lsb*'"'), x^(lsb*'\\')
+	special := (x-lsb*0x20)&^x | (quote-lsb)&^quote | (backslash-lsb)&^backslash | x
+	return special&msb == 0
+}
+
 // appendString writes s as a JSON string; invalid UTF-8 becomes U+FFFD, as encoding/json does.
 func appendString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
+		if i+8 <= len(s) && plain8(s[i:]) {
+			i += 8
+			continue
+		}
 		c := s[i]
 		if c < utf8.RuneSelf {
 			if c >= 0x20 && c != '"' && c != '\\' {

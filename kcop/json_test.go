@@ -240,6 +240,15 @@ func TestAppendStringMatchesEncodingJSON(t *testing.T) {
 	for _, s := range []string{"", "plain", "q\"b\\s", "\x00\x1f\x7f", "é日本", "bad\xffutf8", "\u2028\u2029", "<&>"} {
 		checkAppendString(t, s)
 	}
+	// Every byte value at every position of the words appendString reads eight bytes at a time.
+	for c := range 256 {
+		for at := range 17 {
+			s := []byte("abcdefghijklmnopq")
+			s[at] = byte(c)
+			checkAppendString(t, string(s))
+			checkAppendString(t, string(s[:at+1]))
+		}
+	}
 }
 
 func FuzzAppendString(f *testing.F) {

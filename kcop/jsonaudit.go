@@ -103,5 +103,5 @@ func (k *JSONAudit) Process(_ context.Context, c *change.Change, dst []Record) (
 	if row == nil {
 		row = c.Before
 	}
-	return append(dst, Record{Topic: k.topic.expand(c.Table), Partition: PartitionByKey, Key: appendKey(nil, c.Table, row), Value: b}), nil
+	return append(dst, Record{Topic: k.topic.expand(c.Table), Partition: PartitionByKey, Key: appendKey(nil, c.Table, nil, row), Value: b}), nil
 }
