@@ -518,10 +518,10 @@ func runCDCD(ctx context.Context, bin, cfg string, conn *pgx.Conn, end bookmark.
 	if profileDir != "" {
 		go func() {
 			defer close(profiled)
-			// Five seconds of the steady run, from its second second (a million-row backlog takes
-			// eight to fifteen).
+			// Eight seconds of the steady run, from its second second (a million-row backlog takes
+			// nine to twenty).
 			time.Sleep(time.Second)
-			fetchTo(filepath.Join(profileDir, "cpu.pprof"), "http://"+addr+"/debug/pprof/profile?seconds=5", 20)
+			fetchTo(filepath.Join(profileDir, "cpu.pprof"), "http://"+addr+"/debug/pprof/profile?seconds=8", 20)
 		}()
 	} else {
 		close(profiled)
