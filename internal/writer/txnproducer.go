@@ -392,7 +392,9 @@ func (p *txnProducer) produce(s *brokerSender, batches []*recordBatch) error {
 		if err != nil {
 			return fmt.Errorf("writing to broker %d (%s): %w", s.broker.ID(), s.broker.Addr(), err)
 		}
-		again := batches[:0]
+		// A fresh slice: the caller counts the request's batches done from its own, which must
+		// not be overwritten with the ones sent again.
+		var again []*recordBatch
 		var last error
 		for _, b := range batches {
 			tp := b.ps.tp

@@ -406,3 +406,70 @@ func TestPartitionOfWaitsForMetadata(t *testing.T) {
 		t.Errorf("a record naming partition 2 of two: %v (want a terminal error)", err)
 	}
 }
+
+// TestTxnProducerPartialRetryKeepsItsAccounts: when a leader refuses one partition's batch of a
+// request and takes the others, the batches sent again are not the ones the sender counts as done:
+// every byte taken for the request is given back once, whatever the batches' sizes.
+func TestTxnProducerPartialRetryKeepsItsAccounts(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, "r"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	refused := 0
+	c.ControlKey(kmsg.Produce.Int16(), func(r kmsg.Request) (kmsg.Response, error, bool) {
+		req := r.(*kmsg.ProduceRequest)
+		if len(req.Topics) != 1 || len(req.Topics[0].Partitions) != 3 {
+			c.KeepControl()
+			return nil, nil, false
+		}
+		res := req.ResponseKind().(*kmsg.ProduceResponse)
+		st := kmsg.NewProduceResponseTopic()
+		st.Topic = req.Topics[0].Topic
+		for _, rp := range req.Topics[0].Partitions {
+			sp := kmsg.NewProduceResponseTopicPartition()
+			sp.Partition = rp.Partition
+			if rp.Partition == 1 {
+				sp.ErrorCode = int16(sarama.ErrNotLeaderForPartition)
+				refused++
+			}
+			st.Partitions = append(st.Partitions, sp)
+		}
+		res.Topics = append(res.Topics, st)
+		return res, nil, true
+	})
+	client, err := sarama.NewClient(c.ListenAddrs(), baseConfig("txnproducer-test", 5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	acks := &ackLog{}
+	p, err := newTxnProducer(client, "partial", time.Minute, 5*time.Second, 1<<20, time.Hour, acks.acked, acks.failed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.BeginTxn(); err != nil {
+		t.Fatal(err)
+	}
+	// Batches of three sizes, closed together by the commit's flush, go in one request.
+	for i := range 30 {
+		part := int32(i % 3)
+		v := strings.Repeat("v", 10+100*int(part))
+		if err := p.Send(topicPartition{"r", part}, &producedRecord{rec: sarama.Record{Value: []byte(v)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.CommitTxn(); err != nil {
+		t.Fatal(err)
+	}
+	if refused == 0 {
+		t.Fatal("no batch was refused: the test proves nothing")
+	}
+	p.mu.Lock()
+	buffered := p.buffered
+	p.mu.Unlock()
+	if buffered != 0 {
+		t.Errorf("%d bytes still counted as buffered after every batch was acknowledged", buffered)
+	}
+}
