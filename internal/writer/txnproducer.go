@@ -34,6 +34,7 @@ type txnProducer struct {
 	// max.message.bytes); maxBuffered bounds the bytes of closed batches not yet acknowledged.
 	maxBatch, maxBuffered int
 	linger                time.Duration
+	records               sync.Pool // of *producedRecord, for newRecord
 	// acked hears of each batch Kafka acknowledged; failed of the producer's first failure. Both
 	// are called from the brokers' goroutines, without the producer's lock.
 	acked  func(topic string, partition int32, first int64, records int)
@@ -68,6 +69,7 @@ type partitionState struct {
 type recordBatch struct {
 	ps    *partitionState
 	rb    sarama.RecordBatch
+	recs  []*producedRecord // rb.Records' own storage, for reuse once acknowledged
 	bytes int
 }
 
@@ -86,6 +88,26 @@ type producedRecord struct {
 	rec     sarama.Record
 	headers [6]sarama.RecordHeader
 	ptrs    [6]*sarama.RecordHeader
+}
+
+// newRecord is an empty record to fill and Send: one of those acknowledged earlier, when there is
+// one, since a record with its headers is a few hundred bytes of pointers, and a backlog writes
+// hundreds of thousands a second.
+func (p *txnProducer) newRecord() *producedRecord {
+	if r, ok := p.records.Get().(*producedRecord); ok {
+		return r
+	}
+	return &producedRecord{}
+}
+
+// recycle keeps the records of an acknowledged batch for newRecord; nothing refers to them any
+// more, and they let go of their keys, values and headers.
+func (p *txnProducer) recycle(b *recordBatch) {
+	for _, r := range b.recs {
+		*r = producedRecord{}
+		p.records.Put(r)
+	}
+	b.recs, b.rb.Records = nil, nil
 }
 
 // setHeaders points the record's headers at hs, in the record's own storage when they fit.
@@ -205,6 +227,7 @@ func (p *txnProducer) Send(tp topicPartition, r *producedRecord) error {
 	r.rec.TimestampDelta = now.Sub(b.rb.FirstTimestamp)
 	b.rb.MaxTimestamp = now
 	b.rb.Records = append(b.rb.Records, &r.rec)
+	b.recs = append(b.recs, r)
 	b.bytes += size
 	if b.bytes >= p.maxBatch {
 		p.closeBatch(ps)
@@ -404,6 +427,7 @@ func (p *txnProducer) produce(s *brokerSender, batches []*recordBatch) error {
 				return fmt.Errorf("writing to %s partition %d: broker %d did not answer for it", tp.topic, tp.partition, s.broker.ID())
 			case blk.Err == sarama.ErrNoError:
 				p.acked(tp.topic, tp.partition, blk.Offset, len(b.rb.Records))
+				p.recycle(b)
 			case passing(blk.Err) && time.Now().Before(deadline):
 				again = append(again, b)
 				last = blk.Err

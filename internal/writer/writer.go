@@ -612,7 +612,7 @@ func (w *Writer) flushPending(ctx context.Context, last bool, count int64) error
 		if err != nil {
 			return err
 		}
-		pr := &producedRecord{}
+		pr := w.producer.newRecord()
 		pr.rec.Key, pr.rec.Value = r.Key, r.Value
 		pr.setHeaders(w.headers(pr.headers[:0], r, txnID, pos, op, group, countText))
 		w.inflight.Add(1)
