@@ -37,7 +37,7 @@ func init() {
 // record key is the json KCOP's key. A text value equal to a marker cannot be told from it: choose
 // markers your data never holds.
 type CSVAudit struct {
-	topic     topicTemplate
+	shapes    *tableShapes
 	delimiter rune
 	null      string
 	unsent    string
@@ -65,7 +65,7 @@ func NewCSVAudit(opts Options) (KCOP, error) {
 	if o.Null == o.Unsent {
 		return nil, fmt.Errorf("options null and unsent are both %q: a reader could not tell NULL from a value that was not sent", o.Null)
 	}
-	return &CSVAudit{topic: topic, delimiter: d, null: o.Null, unsent: o.Unsent}, nil
+	return &CSVAudit{shapes: newTableShapes(topic), delimiter: d, null: o.Null, unsent: o.Unsent}, nil
 }
 
 // Process implements KCOP.
@@ -95,7 +95,8 @@ func (k *CSVAudit) Process(_ context.Context, c *change.Change, dst []Record) ([
 	if row == nil {
 		row = c.Before
 	}
-	return append(dst, Record{Topic: k.topic.expand(c.Table), Partition: PartitionByKey, Key: appendKey(nil, c.Table, nil, row), Value: line}), nil
+	sh := k.shapes.of(c.Table)
+	return append(dst, Record{Topic: sh.topic, Partition: PartitionByKey, Key: appendKey(nil, c.Table, sh.fields, row), Value: line}), nil
 }
 
 func (k *CSVAudit) appendImage(fields []string, t *change.Table, row change.Row) []string {

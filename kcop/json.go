@@ -48,34 +48,49 @@ func init() {
 // Options: topic (template with {database}, {schema}, {table}; default "cdcd.{schema}.{table}"),
 // tombstones (default true).
 type JSON struct {
-	topic      topicTemplate
+	shapes     *tableShapes
 	tombstones bool
 	now        func() time.Time
 	// sizeHint is the capacity new envelopes start with: the largest written lately, so that an
 	// envelope is allocated once, not grown and copied.
 	sizeHint atomic.Int64
-	shapes   tableCache[*jsonShape]
 }
 
-// jsonShape is what the json rendering of a table's rows derives once per shape: each column's name
-// as an object key with its colon, and the source block up to the transaction's fields.
-type jsonShape struct {
+// tableShape is what the JSON-rendering KCOPs derive once per table shape: the table's topic, each
+// column's name as an object key with its colon, and the envelope's source block up to the
+// transaction's fields.
+type tableShape struct {
+	topic  string
 	fields []string
 	source string
 }
 
-func newJSONShape(t *change.Table) (*jsonShape, error) {
-	sh := &jsonShape{fields: make([]string, len(t.Columns))}
-	for i, c := range t.Columns {
-		sh.fields[i] = string(append(appendString(nil, c.Name), ':'))
-	}
-	b := append([]byte(nil), `,"source":{"db":`...)
-	b = appendString(b, t.Database)
-	b = append(b, `,"schema":`...)
-	b = appendString(b, t.Schema)
-	b = append(b, `,"table":`...)
-	sh.source = string(appendString(b, t.Name))
-	return sh, nil
+// tableShapes keeps a KCOP's tableShapes, its topics from its template.
+type tableShapes struct {
+	cache  tableCache[*tableShape]
+	derive func(*change.Table) (*tableShape, error) // made once: a method value per row would allocate
+}
+
+func newTableShapes(topic topicTemplate) *tableShapes {
+	return &tableShapes{derive: func(t *change.Table) (*tableShape, error) {
+		sh := &tableShape{topic: topic.expand(t), fields: make([]string, len(t.Columns))}
+		for i, c := range t.Columns {
+			sh.fields[i] = string(append(appendString(nil, c.Name), ':'))
+		}
+		b := append([]byte(nil), `,"source":{"db":`...)
+		b = appendString(b, t.Database)
+		b = append(b, `,"schema":`...)
+		b = appendString(b, t.Schema)
+		b = append(b, `,"table":`...)
+		sh.source = string(appendString(b, t.Name))
+		return sh, nil
+	}}
+}
+
+// of is t's shape.
+func (s *tableShapes) of(t *change.Table) *tableShape {
+	sh, _ := s.cache.Get(t, s.derive)
+	return sh
 }
 
 // maxSizeHint bounds sizeHint: one very wide row does not make every envelope large.
@@ -97,7 +112,7 @@ func NewJSON(opts Options) (KCOP, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &JSON{topic: topic, tombstones: o.Tombstones, now: time.Now}, nil
+	return &JSON{shapes: newTableShapes(topic), tombstones: o.Tombstones, now: time.Now}, nil
 }
 
 // Process implements KCOP.
@@ -107,8 +122,8 @@ func (j *JSON) Process(_ context.Context, c *change.Change, dst []Record) ([]Rec
 			return dst, err
 		}
 	}
-	topic := j.topic.expand(c.Table)
-	sh, _ := j.shapes.Get(c.Table, newJSONShape)
+	sh := j.shapes.of(c.Table)
+	topic := sh.topic
 	switch c.Op {
 	case change.Delete:
 		key := appendKey(nil, c.Table, sh.fields, c.Before)
@@ -135,7 +150,7 @@ func (j *JSON) Process(_ context.Context, c *change.Change, dst []Record) ([]Rec
 	return dst, nil
 }
 
-func (j *JSON) envelope(c *change.Change, sh *jsonShape, op change.Op, before, after change.Row) []byte {
+func (j *JSON) envelope(c *change.Change, sh *tableShape, op change.Op, before, after change.Row) []byte {
 	hint := j.sizeHint.Load()
 	b := make([]byte, 0, max(256, hint))
 	b = append(b, `{"before":`...)
@@ -188,7 +203,7 @@ func (j *JSON) envelope(c *change.Change, sh *jsonShape, op change.Op, before, a
 }
 
 // appendKey renders the key columns of row, or returns nil when the table has no key or the row
-// lacks a key value. Fields are the columns' rendered names (jsonShape's), or nil to render them.
+// lacks a key value. Fields are the columns' rendered names (tableShape's).
 func appendKey(b []byte, t *change.Table, fields []string, row change.Row) []byte {
 	if len(t.KeyIndexes) == 0 || row == nil {
 		return nil
@@ -204,18 +219,14 @@ func appendKey(b []byte, t *change.Table, fields []string, row change.Row) []byt
 		if n > 0 {
 			b = append(b, ',')
 		}
-		if fields != nil {
-			b = append(b, fields[i]...)
-		} else {
-			b = append(appendString(b, t.Columns[i].Name), ':')
-		}
+		b = append(b, fields[i]...)
 		b = appendValue(b, row[i])
 	}
 	return append(b, '}')
 }
 
 // appendRow renders row as an object of the columns it holds; fields are the columns' rendered
-// names (jsonShape's).
+// names (tableShape's).
 func appendRow(b []byte, fields []string, row change.Row) []byte {
 	if row == nil {
 		return append(b, "null"...)

@@ -26,7 +26,7 @@ func init() {
 // by the json KCOP. The key is the json KCOP's key; deletes write no tombstone (the record is the
 // audit trail).
 type JSONAudit struct {
-	topic  topicTemplate
+	shapes *tableShapes
 	prefix string
 }
 
@@ -46,7 +46,7 @@ func NewJSONAudit(opts Options) (KCOP, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &JSONAudit{topic: topic, prefix: o.BeforePrefix}, nil
+	return &JSONAudit{shapes: newTableShapes(topic), prefix: o.BeforePrefix}, nil
 }
 
 // Process implements KCOP.
@@ -103,5 +103,6 @@ func (k *JSONAudit) Process(_ context.Context, c *change.Change, dst []Record) (
 	if row == nil {
 		row = c.Before
 	}
-	return append(dst, Record{Topic: k.topic.expand(c.Table), Partition: PartitionByKey, Key: appendKey(nil, c.Table, nil, row), Value: b}), nil
+	sh := k.shapes.of(c.Table)
+	return append(dst, Record{Topic: sh.topic, Partition: PartitionByKey, Key: appendKey(nil, c.Table, sh.fields, row), Value: b}), nil
 }
