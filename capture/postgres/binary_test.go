@@ -80,18 +80,9 @@ var binaryCases = []binaryCase{
 // writes decodes to exactly the value its text form (under sessionSettings) decodes to; the server
 // renders both, so the oracle is PostgreSQL's own output function.
 func TestBinaryMatchesTextOnTheServer(t *testing.T) {
-	dsn := testenv.PostgresDSN(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cc, err := connConfig(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := pgx.ConnectConfig(ctx, cc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
+	conn := sessionConn(ctx, t)
 	schema := fmt.Sprintf("binary_values_%06d", rand.IntN(1_000_000))
 	mustExec(t, conn, "CREATE SCHEMA "+schema)
 	t.Cleanup(func() { _, _ = conn.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE") })
@@ -268,17 +259,8 @@ func FuzzDecodeBinary(f *testing.F) {
 // BenchmarkDecodeWideBinary: decoding a row of cdcd-bench's wide shape (20 typed columns) from
 // the binary forms the server's send functions write, per row, as the stream decodes it.
 func BenchmarkDecodeWideBinary(b *testing.B) {
-	dsn := testenv.PostgresDSN(b)
 	ctx := context.Background()
-	cc, err := connConfig(dsn)
-	if err != nil {
-		b.Fatal(err)
-	}
-	conn, err := pgx.ConnectConfig(ctx, cc)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := sessionConn(ctx, b)
 	res := conn.PgConn().ExecParams(ctx, `SELECT g::bigint, md5(g::text) || md5((g+1)::text), ((g % 100000) / 100.0)::numeric(12,2), now(),
 		(g % 32000)::smallint, (g * 7)::int, g::bigint * 1000003, g * 1.5e-3, (g / 3.0)::real, (g * 12345.678901)::numeric(20,6),
 		g % 2 = 0, date '2020-01-01' + g % 3650, timestamp '2020-01-01' + g * interval '1.5 second', now() - g * interval '1 ms',
@@ -312,4 +294,20 @@ func BenchmarkDecodeWideBinary(b *testing.B) {
 		}
 		i++
 	}
+}
+
+// sessionConn connects to the stack's PostgreSQL as cdcd does (sessionSettings in force), until the
+// test ends.
+func sessionConn(ctx context.Context, tb testing.TB) *pgx.Conn {
+	tb.Helper()
+	cc, err := connConfig(testenv.PostgresDSN(tb))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = conn.Close(context.Background()) })
+	return conn
 }

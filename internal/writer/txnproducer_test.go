@@ -304,20 +304,7 @@ func TestTxnProducerRetriesPassingErrors(t *testing.T) {
 			defer c.Close()
 			refused := 0
 			c.ControlKey(kmsg.Produce.Int16(), func(r kmsg.Request) (kmsg.Response, error, bool) {
-				req := r.(*kmsg.ProduceRequest)
-				res := req.ResponseKind().(*kmsg.ProduceResponse)
-				for _, rt := range req.Topics {
-					st := kmsg.NewProduceResponseTopic()
-					st.Topic = rt.Topic
-					for _, rp := range rt.Partitions {
-						sp := kmsg.NewProduceResponseTopicPartition()
-						sp.Partition, sp.ErrorCode = rp.Partition, tc.code
-						st.Partitions = append(st.Partitions, sp)
-						refused++
-					}
-					res.Topics = append(res.Topics, st)
-				}
-				return res, nil, true
+				return produceAnswer(r.(*kmsg.ProduceRequest), func(int32) int16 { refused++; return tc.code }), nil, true
 			})
 			acks := &ackLog{}
 			client, err := sarama.NewClient(c.ListenAddrs(), baseConfig("txnproducer-test", 5*time.Second))
@@ -423,20 +410,13 @@ func TestTxnProducerPartialRetryKeepsItsAccounts(t *testing.T) {
 			c.KeepControl()
 			return nil, nil, false
 		}
-		res := req.ResponseKind().(*kmsg.ProduceResponse)
-		st := kmsg.NewProduceResponseTopic()
-		st.Topic = req.Topics[0].Topic
-		for _, rp := range req.Topics[0].Partitions {
-			sp := kmsg.NewProduceResponseTopicPartition()
-			sp.Partition = rp.Partition
-			if rp.Partition == 1 {
-				sp.ErrorCode = int16(sarama.ErrNotLeaderForPartition)
-				refused++
+		return produceAnswer(req, func(partition int32) int16 {
+			if partition != 1 {
+				return 0
 			}
-			st.Partitions = append(st.Partitions, sp)
-		}
-		res.Topics = append(res.Topics, st)
-		return res, nil, true
+			refused++
+			return int16(sarama.ErrNotLeaderForPartition)
+		}), nil, true
 	})
 	client, err := sarama.NewClient(c.ListenAddrs(), baseConfig("txnproducer-test", 5*time.Second))
 	if err != nil {
@@ -472,4 +452,21 @@ func TestTxnProducerPartialRetryKeepsItsAccounts(t *testing.T) {
 	if buffered != 0 {
 		t.Errorf("%d bytes still counted as buffered after every batch was acknowledged", buffered)
 	}
+}
+
+// produceAnswer answers every partition of a produce request with the error code code gives it
+// (0: taken, at offset 0).
+func produceAnswer(req *kmsg.ProduceRequest, code func(partition int32) int16) *kmsg.ProduceResponse {
+	res := req.ResponseKind().(*kmsg.ProduceResponse)
+	for _, rt := range req.Topics {
+		st := kmsg.NewProduceResponseTopic()
+		st.Topic = rt.Topic
+		for _, rp := range rt.Partitions {
+			sp := kmsg.NewProduceResponseTopicPartition()
+			sp.Partition, sp.ErrorCode = rp.Partition, code(rp.Partition)
+			st.Partitions = append(st.Partitions, sp)
+		}
+		res.Topics = append(res.Topics, st)
+	}
+	return res
 }
