@@ -9,24 +9,36 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/cdcd-dev/cdcd/bookmark"
 )
 
-// rec is a data record as fetched, with cdcd's ordering headers read.
+// rec is a data record as fetched, with cdcd's ordering headers read. A queue holds thousands of
+// them, and the garbage collector marks every pointer they hold at every cycle: they keep only
+// what an Op hands on (key, value, headers), and find the transaction id and position among the
+// headers when they are needed.
 type rec struct {
-	tp      topicPartition
 	offset  int64
 	key     []byte
 	value   []byte
 	headers []Header
-	txnID   string
-	pos     string
 	op      int64
 	sub     int
 	group   uint64
-	valid   bool // the ordering headers were all present and well formed
+	// txnAt and posAt are the indexes in headers of the transaction id and position.
+	txnAt, posAt int32
+	valid        bool // the ordering headers were all present and well formed
+	// size is what holding the record costs, about: its bytes, and those of its headers and of
+	// this struct, for the bound on a queue's bytes.
+	size int32
+	// sameTxn: the record queued just before this one (and still queued when this one was) has
+	// the same transaction id and position. Most do, and comparing them as the headers are read
+	// spares the merge from comparing this record's (by then uncached) headers with the group's
+	// transactions.
+	sameTxn bool
 }
 
 type topicPartition struct {
@@ -42,47 +54,51 @@ type fetcher interface {
 	assign(tp topicPartition, offset int64)
 	// logStart is the first offset tp still holds.
 	logStart(ctx context.Context, tp topicPartition) (int64, error)
-	// fetch appends the next records of the assigned partitions, in offset order per partition, to
-	// the queues queueOf names for their partitions, with their ordering headers read (push).
+	// fetch adds the next records of the assigned partitions, in offset order per partition, to
+	// the queues queueOf names for their partitions, as segments readSegment has read.
 	fetch(ctx context.Context, queueOf func(topicPartition) *queue) error
 	pause(tp topicPartition)
 	resume(tp topicPartition)
 	close()
 }
 
-// readHeaders fills the ordering fields of r from its headers. The records of a transaction share
-// its id and position: where prev (the record fetched just before, or nil) has the same, its
-// strings are taken rather than allocated again.
-func (r *rec) readHeaders(prev *rec) {
-	var prevTxn, prevPos string
-	if prev != nil {
-		prevTxn, prevPos = prev.txnID, prev.pos
-	}
+// readHeaders fills the ordering fields of r from its headers, and its size. The keys of cdcd's headers are
+// replaced by the package's constants: each was a string of its own, allocated as the record was
+// decoded, and the collector would mark all of them for as long as the record is queued.
+func (r *rec) readHeaders() {
 	var haveTxn, havePos, haveOp, haveGroup bool
-	for _, h := range r.headers {
+	size := recOverhead + len(r.key) + len(r.value) + len(r.headers)*headerOverhead
+	for i := range r.headers {
+		h := &r.headers[i]
 		switch h.Key {
 		case bookmark.HeaderTxn:
-			r.txnID, haveTxn = reuseString(prevTxn, h.Value), true
+			h.Key, r.txnAt, haveTxn = bookmark.HeaderTxn, int32(i), true
 		case bookmark.HeaderPos:
-			r.pos, havePos = reuseString(prevPos, h.Value), true
+			h.Key, r.posAt, havePos = bookmark.HeaderPos, int32(i), true
 		case bookmark.HeaderOp:
 			op, sub, ok := parseOp(h.Value)
-			r.op, r.sub, haveOp = op, sub, ok
+			h.Key, r.op, r.sub, haveOp = bookmark.HeaderOp, op, sub, ok
 		case bookmark.HeaderGroup:
 			g, ok := parseDecimal(h.Value, math.MaxUint64)
-			r.group, haveGroup = g, ok && g > 0
+			h.Key, r.group, haveGroup = bookmark.HeaderGroup, g, ok && g > 0
+		case bookmark.HeaderCount:
+			h.Key = bookmark.HeaderCount
 		}
+		size += len(h.Key) + len(h.Value)
 	}
 	r.valid = haveTxn && havePos && haveOp && haveGroup
+	r.size = int32(min(size, math.MaxInt32))
 }
 
-// reuseString is b as a string: s itself when it holds the same bytes (comparing allocates nothing).
-func reuseString(s string, b []byte) string {
-	if string(b) == s {
-		return s
-	}
-	return string(b)
-}
+// Bytes each record costs beyond its own: this struct, and each header's in franz-go's slice.
+const (
+	recOverhead    = int(unsafe.Sizeof(rec{}))
+	headerOverhead = int(unsafe.Sizeof(Header{}))
+)
+
+// txnID and pos are the record's transaction id and position (of a valid record).
+func (r *rec) txnID() []byte { return r.headers[r.txnAt].Value }
+func (r *rec) pos() []byte   { return r.headers[r.posAt].Value }
 
 // parseOp reads "<op>" or "<op>.<rec>" as the writer spells them (decimal, no sign, no leading
 // zero); any other spelling is a foreign record's.
@@ -125,11 +141,39 @@ func parseDecimal(b []byte, limit uint64) (uint64, bool) {
 	return n, true
 }
 
-// queue holds a partition's fetched records not yet consumed.
+// queue holds a partition's fetched records not yet consumed: the segments fetched, each one
+// fetch response's records of the partition, in offset order. A segment is let go whole once
+// consumed: its records share one response's memory anyway, so nothing is kept by the consumed
+// records of a segment still being read, and no record is moved or copied after it is read.
 type queue struct {
-	recs   []rec
-	head   int
+	segs   [][]rec
+	head   int  // records of segs[0] consumed
+	n      int  // records queued
+	bytes  int  // their sizes
 	paused bool // fetching the partition is paused until the queue drains
+	// pool takes back consumed segments, if the fetcher gave one.
+	pool *segmentPool
+}
+
+// segmentPool keeps consumed segments for the fetcher to fill again. Without it every fetch
+// allocates its segments anew: more garbage, and more collections, since the live heap they would
+// have kept is what paces the collector.
+type segmentPool struct{ pool sync.Pool }
+
+// get returns a segment of n records, zeroed.
+func (p *segmentPool) get(n int) []rec {
+	if s, ok := p.pool.Get().(*[]rec); ok && cap(*s) >= n {
+		return (*s)[:n]
+	}
+	// Capacities in steps of 512 records, so that a segment fits the next fetch of about the same size.
+	return make([]rec, n, (n+511)&^511)
+}
+
+// put takes a consumed segment back, cleared: it must not keep its fetch response alive.
+func (p *segmentPool) put(seg []rec) {
+	seg = seg[:cap(seg)]
+	clear(seg)
+	p.pool.Put(&seg)
 }
 
 // part is a data partition the group being delivered has a range of records in.
@@ -141,42 +185,64 @@ type part struct {
 	// pos is the position in the group of q's head record, once known (valid).
 	pos   position
 	known bool
+	// txn is the index in the group of the transaction of the record last popped from q, or -1
+	// when that record was not identified as one of the group's.
+	txn int
 }
 
-func (q *queue) len() int { return len(q.recs) - q.head }
+func (q *queue) len() int { return q.n }
 
-// push appends a record fetched from tp at offset and reads its ordering headers. It is filled in
-// place: records are large, and a queue can hold thousands.
-func (q *queue) push(tp topicPartition, offset int64, key, value []byte, headers []Header) {
-	var prev *rec
-	if q.len() > 0 {
-		prev = &q.recs[len(q.recs)-1]
+// readSegment reads the ordering headers of a fetch's records of one partition, in offset order.
+func readSegment(seg []rec) {
+	for i := range seg {
+		seg[i].readHeaders()
+		if i > 0 {
+			seg[i].sameTxn = sameTxn(&seg[i-1], &seg[i])
+		}
 	}
-	q.recs = append(q.recs, rec{tp: tp, offset: offset, key: key, value: value, headers: headers})
-	q.recs[len(q.recs)-1].readHeaders(prev)
-}
-func (q *queue) peek() *rec {
-	if q.head < len(q.recs) {
-		return &q.recs[q.head]
-	}
-	return nil
 }
 
-// pop drops the head record. Popped slots are cleared in bulk, when the queue empties or
-// compacts, not one by one: until then they reference the same fetch responses as their neighbours.
-func (q *queue) pop() {
-	q.head++
-	if q.head == len(q.recs) {
-		clear(q.recs)
-		q.recs, q.head = q.recs[:0], 0
+// sameTxn reports whether a and b are valid records of the same transaction.
+func sameTxn(a, b *rec) bool {
+	return a.valid && b.valid && bytes.Equal(a.txnID(), b.txnID()) && bytes.Equal(a.pos(), b.pos())
+}
+
+// add queues a segment (readSegment has read it). Its first record is compared with the last one
+// queued: only a record still queued is compared with, as the merge identifies the first record
+// of an empty queue itself.
+func (q *queue) add(seg []rec, pool *segmentPool) {
+	q.pool = pool
+	if len(seg) == 0 {
 		return
 	}
-	if q.head > 1024 && q.head*2 > len(q.recs) {
-		n := copy(q.recs, q.recs[q.head:])
-		// The moved records' old slots would still reference their fetch responses, which the
-		// garbage collector sees through the whole backing array.
-		clear(q.recs[n:])
-		q.recs, q.head = q.recs[:n], 0
+	if q.n > 0 {
+		last := q.segs[len(q.segs)-1]
+		seg[0].sameTxn = sameTxn(&last[len(last)-1], &seg[0])
+	}
+	q.segs = append(q.segs, seg)
+	q.n += len(seg)
+	for i := range seg {
+		q.bytes += int(seg[i].size)
+	}
+}
+
+func (q *queue) peek() *rec {
+	if q.n == 0 {
+		return nil
+	}
+	return &q.segs[0][q.head]
+}
+
+func (q *queue) pop() {
+	q.bytes -= int(q.segs[0][q.head].size)
+	q.head++
+	q.n--
+	if q.head == len(q.segs[0]) {
+		if q.pool != nil {
+			q.pool.put(q.segs[0])
+		}
+		q.segs[0] = nil // let the segment, and its fetch response, go
+		q.segs, q.head = q.segs[1:], 0
 	}
 }
 
@@ -191,13 +257,26 @@ func (p position) compare(o position) int {
 	return cmp.Or(cmp.Compare(p.txn, o.txn), cmp.Compare(p.op, o.op), cmp.Compare(p.sub, o.sub))
 }
 
+// before reports whether p comes before o: compare(o) < 0, in the merge's few instructions.
+func (p position) before(o position) bool {
+	if p.txn != o.txn {
+		return p.txn < o.txn
+	}
+	if p.op != o.op {
+		return p.op < o.op
+	}
+	return p.sub < o.sub
+}
+
 // assembler turns the commit stream and the data records into transactions in source order.
 type assembler struct {
-	src         fetcher
-	maxChunk    int
-	maxBuffered int
-	resume      *bookmark.Consumer
-	source      string
+	src      fetcher
+	maxChunk int
+	// A partition's fetching pauses when its queue holds maxBuffered records or maxBufferedBytes,
+	// and resumes when it holds at most half of both.
+	maxBuffered, maxBufferedBytes int
+	resume                        *bookmark.Consumer
+	source                        string
 	// next is the group the commit stream must hold next; 0 before the first group of a consumer
 	// that started at the end.
 	next uint64
@@ -226,8 +305,8 @@ type assembler struct {
 }
 
 // newAssembler reads src from its first group on; resumeAfter and fromEnd change that.
-func newAssembler(src fetcher, maxChunk, maxBuffered int) *assembler {
-	return &assembler{src: src, maxChunk: max(maxChunk, 1), maxBuffered: max(maxBuffered, 1),
+func newAssembler(src fetcher, maxChunk, maxBuffered, maxBufferedBytes int) *assembler {
+	return &assembler{src: src, maxChunk: max(maxChunk, 1), maxBuffered: max(maxBuffered, 1), maxBufferedBytes: max(maxBufferedBytes, 1),
 		queues: map[topicPartition]*queue{}, next: 1, log: slog.Default()}
 }
 
@@ -318,7 +397,7 @@ func (a *assembler) loadGroup(ctx context.Context) error {
 	}
 	for _, r := range g.Ranges {
 		tp := topicPartition{r.Topic, r.Partition}
-		p := &part{tp: tp, q: a.queueOf(tp), r: r}
+		p := &part{tp: tp, q: a.queueOf(tp), r: r, txn: -1}
 		a.parts = append(a.parts, p)
 		from := r.First
 		if resuming {
@@ -393,21 +472,24 @@ func (a *assembler) advance() (bool, error) {
 						}
 						continue
 					}
-					idx, ok := a.txnOf(h)
+					idx, ok := p.txn, h.sameTxn && p.txn >= 0
+					if !ok {
+						idx, ok = a.txnOf(h)
+					}
 					if !ok {
 						return false, errorf(ErrInconsistent, "%s/%d@%d belongs to group %d but names transaction %s at %s, which the group does not list",
-							p.tp.topic, p.tp.partition, h.offset, a.g.Group, h.txnID, h.pos)
+							p.tp.topic, p.tp.partition, h.offset, a.g.Group, h.txnID(), h.pos())
 					}
-					p.pos, p.known = position{idx, h.op, h.sub}, true
+					p.pos, p.known, p.txn = position{idx, h.op, h.sub}, true, idx
 				}
-				if a.started && p.pos.compare(a.last) <= 0 {
+				if a.started && !a.last.before(p.pos) {
 					a.popFrom(p) // a duplicate of a record already consumed, or delivered before the resume point
 					if p.done {
 						break
 					}
 					continue
 				}
-				if best == nil || p.pos.compare(best.pos) < 0 {
+				if best == nil || p.pos.before(best.pos) {
 					best = p
 				}
 				break
@@ -433,7 +515,7 @@ func (a *assembler) advance() (bool, error) {
 		if a.skip(bestPos) {
 			a.skipped = true
 		} else {
-			a.add(best.q.peek(), bestPos)
+			a.add(best.tp, best.q.peek(), bestPos)
 		}
 		a.popFrom(best)
 	}
@@ -444,11 +526,11 @@ func (a *assembler) advance() (bool, error) {
 // delivered is checked first, as most records belong to it.
 func (a *assembler) txnOf(h *rec) (int, bool) {
 	if a.cur < len(a.g.Txns) {
-		if t := &a.g.Txns[a.cur]; h.pos == t.Position && h.txnID == t.ID {
+		if t := &a.g.Txns[a.cur]; string(h.pos()) == t.Position && string(h.txnID()) == t.ID {
 			return a.cur, true
 		}
 	}
-	idx, ok := a.txnIndex[[2]string{h.pos, h.txnID}]
+	idx, ok := a.txnIndex[[2]string{string(h.pos()), string(h.txnID())}]
 	return idx, ok
 }
 
@@ -458,8 +540,11 @@ func (a *assembler) popFrom(p *part) {
 		p.done = true
 	}
 	q.pop()
+	if !p.known {
+		p.txn = -1 // the next record's transaction cannot be taken from this one's
+	}
 	p.known = false
-	if q.paused && q.len() <= a.maxBuffered/2 {
+	if q.paused && q.len() <= a.maxBuffered/2 && q.bytes <= a.maxBufferedBytes/2 {
 		a.src.resume(p.tp)
 		q.paused = false
 	}
@@ -475,7 +560,7 @@ func (a *assembler) newChunk() *Txn {
 	return c
 }
 
-func (a *assembler) add(r *rec, p position) {
+func (a *assembler) add(tp topicPartition, r *rec, p position) {
 	if a.chunk == nil || len(a.chunk.Ops) >= a.maxChunk {
 		if a.chunk != nil {
 			a.emit(a.chunk)
@@ -485,7 +570,7 @@ func (a *assembler) add(r *rec, p position) {
 		a.chunk.Ops = make([]Op, 0, min(a.maxChunk, int(a.g.Txns[a.cur].Records)))
 		a.chunkAt = &bookmark.Consumer{Source: a.source, CommitOffset: a.gOffset, Group: a.g.Group, Txn: p.txn}
 	}
-	a.chunk.Ops = append(a.chunk.Ops, Op{Topic: r.tp.topic, Partition: r.tp.partition, Offset: r.offset,
+	a.chunk.Ops = append(a.chunk.Ops, Op{Topic: tp.topic, Partition: tp.partition, Offset: r.offset,
 		Key: r.key, Value: r.value, Headers: r.headers, Index: p.op, Rec: p.sub, at: a.chunkAt})
 }
 
@@ -546,7 +631,7 @@ func (a *assembler) fetch(ctx context.Context) error {
 		return err
 	}
 	for tp, q := range a.queues {
-		if q.len() >= a.maxBuffered && !q.paused {
+		if (q.len() >= a.maxBuffered || q.bytes >= a.maxBufferedBytes) && !q.paused {
 			a.src.pause(tp)
 			q.paused = true
 		}

@@ -18,6 +18,8 @@ type benchFetcher struct {
 	next    int
 	cursor  map[topicPartition]int
 	batch   int
+	// segments, as kafkaFetcher's, come back from the queues once consumed.
+	segments segmentPool
 }
 
 // newBenchFetcher builds groups of txns transactions of recs records each, the records of a
@@ -40,7 +42,7 @@ func newBenchFetcher(groups, txns, recs, partitions int) *benchFetcher {
 				if _, ok := first[tp]; !ok {
 					first[tp] = int64(len(l))
 				}
-				f.logs[tp] = append(l, rec{tp: tp, offset: int64(len(l)), key: []byte(strconv.Itoa(op)),
+				f.logs[tp] = append(l, rec{offset: int64(len(l)), key: []byte(strconv.Itoa(op)),
 					value: make([]byte, 200), headers: []Header{
 						{Key: bookmark.HeaderTxn, Value: []byte(id)}, {Key: bookmark.HeaderPos, Value: []byte(pos)},
 						{Key: bookmark.HeaderOp, Value: []byte(strconv.Itoa(op))}, {Key: bookmark.HeaderGroup, Value: []byte(strconv.Itoa(g))}}})
@@ -75,9 +77,14 @@ func (f *benchFetcher) fetch(_ context.Context, queueOf func(topicPartition) *qu
 	for _, tp := range f.tps {
 		l, i := f.logs[tp], f.cursor[tp]
 		n := min(f.batch, len(l)-i)
-		q := queueOf(tp)
-		for _, r := range l[i : i+n] {
-			q.push(tp, r.offset, r.key, r.value, r.headers) // as kafkaFetcher.fetch does
+		if n > 0 {
+			// As kafkaFetcher does: a segment of fresh records, its headers read.
+			seg := f.segments.get(n)
+			for j, r := range l[i : i+n] {
+				seg[j] = rec{offset: r.offset, key: r.key, value: r.value, headers: r.headers}
+			}
+			readSegment(seg)
+			queueOf(tp).add(seg, &f.segments)
 			fetched = true
 		}
 		f.cursor[tp] = i + n
@@ -99,7 +106,7 @@ func BenchmarkAssembler(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				f.next, f.cursor = 0, map[topicPartition]int{}
-				a := newAssembler(f, 10_000, 10_000)
+				a := newAssembler(f, 10_000, 10_000, 64<<20)
 				n := 0
 				for n < groups*txns*recs {
 					out, err := a.poll(context.Background())

@@ -16,7 +16,7 @@ import (
 func consume(w *simWorld, seed uint64, b *bookmark.Consumer) ([]string, error) {
 	rng := rand.New(rand.NewPCG(seed, 7))
 	f := &simFetcher{w: w, rng: rng, cursor: map[topicPartition]int64{}, paused: map[topicPartition]bool{}}
-	a := newAssembler(f, 4, 16)
+	a := newAssembler(f, 4, 16, 1<<20)
 	if b != nil {
 		a.resumeAfter(*b)
 		f.commitAt = slices.Index(w.offsets, b.CommitOffset)

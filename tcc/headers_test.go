@@ -3,6 +3,7 @@ package tcc
 import (
 	"strconv"
 	"testing"
+	"unsafe"
 
 	"github.com/cdcd-dev/cdcd/bookmark"
 )
@@ -17,7 +18,7 @@ func FuzzOrderingHeaders(f *testing.F) {
 	f.Fuzz(func(t *testing.T, txn, pos, op, group string) {
 		r := rec{headers: []Header{{Key: bookmark.HeaderTxn, Value: []byte(txn)}, {Key: bookmark.HeaderPos, Value: []byte(pos)},
 			{Key: bookmark.HeaderOp, Value: []byte(op)}, {Key: bookmark.HeaderGroup, Value: []byte(group)}}}
-		r.readHeaders(nil)
+		r.readHeaders()
 		if !r.valid {
 			return
 		}
@@ -25,16 +26,36 @@ func FuzzOrderingHeaders(f *testing.F) {
 		if r.sub > 0 {
 			opText += "." + strconv.Itoa(r.sub)
 		}
-		if r.txnID != txn || r.pos != pos || opText != op || strconv.FormatUint(r.group, 10) != group || r.op < 0 || r.sub < 0 || r.group == 0 {
+		if string(r.txnID()) != txn || string(r.pos()) != pos || opText != op || strconv.FormatUint(r.group, 10) != group || r.op < 0 || r.sub < 0 || r.group == 0 {
 			t.Fatalf("headers %q %q %q %q read as %+v", txn, pos, op, group, r)
 		}
-		// The next record of the same transaction takes the strings of the one before it.
-		next := rec{headers: r.headers}
-		next.readHeaders(&r)
-		if next.txnID != r.txnID || next.pos != r.pos || next.op != r.op || next.sub != r.sub || next.group != r.group || !next.valid {
-			t.Fatalf("the same headers after %+v read as %+v", r, next)
-		}
 	})
+}
+
+// TestHeaderKeysShareTheConstants: reading a record's ordering headers leaves their keys spelled as
+// before but sharing the package's constants, so that the strings decoded for them can be
+// collected; other headers are left as they are.
+func TestHeaderKeysShareTheConstants(t *testing.T) {
+	decoded := func(s string) string { return string([]byte(s)) } // a string of its own, as Kafka's decoder makes
+	r := rec{headers: []Header{{Key: decoded("table"), Value: []byte("t")}, {Key: decoded(bookmark.HeaderTxn), Value: []byte("731")},
+		{Key: decoded(bookmark.HeaderPos), Value: []byte("0/16B3748")}, {Key: decoded(bookmark.HeaderOp), Value: []byte("7")},
+		{Key: decoded(bookmark.HeaderGroup), Value: []byte("3")}, {Key: decoded(bookmark.HeaderCount), Value: []byte("8")}}}
+	foreign := unsafe.StringData(r.headers[0].Key)
+	r.readHeaders()
+	if !r.valid || string(r.txnID()) != "731" || string(r.pos()) != "0/16B3748" {
+		t.Fatalf("read as %+v", r)
+	}
+	for i, want := range []string{"table", bookmark.HeaderTxn, bookmark.HeaderPos, bookmark.HeaderOp, bookmark.HeaderGroup, bookmark.HeaderCount} {
+		if r.headers[i].Key != want {
+			t.Errorf("header %d is %q now, was %q", i, r.headers[i].Key, want)
+		}
+		if i > 0 && unsafe.StringData(r.headers[i].Key) != unsafe.StringData(want) {
+			t.Errorf("header %d (%s) still has its own string", i, want)
+		}
+	}
+	if unsafe.StringData(r.headers[0].Key) != foreign {
+		t.Error("a header that is not cdcd's was replaced")
+	}
 }
 
 func TestParseOp(t *testing.T) {
@@ -54,34 +75,66 @@ func TestParseOp(t *testing.T) {
 	}
 }
 
-// TestQueueCompactionReleasesRecords: when a queue moves its records to the front of its array, the
-// slots it leaves hold nothing: a record there would keep its whole fetch response alive.
-func TestQueueCompactionReleasesRecords(t *testing.T) {
-	var q queue
-	for i := range 3000 {
-		q.recs = append(q.recs, rec{offset: int64(i), value: make([]byte, 1)})
-	}
-	for range 2000 {
-		q.pop()
-	}
-	if len(q.recs) == 3000 {
-		t.Fatal("the queue did not compact")
-	}
-	all := q.recs[:cap(q.recs)]
-	for i := len(q.recs); i < len(all); i++ {
-		if all[i].value != nil {
-			t.Fatalf("slot %d beyond the queue's %d records still holds offset %d", i, len(q.recs), all[i].offset)
+// TestQueueSegments: a queue hands out its segments' records in order, lets a segment go once
+// its last record is popped (a segment kept would keep its whole fetch response alive), and marks
+// a segment's first record as of the same transaction as the last one queued before it only
+// while that one is still queued.
+func TestQueueSegments(t *testing.T) {
+	mk := func(first int64, txns ...string) []rec {
+		seg := make([]rec, len(txns))
+		for i, txn := range txns {
+			seg[i] = rec{offset: first + int64(i), headers: []Header{{Key: bookmark.HeaderTxn, Value: []byte(txn)},
+				{Key: bookmark.HeaderPos, Value: []byte("0/" + txn)}, {Key: bookmark.HeaderOp, Value: []byte(strconv.Itoa(i))},
+				{Key: bookmark.HeaderGroup, Value: []byte("1")}}}
 		}
+		readSegment(seg)
+		return seg
 	}
-	if q.len() != 1000 || q.peek().offset != 2000 {
-		t.Fatalf("after compaction the queue holds %d records from offset %d", q.len(), q.peek().offset)
+	var q queue
+	q.add(mk(0, "a", "a", "b"), nil)
+	q.add(mk(3, "b", "c"), nil)
+	q.add(nil, nil)
+	if q.len() != 5 {
+		t.Fatalf("queue of 5 records has length %d", q.len())
 	}
-	for range 1000 {
+	wantSame := []bool{false, true, false, true, false}
+	segs := q.segs // the queue's array of segments, as it is now
+	for i := range 3 {
+		h := q.peek()
+		if h.offset != int64(i) || h.sameTxn != wantSame[i] {
+			t.Fatalf("record %d: offset %d, sameTxn %v", i, h.offset, h.sameTxn)
+		}
 		q.pop()
 	}
-	for i, r := range q.recs[:cap(q.recs)] {
-		if r.value != nil {
-			t.Fatalf("the drained queue's slot %d still holds offset %d", i, r.offset)
+	if segs[0] != nil {
+		t.Fatal("the consumed segment is still referenced by the queue's array")
+	}
+	for i := 3; i < 5; i++ {
+		if h := q.peek(); h.offset != int64(i) || h.sameTxn != wantSame[i] {
+			t.Fatalf("record %d: offset %d, sameTxn %v", i, h.offset, h.sameTxn)
+		}
+		q.pop()
+	}
+	if q.len() != 0 || q.peek() != nil {
+		t.Fatalf("the drained queue has length %d", q.len())
+	}
+	// The last record queued was popped: the next segment's first record is not compared with it.
+	q.add(mk(5, "c"), nil)
+	if q.peek().sameTxn {
+		t.Fatal("a record added to an empty queue was compared with one already popped")
+	}
+
+	// A consumed segment given back to its pool keeps nothing of its records.
+	var pool segmentPool
+	seg := pool.get(3)
+	copy(seg, mk(6, "d", "d", "d"))
+	q.add(seg, &pool)
+	for q.len() > 0 {
+		q.pop()
+	}
+	for i, r := range seg[:cap(seg)] {
+		if r.value != nil || r.headers != nil {
+			t.Fatalf("slot %d of a segment given back still holds offset %d", i, r.offset)
 		}
 	}
 }

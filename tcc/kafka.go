@@ -28,13 +28,41 @@ type kafkaFetcher struct {
 	owner   map[topicPartition]*kgo.Client
 	// fetched carries what each client's poller polled, in order for each client (and so for
 	// each partition).
-	fetched   chan kgo.Fetches
+	fetched   chan fetched
 	pollCtx   context.Context
 	stopPolls context.CancelFunc
 	polls     sync.WaitGroup
 	// checkFirst: the first commit stream record must sit at the bookmark's offset.
 	checkFirst bool
+	slabs      recordSlabs
+	segments   segmentPool
 }
+
+// fetched is what one client's poll brought: each partition's records as a segment, headers read.
+type fetched struct {
+	segs []partSegment
+	err  error
+}
+
+type partSegment struct {
+	tp  topicPartition
+	seg []rec
+}
+
+// recordSlabs lends the data clients the slices they decode a batch's records into (kgo.PoolRecords).
+// A fetched record is recycled as soon as its segment has taken its key, value and headers, so the
+// same few slices serve every batch, where each batch would otherwise allocate its own: about 150
+// bytes a record.
+type recordSlabs struct{ pool sync.Pool }
+
+func (s *recordSlabs) GetRecords(n int) []kgo.Record {
+	if p, ok := s.pool.Get().(*[]kgo.Record); ok && cap(*p) >= n {
+		return (*p)[:n]
+	}
+	return make([]kgo.Record, n)
+}
+
+func (s *recordSlabs) PutRecords(recs []kgo.Record) { s.pool.Put(&recs) }
 
 func newKafkaFetcher(ctx context.Context, cfg config) (*kafkaFetcher, error) {
 	start := kgo.NewOffset().AtStart()
@@ -124,7 +152,7 @@ func (f *kafkaFetcher) assign(tp topicPartition, offset int64) {
 	if f.owner == nil {
 		f.owner = map[topicPartition]*kgo.Client{}
 		f.pollCtx, f.stopPolls = context.WithCancel(context.Background())
-		f.fetched = make(chan kgo.Fetches)
+		f.fetched = make(chan fetched)
 	}
 	parts := map[string]map[int32]kgo.Offset{tp.topic: {tp.partition: kgo.NewOffset().At(offset)}}
 	if len(f.clients) < f.cfg.fetchClients {
@@ -138,7 +166,8 @@ func (f *kafkaFetcher) assign(tp topicPartition, offset int64) {
 			// one response brought beyond its bound, and each record decoded costs as much again
 			// as its bytes: at 1 MiB a partition four partitions peaked at 59-74 MiB of heap, at
 			// half that 47-58 MiB, no slower (docs/benchmarks.md).
-			kgo.FetchMaxBytes(int32(max(1<<20, 8<<20/f.cfg.fetchClients))), kgo.FetchMaxPartitionBytes(512 << 10)}, f.cfg.kgoOpts...)
+			kgo.FetchMaxBytes(int32(max(1<<20, 8<<20/f.cfg.fetchClients))), kgo.FetchMaxPartitionBytes(512 << 10),
+			kgo.WithPools(&f.slabs)}, f.cfg.kgoOpts...)
 		cl, err := kgo.NewClient(opts...)
 		if err == nil {
 			f.clients = append(f.clients, cl)
@@ -170,8 +199,10 @@ func (f *kafkaFetcher) assign(tp topicPartition, offset int64) {
 	cl.ForceMetadataRefresh()
 }
 
-// poll hands on what cl fetches until the fetcher closes. Holding one fetch while the assembler
-// merges the one before lets cl fetch the next meanwhile.
+// poll hands on what cl fetches, as segments with their ordering headers read, until the
+// fetcher closes. Reading the headers here, one goroutine per client, leaves the assembler's one
+// goroutine only the merge; and holding one fetch while the assembler merges the one before lets
+// cl fetch the next meanwhile.
 func (f *kafkaFetcher) poll(cl *kgo.Client) {
 	defer f.polls.Done()
 	for {
@@ -179,8 +210,22 @@ func (f *kafkaFetcher) poll(cl *kgo.Client) {
 		if f.pollCtx.Err() != nil {
 			return
 		}
+		out := fetched{err: fetchErrors(fs, "data")}
+		fs.EachPartition(func(p kgo.FetchTopicPartition) {
+			if len(p.Records) == 0 {
+				return
+			}
+			seg := f.segments.get(len(p.Records))
+			for i, r := range p.Records {
+				seg[i] = rec{offset: r.Offset, key: r.Key, value: r.Value, headers: r.Headers}
+				// The segment keeps what it needs of r; r's memory goes back to f.slabs.
+				r.Recycle()
+			}
+			readSegment(seg)
+			out.segs = append(out.segs, partSegment{topicPartition{p.Topic, p.Partition}, seg})
+		})
 		select {
-		case f.fetched <- fs:
+		case f.fetched <- out:
 		case <-f.pollCtx.Done():
 			return
 		}
@@ -219,9 +264,10 @@ func (f *kafkaFetcher) fetch(ctx context.Context, queueOf func(topicPartition) *
 	if len(f.clients) == 0 {
 		return errors.New("tcc: no data partition to read")
 	}
-	var fs kgo.Fetches
+	var all []fetched
 	select {
-	case fs = <-f.fetched:
+	case next := <-f.fetched:
+		all = append(all, next)
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -229,24 +275,23 @@ func (f *kafkaFetcher) fetch(ctx context.Context, queueOf func(topicPartition) *
 	for more := true; more; {
 		select {
 		case next := <-f.fetched:
-			fs = append(fs, next...)
+			all = append(all, next)
 		default:
 			more = false
 		}
 	}
-	if err := fetchErrors(fs, "data"); err != nil {
+	var err error
+	for _, fd := range all {
+		err = errors.Join(err, fd.err)
+	}
+	if err != nil {
 		return err
 	}
-	fs.EachPartition(func(p kgo.FetchTopicPartition) {
-		if len(p.Records) == 0 {
-			return
+	for _, fd := range all {
+		for _, ps := range fd.segs {
+			queueOf(ps.tp).add(ps.seg, &f.segments)
 		}
-		tp := topicPartition{p.Topic, p.Partition}
-		q := queueOf(tp)
-		for _, r := range p.Records {
-			q.push(tp, r.Offset, r.Key, r.Value, r.Headers)
-		}
-	})
+	}
 	return nil
 }
 

@@ -120,6 +120,8 @@ type config struct {
 	from        bookmark.Consumer
 	maxChunk    int
 	maxBuffered int
+	// maxBufferedBytes bounds a partition's queued bytes, as maxBuffered its records.
+	maxBufferedBytes int
 	// fetchClients bounds the Kafka clients the data partitions are spread over.
 	fetchClients int
 	log          *slog.Logger
@@ -155,8 +157,17 @@ func FromBookmark(b bookmark.Consumer) Opt {
 // MaxChunkOps bounds the records of one delivered chunk (default 10000).
 func MaxChunkOps(n int) Opt { return func(c *config) { c.maxChunk = n } }
 
-// MaxBufferedRecords bounds the records held per partition before its fetching pauses (default 4096).
+// MaxBufferedRecords bounds the records held per partition before its fetching pauses (default
+// 16384); MaxBufferedBytes bounds their bytes. A partition's fetching pauses at either bound, and
+// resumes once its records are under half of both.
 func MaxBufferedRecords(n int) Opt { return func(c *config) { c.maxBuffered = n } }
+
+// MaxBufferedBytes bounds the bytes of the records held per partition before its fetching pauses
+// (default 4 MiB): their keys, values and headers, and what the tcc keeps of each. The Go heap a
+// consumer needs grows with it: beside the queued records it holds the fetches under way, the
+// chunks being delivered, and garbage not yet collected (at four partitions and the defaults,
+// records of about 300 bytes peaked at 48-61 MiB; docs/benchmarks.md).
+func MaxBufferedBytes(n int) Opt { return func(c *config) { c.maxBufferedBytes = n } }
 
 // FetchClients spreads the data partitions over up to n Kafka clients (default 4), each with its
 // own connections, fetching its partitions concurrently with the others: a client fetches from a
@@ -182,7 +193,7 @@ type Consumer struct {
 
 // NewConsumer connects to Kafka and positions the consumer.
 func NewConsumer(ctx context.Context, opts ...Opt) (*Consumer, error) {
-	cfg := config{maxChunk: 10_000, maxBuffered: 4096, fetchClients: 4, log: slog.Default()}
+	cfg := config{maxChunk: 10_000, maxBuffered: 16_384, maxBufferedBytes: 4 << 20, fetchClients: 4, log: slog.Default()}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -206,7 +217,7 @@ func NewConsumer(ctx context.Context, opts ...Opt) (*Consumer, error) {
 		return nil, cfg.security.Explain(err)
 	}
 	c := &Consumer{cfg: cfg, src: src}
-	c.asm = newAssembler(src, cfg.maxChunk, cfg.maxBuffered)
+	c.asm = newAssembler(src, cfg.maxChunk, cfg.maxBuffered, cfg.maxBufferedBytes)
 	c.asm.log = cfg.log
 	switch cfg.start {
 	case startBookmark:

@@ -74,6 +74,7 @@ func main() {
 	var tr tccReader
 	flag.IntVar(&tr.fetchClients, "tcc-fetch-clients", 0, "the tcc's FetchClients (0: its default)")
 	flag.IntVar(&tr.maxBuffered, "tcc-max-buffered", 0, "the tcc's MaxBufferedRecords (0: its default)")
+	flag.IntVar(&tr.maxBufferedBytes, "tcc-max-buffered-bytes", 0, "the tcc's MaxBufferedBytes (0: its default)")
 	flag.Parse()
 	tr.brokers = *brokersFlag
 	if *readsOnly > 0 {
@@ -385,8 +386,8 @@ func plainRead(brokers string, rows int) float64 {
 // tccReader is how the bench reads through the tcc: the brokers, and the options it was given
 // (0 for the tcc's defaults).
 type tccReader struct {
-	brokers                   string
-	fetchClients, maxBuffered int
+	brokers                                     string
+	fetchClients, maxBuffered, maxBufferedBytes int
 }
 
 func (tr tccReader) options() []tcc.Opt {
@@ -397,6 +398,9 @@ func (tr tccReader) options() []tcc.Opt {
 	if tr.maxBuffered > 0 {
 		opts = append(opts, tcc.MaxBufferedRecords(tr.maxBuffered))
 	}
+	if tr.maxBufferedBytes > 0 {
+		opts = append(opts, tcc.MaxBufferedBytes(tr.maxBufferedBytes))
+	}
 	return opts
 }
 
@@ -406,7 +410,8 @@ func (tr tccReader) process(n int) (rate float64, heap uint64, rss int64) {
 	self, err := os.Executable()
 	check(err)
 	cmd := exec.Command(self, "-tcc-read", strconv.Itoa(n), "-brokers", tr.brokers,
-		"-tcc-fetch-clients", strconv.Itoa(tr.fetchClients), "-tcc-max-buffered", strconv.Itoa(tr.maxBuffered))
+		"-tcc-fetch-clients", strconv.Itoa(tr.fetchClients), "-tcc-max-buffered", strconv.Itoa(tr.maxBuffered),
+		"-tcc-max-buffered-bytes", strconv.Itoa(tr.maxBufferedBytes))
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, os.Stderr
 	check(cmd.Start())
