@@ -166,7 +166,7 @@ func MaxBufferedRecords(n int) Opt { return func(c *config) { c.maxBuffered = n 
 // (default 4 MiB): their keys, values and headers, and what the tcc keeps of each. The Go heap a
 // consumer needs grows with it: beside the queued records it holds the fetches under way, the
 // chunks being delivered, and garbage not yet collected (at four partitions and the defaults,
-// records of about 300 bytes peaked at 48-61 MiB; docs/benchmarks.md).
+// records of about 380 bytes of key, value and headers peaked at 47-61 MiB; docs/benchmarks.md).
 func MaxBufferedBytes(n int) Opt { return func(c *config) { c.maxBufferedBytes = n } }
 
 // FetchClients spreads the data partitions over up to n Kafka clients (default 4), each with its
