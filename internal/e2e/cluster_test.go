@@ -383,7 +383,7 @@ func TestClusterBelowMinInsync(t *testing.T) {
 	// what it confirms from here on could only come from writes made while Kafka is below
 	// min.insync.replicas.
 	confirmed := h.slotConfirmed()
-	for still := time.Now(); time.Since(still) < 3*time.Second; time.Sleep(200 * time.Millisecond) {
+	for still, give := time.Now(), time.Now().Add(20*time.Second); time.Since(still) < 3*time.Second && time.Now().Before(give); time.Sleep(200 * time.Millisecond) {
 		if got := h.slotConfirmed(); got != confirmed {
 			confirmed, still = got, time.Now()
 		}
