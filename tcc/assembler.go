@@ -2,7 +2,6 @@ package tcc
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"log/slog"
 	"math"
@@ -253,11 +252,7 @@ type position struct {
 	sub int
 }
 
-func (p position) compare(o position) int {
-	return cmp.Or(cmp.Compare(p.txn, o.txn), cmp.Compare(p.op, o.op), cmp.Compare(p.sub, o.sub))
-}
-
-// before reports whether p comes before o: compare(o) < 0, in the merge's few instructions.
+// before reports whether p comes before o: by transaction, then operation, then record.
 func (p position) before(o position) bool {
 	if p.txn != o.txn {
 		return p.txn < o.txn
@@ -436,7 +431,7 @@ func (a *assembler) skip(p position) bool {
 	if a.resume.Done {
 		return true
 	}
-	return p.compare(position{a.resume.Txn, a.resume.Op, a.resume.Rec}) <= 0
+	return !(position{a.resume.Txn, a.resume.Op, a.resume.Rec}).before(p)
 }
 
 // advance consumes what the queues allow, up to about a chunk's worth of records; it reports
