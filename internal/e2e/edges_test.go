@@ -79,6 +79,20 @@ func commitRecordsIn(t *testing.T, brokers []string, topic string) []*bookmark.C
 	return out
 }
 
+// walLSN is where the database's write-ahead log ends now.
+func (h *harness) walLSN() bookmark.LSN {
+	h.t.Helper()
+	var s string
+	if err := h.conn.QueryRow(context.Background(), "SELECT pg_current_wal_lsn()::text").Scan(&s); err != nil {
+		h.t.Fatal(err)
+	}
+	lsn, err := bookmark.ParseLSN(s)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return lsn
+}
+
 // slotConfirmed is the slot's confirmed_flush_lsn.
 func (h *harness) slotConfirmed() bookmark.LSN {
 	h.t.Helper()

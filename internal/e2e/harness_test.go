@@ -346,11 +346,7 @@ func (h *harness) log() string { return h.proc.log() }
 // waitDurable waits until the commit stream vouches for everything the source committed so far.
 func (h *harness) waitDurable(timeout time.Duration) {
 	h.t.Helper()
-	var target string
-	if err := h.conn.QueryRow(context.Background(), "SELECT pg_current_wal_lsn()::text").Scan(&target); err != nil {
-		h.t.Fatal(err)
-	}
-	want, _ := bookmark.ParseLSN(target)
+	want := h.walLSN()
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		var confirmed *string
@@ -362,7 +358,7 @@ func (h *harness) waitDurable(timeout time.Duration) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	h.t.Fatalf("the slot did not reach %s within %v", target, timeout)
+	h.t.Fatalf("the slot did not reach %s within %v", want, timeout)
 }
 
 // consumed is one data record as a read_committed consumer sees it.
