@@ -6,8 +6,6 @@ import (
 	"log/slog"
 	"math"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -290,8 +288,8 @@ type assembler struct {
 	prev     *bookmark.CommitRecord // the group loaded last
 	log      *slog.Logger
 	chunk    *Txn
-	chunkAt  *bookmark.Consumer // the current chunk's transaction, shared by its Ops
-	skipped  bool               // records of the current transaction were skipped by the resume point
+	chunkTxn *opTxn // the current chunk's transaction, shared by its Ops
+	skipped  bool   // records of the current transaction were skipped by the resume point
 	// truncated: a range of the group was read from past its first offset, because retention
 	// removed records the consumer had already delivered.
 	truncated bool
@@ -563,10 +561,10 @@ func (a *assembler) add(tp topicPartition, r *rec, p position) {
 		}
 		a.chunk = a.newChunk()
 		a.chunk.Ops = make([]Op, 0, min(a.maxChunk, int(a.g.Txns[a.cur].Records)))
-		a.chunkAt = &bookmark.Consumer{Source: a.source, CommitOffset: a.gOffset, Group: a.g.Group, Txn: p.txn}
+		a.chunkTxn = &opTxn{at: bookmark.Consumer{Source: a.source, CommitOffset: a.gOffset, Group: a.g.Group, Txn: p.txn}, pos: a.chunk.Position}
 	}
 	a.chunk.Ops = append(a.chunk.Ops, Op{Topic: tp.topic, Partition: tp.partition, Offset: r.offset,
-		Key: r.key, Value: r.value, Headers: r.headers, Index: p.op, Rec: p.sub, at: a.chunkAt})
+		Key: r.key, Value: r.value, Headers: r.headers, Index: p.op, Rec: p.sub, txn: a.chunkTxn})
 }
 
 // finishTxn closes the current transaction's last chunk (an empty one for a transaction without
@@ -584,41 +582,13 @@ func (a *assembler) finishTxn() {
 	a.cur++
 }
 
-// emit hands chunk c on, with its operations' IDs; a chunk that does not end its transaction ends
-// at its last record.
+// emit hands chunk c on; a chunk that does not end its transaction ends at its last record.
 func (a *assembler) emit(c *Txn) {
 	if !c.Last && len(c.Ops) > 0 {
 		c.Bookmark = c.Ops[len(c.Ops)-1].Bookmark()
 	}
-	setIDs(c.Position, c.Ops)
 	a.out = append(a.out, c)
 	a.outOps += len(c.Ops)
-}
-
-// setIDs gives each operation of one transaction its ID (opID's spelling), all of them cut from one
-// string: one allocation per chunk instead of one per record.
-func setIDs(pos string, ops []Op) {
-	if len(ops) == 0 {
-		return
-	}
-	var b strings.Builder
-	b.Grow(len(ops) * (len(pos) + 12))
-	ends := make([]int, len(ops))
-	var digits [20]byte
-	for i := range ops {
-		b.WriteString(pos)
-		b.WriteByte('/')
-		b.Write(strconv.AppendInt(digits[:0], ops[i].Index, 10))
-		if ops[i].Rec > 0 {
-			b.WriteByte('.')
-			b.Write(strconv.AppendInt(digits[:0], int64(ops[i].Rec), 10))
-		}
-		ends[i] = b.Len()
-	}
-	all, start := b.String(), 0
-	for i := range ops {
-		ops[i].ID, start = all[start:ends[i]], ends[i]
-	}
 }
 
 func (a *assembler) fetch(ctx context.Context) error {

@@ -148,13 +148,16 @@ func opID(pos string, index int64, rec int) string {
 	return id
 }
 
-// TestSetIDs: the IDs cut from one string per chunk are opID's.
-func TestSetIDs(t *testing.T) {
-	ops := []Op{{Index: 0}, {Index: 7}, {Index: 7, Rec: 1}, {Index: 7, Rec: 12}, {Index: 9223372036854775807}}
-	setIDs("0/16B3748", ops)
-	for _, op := range ops {
-		if want := opID("0/16B3748", op.Index, op.Rec); op.ID != want {
-			t.Errorf("op %d.%d has ID %q, want %q", op.Index, op.Rec, op.ID, want)
+// TestOpID: an Op's ID is opID's spelling; an Op the tcc did not deliver has none.
+func TestOpID(t *testing.T) {
+	txn := &opTxn{pos: "0/16B3748"}
+	for _, op := range []Op{{Index: 0}, {Index: 7}, {Index: 7, Rec: 1}, {Index: 7, Rec: 12}, {Index: 9223372036854775807, Rec: 1<<31 - 1}} {
+		op.txn = txn
+		if want := opID("0/16B3748", op.Index, op.Rec); op.ID() != want {
+			t.Errorf("op %d.%d has ID %q, want %q", op.Index, op.Rec, op.ID(), want)
 		}
+	}
+	if id := (Op{Index: 3}).ID(); id != "" {
+		t.Errorf("an Op the tcc did not deliver has ID %q", id)
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -50,23 +51,45 @@ type Op struct {
 	// records of that operation.
 	Index int64
 	Rec   int
-	// ID names the operation uniquely within the source: "<source position>/<index>[.<rec>]".
-	ID string
-	// at is the bookmark of the operation's transaction, shared by the operations of a chunk, with
-	// Op and Rec left to each operation: Bookmark is made from it on demand rather than stored in
-	// every Op.
-	at *bookmark.Consumer
+	// txn is what the operations of a chunk share (the bookmark of their transaction, with Op and
+	// Rec left to each operation, and its position): Bookmark and ID are made from it on demand
+	// rather than stored in every Op.
+	txn *opTxn
+}
+
+type opTxn struct {
+	at  bookmark.Consumer
+	pos string
 }
 
 // Bookmark is the position just after this record. An Op the tcc did not deliver has the zero
 // bookmark.
 func (o Op) Bookmark() bookmark.Consumer {
-	if o.at == nil {
+	if o.txn == nil {
 		return bookmark.Consumer{}
 	}
-	b := *o.at
+	b := o.txn.at
 	b.Op, b.Rec = o.Index, o.Rec
 	return b
+}
+
+// ID names the operation uniquely within the source: "<source position>/<index>", with ".<rec>"
+// added for the second and later records of one operation. An Op the tcc did not deliver has the
+// empty ID.
+func (o Op) ID() string {
+	if o.txn == nil {
+		return ""
+	}
+	var digits [20]byte
+	b := make([]byte, 0, len(o.txn.pos)+1+20+1+20)
+	b = append(b, o.txn.pos...)
+	b = append(b, '/')
+	b = append(b, strconv.AppendInt(digits[:0], o.Index, 10)...)
+	if o.Rec > 0 {
+		b = append(b, '.')
+		b = append(b, strconv.AppendInt(digits[:0], int64(o.Rec), 10)...)
+	}
+	return string(b)
 }
 
 // Txn is one source transaction, or one chunk of a large one.

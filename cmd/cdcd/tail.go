@@ -137,7 +137,7 @@ func printTxn(w io.Writer, t *tcc.Txn, asJSON bool) error {
 			Group: t.Group, Changes: t.Changes, Records: t.Records, First: t.First, Last: t.Last, Bookmark: t.Bookmark.String(),
 			Ops: make([]jsonOp, len(t.Ops))}
 		for i, op := range t.Ops {
-			j.Ops[i] = jsonOp{Topic: op.Topic, Partition: op.Partition, Offset: op.Offset, ID: op.ID,
+			j.Ops[i] = jsonOp{Topic: op.Topic, Partition: op.Partition, Offset: op.Offset, ID: op.ID(),
 				Key: raw(op.Key), Value: raw(op.Value), Bookmark: op.Bookmark().String()}
 		}
 		b, err := json.Marshal(j)
@@ -170,7 +170,7 @@ func printTxn(w io.Writer, t *tcc.Txn, asJSON bool) error {
 		return err
 	}
 	for _, op := range t.Ops {
-		if _, err := fmt.Fprintf(w, "  %s %s/%d@%d key=%s value=%s\n", op.ID, op.Topic, op.Partition, op.Offset, op.Key, raw(op.Value)); err != nil {
+		if _, err := fmt.Fprintf(w, "  %s %s/%d@%d key=%s value=%s\n", op.ID(), op.Topic, op.Partition, op.Offset, op.Key, raw(op.Value)); err != nil {
 			return err
 		}
 	}

@@ -116,7 +116,7 @@ func run(ctx context.Context, log *slog.Logger, brokers []string, sec kafkasec.S
 		for _, op := range t.Ops {
 			failpoint.Hit(ctx, "pgapply.apply-op") // cdcd's crash tests die here (a no-op in release builds)
 			if err := a.apply(ctx, tx, op); err != nil {
-				return fmt.Errorf("applying %s (%s/%d@%d): %w", op.ID, op.Topic, op.Partition, op.Offset, err)
+				return fmt.Errorf("applying %s (%s/%d@%d): %w", op.ID(), op.Topic, op.Partition, op.Offset, err)
 			}
 		}
 		if !t.Last {

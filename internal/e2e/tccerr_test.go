@@ -55,27 +55,31 @@ func TestTCCLargeTransactionInChunks(t *testing.T) {
 	h.waitDurable(3 * time.Minute)
 	h.stop()
 
-	c := newTCC(t, h, tcc.MaxChunkOps(7000), tcc.MaxBufferedRecords(5000))
-	chunks := drain(t, c, 2) // the (empty) snapshot and the large transaction
-	var ops int64
-	var prev int64 = -1
-	for i, ch := range chunks[1:] {
-		if len(ch.Ops) > 7000 {
-			t.Fatalf("chunk %d holds %d records", i, len(ch.Ops))
-		}
-		if ch.First != (i == 0) || ch.Last != (i == len(chunks)-2) {
-			t.Errorf("chunk %d: First=%v Last=%v", i, ch.First, ch.Last)
-		}
-		for _, op := range ch.Ops {
-			if op.Index != prev+1 {
-				t.Fatalf("operation %d follows %d", op.Index, prev)
+	// Small bounds make partitions pause and resume over and over: with a client for each
+	// partition, and with one client for all four.
+	for _, clients := range []int{4, 1} {
+		c := newTCC(t, h, tcc.MaxChunkOps(7000), tcc.MaxBufferedRecords(500), tcc.FetchClients(clients))
+		chunks := drain(t, c, 2) // the (empty) snapshot and the large transaction
+		var ops int64
+		var prev int64 = -1
+		for i, ch := range chunks[1:] {
+			if len(ch.Ops) > 7000 {
+				t.Fatalf("%d clients: chunk %d holds %d records", clients, i, len(ch.Ops))
 			}
-			prev = op.Index
-			ops++
+			if ch.First != (i == 0) || ch.Last != (i == len(chunks)-2) {
+				t.Errorf("%d clients: chunk %d: First=%v Last=%v", clients, i, ch.First, ch.Last)
+			}
+			for _, op := range ch.Ops {
+				if op.Index != prev+1 {
+					t.Fatalf("%d clients: operation %d follows %d", clients, op.Index, prev)
+				}
+				prev = op.Index
+				ops++
+			}
 		}
-	}
-	if ops != 100000 || chunks[len(chunks)-1].Records != 100000 {
-		t.Errorf("%d records delivered in %d chunks; the transaction has %d", ops, len(chunks)-1, chunks[len(chunks)-1].Records)
+		if ops != 100000 || chunks[len(chunks)-1].Records != 100000 {
+			t.Errorf("%d clients: %d records delivered in %d chunks; the transaction has %d", clients, ops, len(chunks)-1, chunks[len(chunks)-1].Records)
+		}
 	}
 }
 
@@ -96,7 +100,7 @@ func TestTCCBookmarks(t *testing.T) {
 	var marks []bookmark.Consumer
 	for _, tx := range all {
 		for _, op := range tx.Ops {
-			ids = append(ids, op.ID)
+			ids = append(ids, op.ID())
 			marks = append(marks, op.Bookmark())
 		}
 	}
@@ -108,7 +112,7 @@ func TestTCCBookmarks(t *testing.T) {
 		if f.Err != nil || len(f.Txns) == 0 || len(f.Txns[0].Ops) == 0 {
 			t.Fatalf("from bookmark %d (%s): %+v", i, marks[i], f)
 		}
-		if got := f.Txns[0].Ops[0].ID; got != ids[i+1] {
+		if got := f.Txns[0].Ops[0].ID(); got != ids[i+1] {
 			t.Errorf("from the bookmark of %s the next operation is %s, want %s", ids[i], got, ids[i+1])
 		}
 	}
