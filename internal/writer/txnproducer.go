@@ -630,6 +630,9 @@ func (p *txnProducer) coordinate(what string, call func(*sarama.Broker) (sarama.
 		case err != nil, kerr == sarama.ErrNotCoordinatorForConsumer, kerr == sarama.ErrConsumerCoordinatorNotAvailable:
 			_ = p.client.RefreshTransactionCoordinator(p.id)
 		case kerr == sarama.ErrConcurrentTransactions, kerr == sarama.ErrOffsetsLoadInProgress:
+		case kerr == sarama.ErrUnknownTopicOrPartition:
+			// A topic just created is not yet known to every broker: the coordinator learns of it
+			// from the controller's metadata within moments (Kafka's own producer retries too).
 		default:
 			return fmt.Errorf("%s: %w", what, kerr)
 		}

@@ -367,6 +367,62 @@ func TestTxnProducerRetriesPassingErrors(t *testing.T) {
 	}
 }
 
+// TestTxnProducerRetriesAnUnknownTopicWhenAddingPartitions: a transaction coordinator that does
+// not know a topic just created yet answers AddPartitionsToTxn with UNKNOWN_TOPIC_OR_PARTITION; the
+// producer asks again instead of failing (which made cdcd restart its pipeline, and copy an initial
+// snapshot again).
+func TestTxnProducerRetriesAnUnknownTopicWhenAddingPartitions(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "new"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	refused := 0
+	c.ControlKey(kmsg.AddPartitionsToTxn.Int16(), func(r kmsg.Request) (kmsg.Response, error, bool) {
+		if refused == 3 {
+			return nil, nil, false
+		}
+		refused++
+		c.KeepControl()
+		req := r.(*kmsg.AddPartitionsToTxnRequest)
+		resp := req.ResponseKind().(*kmsg.AddPartitionsToTxnResponse)
+		for _, rt := range req.Topics {
+			st := kmsg.NewAddPartitionsToTxnResponseTopic()
+			st.Topic = rt.Topic
+			for _, p := range rt.Partitions {
+				sp := kmsg.NewAddPartitionsToTxnResponseTopicPartition()
+				sp.Partition, sp.ErrorCode = p, int16(sarama.ErrUnknownTopicOrPartition)
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+	acks := &ackLog{}
+	client, err := sarama.NewClient(c.ListenAddrs(), baseConfig("txnproducer-test", 5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	p, err := newTxnProducer(client, "unknown-topic", time.Minute, 5*time.Second, 4096, 0, acks.acked, acks.failed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.BeginTxn(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Send(topicPartition{"new", 0}, &producedRecord{rec: sarama.Record{Value: []byte("first")}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.CommitTxn(); err != nil {
+		t.Fatalf("committing after %d refusals: %v", refused, err)
+	}
+	if refused != 3 {
+		t.Fatalf("%d AddPartitionsToTxn requests refused, want 3: the test proves nothing", refused)
+	}
+}
+
 // TestPartitionOfWaitsForMetadata: a key is placed only among the partitions the topic has; a topic
 // the metadata does not list yet is an error (the writer restarts), never a guess of one partition.
 func TestPartitionOfWaitsForMetadata(t *testing.T) {
