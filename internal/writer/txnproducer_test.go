@@ -76,6 +76,23 @@ func (a *ackLog) covers(tp topicPartition, offset int64) bool {
 	return false
 }
 
+// newFakeProducer is a transactional producer against the in-process broker c, closed with the
+// test.
+func newFakeProducer(t *testing.T, c *kfake.Cluster, id string, maxBatch int, linger time.Duration, acks *ackLog) *txnProducer {
+	t.Helper()
+	client, err := sarama.NewClient(c.ListenAddrs(), baseConfig("txnproducer-test", 5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	p, err := newTxnProducer(client, id, time.Minute, 5*time.Second, maxBatch, linger, acks.acked, acks.failed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
 func newStackProducer(t *testing.T, brokers []string, id string, linger time.Duration, acks *ackLog) (*txnProducer, sarama.Client) {
 	t.Helper()
 	client, err := sarama.NewClient(brokers, baseConfig("txnproducer-test", 10*time.Second))
@@ -306,17 +323,7 @@ func TestTxnProducerRetriesPassingErrors(t *testing.T) {
 			c.ControlKey(kmsg.Produce.Int16(), func(r kmsg.Request) (kmsg.Response, error, bool) {
 				return produceAnswer(r.(*kmsg.ProduceRequest), func(int32) int16 { refused++; return tc.code }), nil, true
 			})
-			acks := &ackLog{}
-			client, err := sarama.NewClient(c.ListenAddrs(), baseConfig("txnproducer-test", 5*time.Second))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer client.Close()
-			p, err := newTxnProducer(client, "retry", time.Minute, 5*time.Second, 4096, 0, acks.acked, acks.failed)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer p.Close()
+			p := newFakeProducer(t, c, "retry", 4096, 0, &ackLog{})
 			if err := p.BeginTxn(); err != nil {
 				t.Fatal(err)
 			}
@@ -398,17 +405,7 @@ func TestTxnProducerRetriesAnUnknownTopicWhenAddingPartitions(t *testing.T) {
 		}
 		return resp, nil, true
 	})
-	acks := &ackLog{}
-	client, err := sarama.NewClient(c.ListenAddrs(), baseConfig("txnproducer-test", 5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	p, err := newTxnProducer(client, "unknown-topic", time.Minute, 5*time.Second, 4096, 0, acks.acked, acks.failed)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := newFakeProducer(t, c, "unknown-topic", 4096, 0, &ackLog{})
 	if err := p.BeginTxn(); err != nil {
 		t.Fatal(err)
 	}
@@ -474,17 +471,8 @@ func TestTxnProducerPartialRetryKeepsItsAccounts(t *testing.T) {
 			return int16(sarama.ErrNotLeaderForPartition)
 		}), nil, true
 	})
-	client, err := sarama.NewClient(c.ListenAddrs(), baseConfig("txnproducer-test", 5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
 	acks := &ackLog{}
-	p, err := newTxnProducer(client, "partial", time.Minute, 5*time.Second, 1<<20, time.Hour, acks.acked, acks.failed)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := newFakeProducer(t, c, "partial", 1<<20, time.Hour, acks)
 	if err := p.BeginTxn(); err != nil {
 		t.Fatal(err)
 	}
