@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -101,6 +102,14 @@ type Reader struct {
 	serverWALEnd atomic.Uint64
 	received     atomic.Uint64 // end LSN of the last transaction handed to the handler
 	commitTime   atomic.Int64  // unix nanoseconds of the last transaction's commit
+
+	// streaming is the replication connection while the stream runs: an acknowledgement cuts its
+	// wait short (once: wakePending), so that a quiet stream confirms a durable position at once
+	// rather than at its next once-a-second status.
+	streaming   atomic.Pointer[pgconn.PgConn]
+	wakePending atomic.Bool
+	// statusEvery is how often a stream that keeps moving sends its status (0: every second).
+	statusEvery time.Duration
 
 	// copies is a running snapshot's progress; it makes the reader a capture.Copier.
 	copies capture.CopyProgress
@@ -266,9 +275,15 @@ func (r *Reader) Ack(end string) error {
 func (r *Reader) advanceAck(lsn bookmark.LSN) {
 	for {
 		cur := r.acked.Load()
-		if uint64(lsn) <= cur || r.acked.CompareAndSwap(cur, uint64(lsn)) {
+		if uint64(lsn) <= cur {
 			return
 		}
+		if r.acked.CompareAndSwap(cur, uint64(lsn)) {
+			break
+		}
+	}
+	if rc := r.streaming.Load(); rc != nil && r.wakePending.CompareAndSwap(false, true) {
+		_ = rc.Conn().SetReadDeadline(time.Now())
 	}
 }
 
@@ -908,12 +923,21 @@ func (r *Reader) stream(ctx context.Context, rc *pgconn.PgConn, start bookmark.L
 	stopWake := context.AfterFunc(ctx, func() { _ = rc.Conn().SetReadDeadline(time.Now()) })
 	defer stopWake()
 	defer func() { _ = rc.Conn().SetReadDeadline(time.Time{}) }()
-	const statusInterval = time.Second
+	// Status every second while the position moves; and, once the stream has been quiet for
+	// quietAfter, at once for a position acknowledged since (at most every minQuietStatus), so that
+	// the slot does not wait up to a second for the end of a burst.
+	const quietAfter, minQuietStatus = 20 * time.Millisecond, 100 * time.Millisecond
+	statusInterval := cmp.Or(r.statusEvery, time.Second)
 	s.now = time.Now()
+	s.lastRecv = s.now
 	nextStatus := s.now.Add(statusInterval)
 	lastStatus := s.now
 	var sentAck uint64
-	var deadline time.Time // the connection's read deadline as last set
+	var deadline time.Time   // the connection's read deadline as last set
+	var quietCheck time.Time // when to look again whether the stream is quiet; zero: not watching
+	r.wakePending.Store(false)
+	r.streaming.Store(rc)
+	defer r.streaming.Store(nil)
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -928,10 +952,18 @@ func (r *Reader) stream(ctx context.Context, rc *pgconn.PgConn, start bookmark.L
 			}
 			s.lastData = now
 		}
-		if now.After(nextStatus) || s.replyRequested {
-			acked := r.acked.Load()
-			// Every second while the position moves; at least every ten seconds regardless, well
-			// within the server's wal_sender_timeout.
+		acked := r.acked.Load()
+		quiet := false
+		if !quietCheck.IsZero() && !now.Before(quietCheck) {
+			quietCheck = time.Time{}
+			quiet = acked != sentAck && now.Sub(s.lastRecv) >= quietAfter && now.Sub(lastStatus) >= minQuietStatus
+		}
+		if r.wakePending.Swap(false) && acked != sentAck && !quiet {
+			quietCheck = maxTime(s.lastRecv.Add(quietAfter), lastStatus.Add(minQuietStatus))
+			quiet = !now.Before(quietCheck)
+		}
+		if now.After(nextStatus) || s.replyRequested || quiet {
+			// At least every ten seconds regardless, well within the server's wal_sender_timeout.
 			if acked != sentAck || s.replyRequested || now.After(lastStatus.Add(10*time.Second)) {
 				if err := pglogrepl.SendStandbyStatusUpdate(ctx, rc, pglogrepl.StandbyStatusUpdate{
 					WALWritePosition: pglogrepl.LSN(acked), WALFlushPosition: pglogrepl.LSN(acked),
@@ -943,6 +975,7 @@ func (r *Reader) stream(ctx context.Context, rc *pgconn.PgConn, start bookmark.L
 			}
 			s.replyRequested = false
 			nextStatus = now.Add(statusInterval)
+			quietCheck = time.Time{}
 		}
 		if s.handed.due() && !s.inTxn {
 			if err := s.pruneHanded(ctx); err != nil {
@@ -955,6 +988,9 @@ func (r *Reader) stream(ctx context.Context, rc *pgconn.PgConn, start bookmark.L
 		default:
 		}
 		wake := nextStatus
+		if !quietCheck.IsZero() && quietCheck.Before(wake) {
+			wake = quietCheck
+		}
 		if s.snap != nil && !s.inTxn {
 			if err := s.snap.next(ctx); err != nil {
 				return err
@@ -977,6 +1013,9 @@ func (r *Reader) stream(ctx context.Context, rc *pgconn.PgConn, start bookmark.L
 		s.now = time.Now()
 		if err != nil {
 			if pgconn.Timeout(err) && ctx.Err() == nil {
+				// The deadline may have been an acknowledgement's, set from another goroutine:
+				// set the loop's own again.
+				deadline = time.Time{}
 				continue
 			}
 			if ctx.Err() != nil {
@@ -984,6 +1023,7 @@ func (r *Reader) stream(ctx context.Context, rc *pgconn.PgConn, start bookmark.L
 			}
 			return fmt.Errorf("receiving from the replication connection: %w", err)
 		}
+		s.lastRecv = s.now
 		switch m := msg.(type) {
 		case *pgproto3.CopyData:
 			if err := s.copyData(ctx, m.Data); err != nil {
@@ -1038,6 +1078,7 @@ type streamState struct {
 	inTxn, skip    bool
 	begun          bool // the handler has heard Begin for the current transaction
 	lastData       time.Time
+	lastRecv       time.Time // when the last message arrived
 	now            time.Time // when the message being handled was received: one clock read per message
 	txn            *change.Txn
 	index          int64
@@ -1301,4 +1342,11 @@ func (s *streamState) emit(ctx context.Context, c *change.Change) error {
 		s.snap.observe(c)
 	}
 	return s.h.Change(ctx, c)
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
