@@ -958,7 +958,8 @@ func (r *Reader) stream(ctx context.Context, rc *pgconn.PgConn, start bookmark.L
 			quietCheck = time.Time{}
 			quiet = acked != sentAck && now.Sub(s.lastRecv) >= quietAfter && now.Sub(lastStatus) >= minQuietStatus
 		}
-		if r.wakePending.Swap(false) && acked != sentAck && !quiet {
+		// A load first: this runs for every message, and a swap would write the flag each time.
+		if r.wakePending.Load() && r.wakePending.Swap(false) && acked != sentAck && !quiet {
 			quietCheck = maxTime(s.lastRecv.Add(quietAfter), lastStatus.Add(minQuietStatus))
 			quiet = !now.Before(quietCheck)
 		}
