@@ -17,6 +17,7 @@ import (
 	"github.com/cdcd-dev/cdcd/internal/config"
 	"github.com/cdcd-dev/cdcd/internal/failpoint"
 	"github.com/cdcd-dev/cdcd/internal/fault"
+	"github.com/cdcd-dev/cdcd/internal/gcbudget"
 	"github.com/cdcd-dev/cdcd/internal/metrics"
 	"github.com/cdcd-dev/cdcd/internal/writer"
 	"github.com/cdcd-dev/cdcd/kcop"
@@ -123,6 +124,12 @@ func runDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	if v := gcbudget.InEnvironment(); v != "" && cfg.MemoryBudgetMiB > 0 {
+		log.Info("memory_budget_mib is not applied: the environment sets the garbage collector's pacing", "variable", v)
+	}
+	defer gcbudget.Start(int64(cfg.MemoryBudgetMiB)<<20, func(m gcbudget.Mode, live int64) {
+		log.Debug("garbage collector pacing", "mode", m, "live_heap_mib", live>>20, "memory_budget_mib", cfg.MemoryBudgetMiB)
+	}).Stop()
 	k, err := buildKCOP(cfg.KCOPs)
 	if err != nil {
 		return err

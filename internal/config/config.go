@@ -31,9 +31,14 @@ type Config struct {
 	// carries that KCOP's options, e.g. {type: json, topic: "shop.{table}", tombstones: false}.
 	KCOPs []map[string]any `mapstructure:"kcops" doc:"the KCOP chain every change goes through: a list of {type: <kcop>, <option>: ...}"`
 	// KCOPWorkers is how many changes of a transaction the chain may run on at once.
-	KCOPWorkers int     `mapstructure:"kcop_workers" doc:"how many changes of a transaction the KCOP chain runs on at once (records still reach Kafka in source order); more pays for costly KCOPs (avro, encrypt)"`
-	Metrics     Metrics `mapstructure:"metrics"`
-	Log         Log     `mapstructure:"log"`
+	KCOPWorkers int `mapstructure:"kcop_workers" doc:"how many changes of a transaction the KCOP chain runs on at once (records still reach Kafka in source order); more pays for costly KCOPs (avro, encrypt)"`
+	// MemoryBudgetMiB is the memory (MiB of Go heap, stacks and runtime data; not the binary's
+	// pages) up to which cdcd's garbage collector waits before collecting while little of it is
+	// alive; see internal/gcbudget. 0 keeps Go's default pacing; GOGC or GOMEMLIMIT in the
+	// environment take precedence.
+	MemoryBudgetMiB int     `mapstructure:"memory_budget_mib" doc:"MiB of memory cdcd's garbage collector lets the heap reach before collecting while little is alive (less CPU for more memory); 0: Go's default pacing; GOGC or GOMEMLIMIT in the environment take precedence"`
+	Metrics         Metrics `mapstructure:"metrics"`
+	Log             Log     `mapstructure:"log"`
 }
 
 // Metrics configures the HTTP endpoint that serves /metrics (Prometheus) and /healthz.
@@ -151,10 +156,11 @@ func Default() Config {
 			ReplicationFactor:  0,
 			MinInsyncReplicas:  0,
 		},
-		KCOPs:       []map[string]any{{"type": "json"}},
-		KCOPWorkers: 1,
-		Metrics:     Metrics{Listen: "127.0.0.1:9187"},
-		Log:         Log{Level: "info", Format: "text"},
+		KCOPs:           []map[string]any{{"type": "json"}},
+		KCOPWorkers:     1,
+		MemoryBudgetMiB: 56,
+		Metrics:         Metrics{Listen: "127.0.0.1:9187"},
+		Log:             Log{Level: "info", Format: "text"},
 	}
 }
 
@@ -385,6 +391,9 @@ func (c Config) Check() error {
 	}
 	if c.KCOPWorkers < 1 || c.KCOPWorkers > 256 {
 		bad("kcop_workers", "%d is not between 1 and 256", c.KCOPWorkers)
+	}
+	if c.MemoryBudgetMiB < 0 || c.MemoryBudgetMiB > 1<<20 {
+		bad("memory_budget_mib", "%d is not between 0 (Go's default pacing) and 1048576", c.MemoryBudgetMiB)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
