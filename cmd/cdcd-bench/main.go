@@ -148,7 +148,8 @@ func main() {
 	log.Printf("loaded in %v; backlog ends at %s", time.Since(t0).Round(time.Millisecond), end)
 
 	rawCPU0 := selfCPU()
-	rawRate := rawRead(ctx, dsn, *rows, end, *binaryMode == "auto")
+	rawWalsender := newWalsenderCPU("bench_raw")
+	rawRate := rawRead(ctx, dsn, *rows, end, *binaryMode == "auto", func() { rawWalsender.sample(ctx, conn) })
 	rawCPU := selfCPU() - rawCPU0
 	log.Printf("raw pglogrepl read: %.0f rows/s", rawRate)
 
@@ -163,7 +164,11 @@ func main() {
 	}
 	cfg := writeConfig(dsn, cdcdBrokers, pc)
 	commits := watchCommits(brokers, int64(*rows))
-	took, peak, cpu := runCDCD(ctx, *bin, cfg, conn, end, *profile, pc.listen)
+	broker := localBroker(brokers)
+	brokerCPU0, _ := cpuOf(broker)
+	cdcdWalsender := newWalsenderCPU("bench_cdcd")
+	took, peak, cpu := runCDCD(ctx, *bin, cfg, conn, end, *profile, pc.listen, cdcdWalsender)
+	brokerCPU1, brokerOK := cpuOf(broker)
 	rate := float64(*rows) / took.Seconds()
 	streamed := <-commits
 	log.Printf("cdcd end to end: %v, %.0f rows/s, peak RSS %d MiB, %v CPU", took.Round(time.Millisecond), rate, peak>>20, cpu.Round(time.Millisecond))
@@ -186,6 +191,18 @@ func main() {
 	perMillion := func(d time.Duration) float64 { return d.Seconds() / float64(*rows) * 1e6 }
 	fmt.Printf("| CPU per million rows: raw read / cdcd | %.1f s / %.1f s (%.1f µs / %.1f µs per row) |\n",
 		perMillion(rawCPU), perMillion(cpu), perMillion(rawCPU), perMillion(cpu))
+	// Both runs fill the machine's cores, so their ratio is the ratio of all the CPU each costs
+	// per row, the servers' included: end to end, cdcd also pays the broker.
+	rawWS, rawOK := rawWalsender.total()
+	cdcdWS, cdcdOK := cdcdWalsender.total()
+	if rawOK && cdcdOK {
+		brokerText := "the broker not on this machine"
+		if broker != 0 && brokerOK {
+			brokerText = fmt.Sprintf("broker %.1f", perMillion(brokerCPU1-brokerCPU0))
+		}
+		fmt.Printf("| CPU per row, µs, of each run: raw read / cdcd end to end | walsender %.1f + reader %.1f / walsender %.1f + %s + cdcd %.1f |\n",
+			perMillion(rawWS), perMillion(rawCPU), perMillion(cdcdWS), brokerText, perMillion(cpu))
+	}
 
 	compareReads(tr, *rows, *reads, *profile)
 
@@ -194,7 +211,7 @@ func main() {
 		_, err = conn.Exec(ctx, fmt.Sprintf(`INSERT INTO bench.rows %s FROM generate_series(%d, %d) g`, rowValues(*wide), *rows+1, *rows+*big))
 		check(err)
 		end = currentLSN(ctx, conn)
-		took, peak, _ = runCDCD(ctx, *bin, cfg, conn, end, "", "")
+		took, peak, _ = runCDCD(ctx, *bin, cfg, conn, end, "", "", newWalsenderCPU("bench_cdcd"))
 		log.Printf("single %d-row transaction: %v, peak RSS %d MiB", *big, took.Round(time.Millisecond), peak>>20)
 		fmt.Printf("| one %d-row transaction | %v (%.0f rows/s), cdcd peak RSS %d MiB |\n", *big, took.Round(time.Millisecond), float64(*big)/took.Seconds(), peak>>20)
 		rate, heap, rss := tr.process(*rows + *big)
@@ -296,8 +313,9 @@ func currentLSN(ctx context.Context, conn *pgx.Conn) bookmark.LSN {
 }
 
 // rawRead streams the backlog from the bench_raw slot and parses every pgoutput message, counting
-// inserts: the rate at which cdcd could at best receive the same data.
-func rawRead(ctx context.Context, dsn string, rows int, end bookmark.LSN, binary bool) float64 {
+// inserts: the rate at which cdcd could at best receive the same data. sample is called once the
+// rows are read, while the replication connection (and its walsender) is still open.
+func rawRead(ctx context.Context, dsn string, rows int, end bookmark.LSN, binary bool, sample func()) float64 {
 	rc, err := pgcapture.ConnectReplication(ctx, dsn)
 	check(err)
 	defer rc.Close(ctx)
@@ -337,7 +355,9 @@ func rawRead(ctx context.Context, dsn string, rows int, end bookmark.LSN, binary
 			last = xld.WALStart
 		}
 	}
-	return float64(n) / time.Since(start).Seconds()
+	rate := float64(n) / time.Since(start).Seconds()
+	sample()
+	return rate
 }
 
 // compareReads reads rows records with a plain read_committed consumer and through the tcc, n times
@@ -513,8 +533,9 @@ func writeConfig(dsn, brokers string, c pgConfig) string {
 
 // runCDCD runs cdcd until the slot is confirmed at end, and returns how long that took, cdcd's peak
 // resident set size and the CPU time it used. With profileDir set (and cdcd serving its profiler on
-// addr), it writes cdcd's CPU profile of the run and its allocations there.
-func runCDCD(ctx context.Context, bin, cfg string, conn *pgx.Conn, end bookmark.LSN, profileDir, addr string) (time.Duration, int64, time.Duration) {
+// addr), it writes cdcd's CPU profile of the run and its allocations there. ws follows the CPU
+// of cdcd's walsender meanwhile.
+func runCDCD(ctx context.Context, bin, cfg string, conn *pgx.Conn, end bookmark.LSN, profileDir, addr string, ws *walsenderCPU) (time.Duration, int64, time.Duration) {
 	cmd := exec.Command(bin, "run", "-c", cfg)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	start := time.Now()
@@ -534,6 +555,7 @@ func runCDCD(ctx context.Context, bin, cfg string, conn *pgx.Conn, end bookmark.
 	var peak int64
 	for {
 		peak = max(peak, vmHWM(cmd.Process.Pid))
+		ws.sample(ctx, conn)
 		var s *string
 		check(conn.QueryRow(ctx, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'bench_cdcd'").Scan(&s))
 		if s != nil {
