@@ -935,6 +935,8 @@ func (r *Reader) stream(ctx context.Context, rc *pgconn.PgConn, start bookmark.L
 	var sentAck uint64
 	var deadline time.Time   // the connection's read deadline as last set
 	var quietCheck time.Time // when to look again whether the stream is quiet; zero: not watching
+	// quietFrom is when the stream counts as quiet, unless another message arrives first.
+	quietFrom := func() time.Time { return maxTime(s.lastRecv.Add(quietAfter), lastStatus.Add(minQuietStatus)) }
 	r.wakePending.Store(false)
 	r.streaming.Store(rc)
 	defer r.streaming.Store(nil)
@@ -956,11 +958,11 @@ func (r *Reader) stream(ctx context.Context, rc *pgconn.PgConn, start bookmark.L
 		quiet := false
 		if !quietCheck.IsZero() && !now.Before(quietCheck) {
 			quietCheck = time.Time{}
-			quiet = acked != sentAck && now.Sub(s.lastRecv) >= quietAfter && now.Sub(lastStatus) >= minQuietStatus
+			quiet = acked != sentAck && !now.Before(quietFrom())
 		}
 		// A load first: this runs for every message, and a swap would write the flag each time.
 		if r.wakePending.Load() && r.wakePending.Swap(false) && acked != sentAck && !quiet {
-			quietCheck = maxTime(s.lastRecv.Add(quietAfter), lastStatus.Add(minQuietStatus))
+			quietCheck = quietFrom()
 			quiet = !now.Before(quietCheck)
 		}
 		if now.After(nextStatus) || s.replyRequested || quiet {
