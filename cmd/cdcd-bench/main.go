@@ -16,6 +16,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -31,6 +32,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -55,6 +57,7 @@ func main() {
 	source := flag.String("source", "postgres", "the source database: postgres or mariadb")
 	format := flag.String("kcop", "json", "the KCOP writing the rows: json, or avro (through $CDCD_STACK_REGISTRY_URL)")
 	workers := flag.Int("kcop-workers", 1, "cdcd's kcop_workers")
+	compression := flag.String("compression", "", "cdcd's kafka.compression in the PostgreSQL runs: none, gzip, snappy, lz4 or zstd (empty: cdcd's default)")
 	brokersFlag := flag.String("brokers", env("CDCD_STACK_KAFKA_BROKERS", "127.0.0.1:19092"),
 		"Kafka brokers (e.g. $CDCD_STACK_KAFKA_CLUSTER_BROKERS for the three-node cluster)")
 	snapshotRows := flag.Int("snapshot", 0, "instead of the backlog, measure an initial snapshot of a table of this many rows beside COPY TO STDOUT")
@@ -96,6 +99,11 @@ func main() {
 		log.Fatalf("-kcop %q is not one of json, avro", *format)
 	}
 	kcops += fmt.Sprintf("kcop_workers: %d\n", *workers)
+	kafkaLines := ""
+	if *compression != "" {
+		// Only said when set, so that the bench also runs cdcd builds older than the setting.
+		kafkaLines = "  compression: " + *compression + "\n"
+	}
 	if *source == "mariadb" {
 		benchMariaDB(*rows, *txnRows, *bin, *brokersFlag)
 		return
@@ -111,7 +119,7 @@ func main() {
 		for _, r := range strings.Split(*steady, ",") {
 			rate, err := strconv.Atoi(strings.TrimSpace(r))
 			check(err)
-			benchSteady(rate, *steadyFor, *bin, dsn, brokers, pgConfig{delivery: *delivery, partitions: *partitions, kcops: kcops})
+			benchSteady(rate, *steadyFor, *bin, dsn, brokers, pgConfig{delivery: *delivery, partitions: *partitions, kcops: kcops, kafka: kafkaLines})
 		}
 		return
 	}
@@ -153,7 +161,7 @@ func main() {
 	rawCPU := selfCPU() - rawCPU0
 	log.Printf("raw pglogrepl read: %.0f rows/s", rawRate)
 
-	pc := pgConfig{delivery: *delivery, partitions: *partitions, kcops: kcops, snapshot: "    snapshot: never\n"}
+	pc := pgConfig{delivery: *delivery, partitions: *partitions, kcops: kcops, kafka: kafkaLines, snapshot: "    snapshot: never\n"}
 	if *binaryMode != "auto" {
 		// auto is cdcd's default; left unsaid, the bench also runs cdcd builds without the setting.
 		pc.snapshot += "    binary: " + *binaryMode + "\n"
@@ -181,7 +189,7 @@ func main() {
 	}
 	fmt.Printf("| backlog | %d %s in %d-row transactions (%d transactions); values %s; delivery %s, %d data partition(s); KCOP %s, %d worker(s) |\n",
 		*rows, shape, *txnRows, *rows / *txnRows, map[string]string{"auto": "binary", "off": "text"}[*binaryMode], *delivery, *partitions, *format, *workers)
-	fmt.Printf("| kafka | %d broker(s), %s |\n", brokerCount(brokers), kafkaDesc)
+	fmt.Printf("| kafka | %d broker(s), %s; compression %s |\n", brokerCount(brokers), kafkaDesc, cmp.Or(*compression, "cdcd's default"))
 	fmt.Printf("| raw pglogrepl read (ceiling) | %.0f rows/s |\n", rawRate)
 	fmt.Printf("| cdcd end to end (durable in Kafka, slot confirmed) | %.0f rows/s in %v |\n", rate, took.Round(time.Millisecond))
 	fmt.Printf("| cdcd streaming (first to last commit record visible in Kafka) | %.0f rows/s; the first commit record %v after cdcd started |\n",
@@ -368,7 +376,7 @@ func compareReads(tr tccReader, rows, n int, profileDir string) {
 	var ratios []float64
 	for i := range max(n, 1) {
 		cpu0 := selfCPU()
-		plain := plainRead(tr.brokers, rows)
+		plain, fetched := plainRead(tr.brokers, rows)
 		cpu1 := selfCPU()
 		suffix, label := "", ""
 		if n > 1 {
@@ -376,7 +384,8 @@ func compareReads(tr tccReader, rows, n int, profileDir string) {
 		}
 		through, tccPeak := tr.read(rows, profileDir, suffix)
 		cpu2 := selfCPU()
-		fmt.Printf("| plain read_committed consumer (franz-go), same records%s | %.0f records/s, %.2f µs CPU per record |\n", label, plain, perRecord(cpu1-cpu0))
+		fmt.Printf("| plain read_committed consumer (franz-go), same records%s | %.0f records/s, %.2f µs CPU per record, %.0f bytes fetched per record |\n",
+			label, plain, perRecord(cpu1-cpu0), float64(fetched)/float64(rows))
 		fmt.Printf("| tcc, whole transactions in source order%s | %.0f records/s (ratio %.2f), %.2f µs CPU per record, Go heap peak %d MiB |\n",
 			label, through, through/plain, perRecord(cpu2-cpu1), tccPeak>>20)
 		ratios = append(ratios, through/plain)
@@ -387,10 +396,13 @@ func compareReads(tr tccReader, rows, n int, profileDir string) {
 	}
 }
 
-// plainRead counts the data records with a read_committed consumer: the baseline for the tcc.
-func plainRead(brokers string, rows int) float64 {
+// plainRead counts the data records with a read_committed consumer: the baseline for the tcc. It
+// returns their rate, and the bytes of the record batches fetched (as Kafka stores them, compressed
+// or not).
+func plainRead(brokers string, rows int) (float64, int64) {
+	var fetched fetchedBytes
 	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...), kgo.ConsumeTopics("bench.rows"),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.WithHooks(&fetched))
 	check(err)
 	defer cl.Close()
 	start := time.Now()
@@ -400,7 +412,14 @@ func plainRead(brokers string, rows int) float64 {
 		check(fs.Err())
 		n += fs.NumRecords()
 	}
-	return float64(n) / time.Since(start).Seconds()
+	return float64(n) / time.Since(start).Seconds(), fetched.Load()
+}
+
+// fetchedBytes adds up the bytes of the record batches a client fetched, before decompression.
+type fetchedBytes struct{ atomic.Int64 }
+
+func (f *fetchedBytes) OnFetchBatchRead(_ kgo.BrokerMetadata, _ string, _ int32, m kgo.FetchBatchMetrics) {
+	f.Add(int64(m.CompressedBytes))
 }
 
 // tccReader is how the bench reads through the tcc: the brokers, and the options it was given

@@ -249,6 +249,10 @@ func runDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 // runPipeline runs writer and source once, until ctx ends or either fails.
 func runPipeline(ctx context.Context, cfg config.Config, src capture.Config, k kcop.KCOP, m *metrics.Metrics, log *slog.Logger, publish func(capture.Source)) error {
 	kc := cfg.Kafka
+	codec, err := writer.CompressionCodec(string(kc.Compression))
+	if err != nil {
+		return err
+	}
 	r, err := src.Open(ctx, log)
 	if err != nil {
 		return err
@@ -256,7 +260,7 @@ func runPipeline(ctx context.Context, cfg config.Config, src capture.Config, k k
 	w, err := writer.Open(ctx, writer.Config{
 		Brokers: kc.Brokers, ClientID: kc.ClientID, TransactionalID: kc.TransactionalID, CommitTopic: kc.CommitTopic,
 		Source: r.SourceID(), Lineage: r.Lineage(), MaxGroupRecords: kc.GroupMaxRecords, MaxGroupBytes: kc.GroupMaxBytes, MaxGroupDelay: kc.GroupMaxDelay,
-		TransactionTimeout: kc.TransactionTimeout, MaxMessageBytes: kc.MaxMessageBytes, Linger: kc.Linger,
+		TransactionTimeout: kc.TransactionTimeout, MaxMessageBytes: kc.MaxMessageBytes, Linger: kc.Linger, Compression: codec,
 		TopicPartitions: kc.TopicPartitions, ReplicationFactor: kc.ReplicationFactor, MinInsyncReplicas: kc.MinInsyncReplicas, Timeout: kc.Timeout, Security: kc.Security(),
 		Parallel: kc.Delivery == config.Parallel, ParallelProducers: kc.ParallelProducers,
 		Logger: log, Observer: m,

@@ -80,8 +80,12 @@ func TestLoadPrecedence(t *testing.T) {
 	if strings.Join(pgConfig(t, cfg).Tables, "|") != "public.a|public.b" {
 		t.Errorf("tables = %q", pgConfig(t, cfg).Tables)
 	}
-	if pgConfig(t, cfg).Publication != "cdcd" || cfg.Kafka.CommitTopic != "cdcd.commits" {
+	if pgConfig(t, cfg).Publication != "cdcd" || cfg.Kafka.CommitTopic != "cdcd.commits" || cfg.Kafka.Compression != CompressionLZ4 {
 		t.Errorf("defaults lost: %+v", cfg)
+	}
+	cfg, err = Load(path, []string{"kafka.compression=zstd"})
+	if err != nil || cfg.Kafka.Compression != CompressionZstd {
+		t.Errorf("kafka.compression=zstd: %q, %v", cfg.Kafka.Compression, err)
 	}
 }
 
@@ -119,6 +123,8 @@ func TestLoadErrors(t *testing.T) {
 		{"bad duration", minimal, []string{"kafka.timeout=soon"}, []string{"timeout"}},
 		{"negative linger", minimal, []string{"kafka.linger=-1ms"}, []string{"kafka.linger: must be between 0 and 1s"}},
 		{"long linger", minimal, []string{"kafka.linger=2s"}, []string{"kafka.linger: must be between 0 and 1s"}},
+		{"bad compression", minimal, []string{"kafka.compression=lz5"}, []string{`kafka.compression: "lz5" is not one of none, gzip, snappy, lz4, zstd`}},
+		{"empty compression", minimal, []string{"kafka.compression="}, []string{`kafka.compression: "" is not one of`}},
 		{"no parallel producers", minimal, []string{"kafka.delivery=parallel", "kafka.parallel_producers=0"}, []string{"kafka.parallel_producers"}},
 		{"no brokers", "source:\n  kind: postgres\n  postgres:\n    dsn: x\n", nil, []string{"kafka.brokers: is empty"}},
 		{"bad yaml", "source: [\n", nil, []string{"config file"}},

@@ -35,15 +35,26 @@ CREATE TABLE typed (id int PRIMARY KEY, i2 smallint, i8 bigint, n numeric, f4 re
 // and FULL identity), primary-key changes, deletes, multi-table transactions, TRUNCATE, ALTER TABLE
 // mid-stream, every supported type with NULLs and edge values, a rolled-back transaction: what a
 // read_committed consumer reads equals the source's committed changes exactly, with values streamed
-// in binary form (the default where cdcd reads every column type from it) and as text.
+// in binary form (the default where cdcd reads every column type from it) and as text. The binary run
+// writes its batches compressed with cdcd's default codec (lz4), the text run with zstd.
 func TestEndToEndMixedWorkload(t *testing.T) {
-	for _, mode := range []struct{ binary, log string }{
-		{"auto", "streaming values in binary form"},
-		{"off", ""},
+	for _, mode := range []struct {
+		binary, log, compression string // compression "": kafka.compression unset
+		codec                    uint8  // Kafka's number for the codec the batches must carry
+	}{
+		{"auto", "streaming values in binary form", "", 3},
+		{"off", "", "zstd", 4},
 	} {
 		t.Run(mode.binary, func(t *testing.T) {
-			h := newHarness(t, mixedDDL, "--set", "source.postgres.binary="+mode.binary)
+			args := []string{"--set", "source.postgres.binary=" + mode.binary}
+			if mode.compression != "" {
+				args = append(args, "--set", "kafka.compression="+mode.compression)
+			}
+			h := newHarness(t, mixedDDL, args...)
 			mixedWorkload(t, h)
+			if len(h.codecs) != 1 || h.codecs[mode.codec] == 0 {
+				t.Errorf("data records by the codec of their batch %v, want all in codec %d", h.codecs, mode.codec)
+			}
 			if mode.log != "" && !strings.Contains(h.log(), mode.log) {
 				t.Errorf("cdcd did not log %q", mode.log)
 			}

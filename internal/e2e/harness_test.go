@@ -63,9 +63,10 @@ type harness struct {
 	conn    *pgx.Conn
 	cfgPath string
 	extra   []string
-	env     []string // added to cdcd's environment, e.g. FAILPOINTS=...
-	oracle  bool     // watchCommits made a test_decoding slot
-	streams int      // "streaming" lines seen in the log so far
+	env     []string      // added to cdcd's environment, e.g. FAILPOINTS=...
+	oracle  bool          // watchCommits made a test_decoding slot
+	streams int           // "streaming" lines seen in the log so far
+	codecs  map[uint8]int // data records readAll read, by the compression codec of their batch
 	proc    process
 }
 
@@ -460,6 +461,10 @@ func (h *harness) readAll() map[string][]consumed {
 			if r.Attrs.IsControl() {
 				return
 			}
+			if h.codecs == nil {
+				h.codecs = map[uint8]int{}
+			}
+			h.codecs[r.Attrs.CompressionType()]++
 			headers := map[string]string{}
 			for _, hd := range r.Headers {
 				headers[hd.Key] = string(hd.Value)

@@ -57,6 +57,9 @@ type txnProducer struct {
 	// alsoAdd joins every transaction with its first partition (the commit topic's, which every
 	// transaction ends in), saving a request to the coordinator.
 	alsoAdd topicPartition
+	// codec compresses every batch, at its default level: a batch's own level is 0 unless set, which
+	// for gzip means no compression at all.
+	codec sarama.CompressionCodec
 }
 
 type partitionState struct {
@@ -219,7 +222,8 @@ func (p *txnProducer) Send(tp topicPartition, r *producedRecord) error {
 	now := time.Now().Truncate(time.Millisecond)
 	if b == nil {
 		b = &recordBatch{ps: ps, bytes: batchOverhead, rb: sarama.RecordBatch{Version: 2, FirstTimestamp: now, MaxTimestamp: now,
-			ProducerID: p.pid, ProducerEpoch: p.epoch, IsTransactional: true}}
+			ProducerID: p.pid, ProducerEpoch: p.epoch, IsTransactional: true,
+			Codec: p.codec, CompressionLevel: sarama.CompressionLevelDefault}}
 		ps.open = b
 		wake(ps.sender) // it times the linger from now
 	}

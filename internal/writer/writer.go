@@ -60,6 +60,10 @@ type Config struct {
 	// Linger is how long a producer lets a partition's batch fill (up to 1 MiB) while no commit
 	// waits for it; 0 sends it as soon as its broker has no request in flight.
 	Linger time.Duration
+	// Compression is the codec of every record batch the writer sends (data and commit records),
+	// at the codec's default level. Kafka keeps the batches as they come (a topic's compression.type
+	// of producer, its default).
+	Compression sarama.CompressionCodec
 	// TopicPartitions applies to the data topics cdcd creates; ReplicationFactor and
 	// MinInsyncReplicas to those and to the commit topic. ReplicationFactor 0 is the smaller of 3
 	// and the number of brokers, -1 the brokers' default; MinInsyncReplicas 0 is one less than the
@@ -260,9 +264,11 @@ func Open(ctx context.Context, cfg Config) (*Writer, error) {
 		return nil, w.kafkaError(fmt.Sprintf("starting the transactional producer %q", cfg.TransactionalID), err)
 	}
 	w.producer.alsoAdd = topicPartition{cfg.CommitTopic, 0}
+	w.producer.codec = cfg.Compression
 	if cfg.Parallel {
 		for range cfg.ParallelProducers {
 			dc := dataConfig(secure(producerConfig(cfg.ClientID, "", cfg.Timeout)), cfg.MaxMessageBytes, cfg.Linger)
+			dc.Producer.Compression = cfg.Compression
 			p, err := sarama.NewAsyncProducer(cfg.Brokers, dc)
 			if err != nil {
 				w.shutdownProducer()
@@ -291,6 +297,15 @@ func Open(ctx context.Context, cfg Config) (*Writer, error) {
 	}
 	go w.tick()
 	return w, nil
+}
+
+// CompressionCodec is the codec Kafka calls name: none, gzip, snappy, lz4 or zstd.
+func CompressionCodec(name string) (sarama.CompressionCodec, error) {
+	var c sarama.CompressionCodec
+	if err := c.UnmarshalText([]byte(name)); err != nil {
+		return 0, fmt.Errorf("kafka.compression: %w", err)
+	}
+	return c, nil
 }
 
 // dataConfig sets what a producer of data records in parallel mode needs beyond producerConfig:
