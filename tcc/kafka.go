@@ -166,14 +166,20 @@ func (f *kafkaFetcher) assign(tp topicPartition, offset int64) {
 			// one response brought beyond its bound, and each record decoded costs as much again
 			// as its bytes: at 1 MiB a partition four partitions peaked at 59-74 MiB of heap, at
 			// half that 47-58 MiB, no slower (docs/benchmarks.md).
+			// Kafka counts these limits in the bytes it stores, compressed; budget scales them
+			// down by the compression the client has seen, so that a response brings as many
+			// records whatever the codec.
 			kgo.FetchMaxBytes(int32(max(1<<20, 8<<20/f.cfg.fetchClients))), kgo.FetchMaxPartitionBytes(512 << 10),
 			kgo.WithPools(&f.slabs)}, f.cfg.kgoOpts...)
-		cl, err := kgo.NewClient(opts...)
+		budget := new(fetchBudget)
+		cl, err := kgo.NewClient(append(opts, kgo.WithHooks(budget))...)
 		if err == nil {
+			budget.maxBytes, _ = cl.OptValue(kgo.FetchMaxBytes).(int32)
+			budget.maxPartBytes, _ = cl.OptValue(kgo.FetchMaxPartitionBytes).(int32)
 			f.clients = append(f.clients, cl)
 			f.owner[tp] = cl
 			f.polls.Add(1)
-			go f.poll(cl)
+			go f.poll(cl, budget)
 			return
 		}
 		// NewClient fails only on invalid options, which the commit client already accepted.
@@ -203,12 +209,15 @@ func (f *kafkaFetcher) assign(tp topicPartition, offset int64) {
 // fetcher closes. Reading the headers here, one goroutine per client, leaves the assembler's one
 // goroutine only the merge; and holding one fetch while the assembler merges the one before lets
 // cl fetch the next meanwhile.
-func (f *kafkaFetcher) poll(cl *kgo.Client) {
+func (f *kafkaFetcher) poll(cl *kgo.Client, budget *fetchBudget) {
 	defer f.polls.Done()
 	for {
 		fs := cl.PollFetches(f.pollCtx)
 		if f.pollCtx.Err() != nil {
 			return
+		}
+		if maxBytes, maxPartBytes, changed := budget.limits(); changed {
+			cl.UpdateFetchMaxBytes(maxBytes, maxPartBytes)
 		}
 		out := fetched{err: fetchErrors(fs, "data")}
 		fs.EachPartition(func(p kgo.FetchTopicPartition) {
@@ -230,6 +239,68 @@ func (f *kafkaFetcher) poll(cl *kgo.Client) {
 			return
 		}
 	}
+}
+
+// fetchBudget keeps a data client's fetches at the same bytes of records whatever the codec of
+// their batches. Kafka's fetch limits count the bytes as it stores them, and lz4 (cdcd's default)
+// packs four to six times the records into them; decompressed, those records are the consumer's
+// memory: at four partitions, fetches of half a MiB of lz4 batches took the Go heap from about 50 to
+// about 90 MiB (docs/benchmarks.md). It watches the batches the client reads, and limits scales the
+// client's own limits by their compression.
+type fetchBudget struct {
+	maxBytes, maxPartBytes int32 // the client's limits as configured, in bytes of records
+
+	mu                       sync.Mutex
+	compressed, uncompressed int64 // of the batches read lately: halved past fetchBudgetWindow
+	applied                  int32 // the partition limit last returned by limits
+}
+
+// fetchBudgetWindow is how many bytes of records the compression is judged over, the older ones
+// counting for less; fetchBudgetFloor is the least a scaled limit falls to (Kafka returns a whole
+// batch anyway when the first is larger).
+const (
+	fetchBudgetWindow = 64 << 20
+	fetchBudgetFloor  = 64 << 10
+)
+
+func (b *fetchBudget) OnFetchBatchRead(_ kgo.BrokerMetadata, _ string, _ int32, m kgo.FetchBatchMetrics) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.compressed += int64(m.CompressedBytes)
+	b.uncompressed += int64(m.UncompressedBytes)
+	if b.uncompressed > fetchBudgetWindow {
+		b.compressed, b.uncompressed = b.compressed/2, b.uncompressed/2
+	}
+}
+
+// limits returns the fetch limits that bring about the configured bytes of records, and whether
+// they differ by more than an eighth from those it returned last (the first call returns the
+// configured limits once something was read).
+func (b *fetchBudget) limits() (maxBytes, maxPartBytes int32, changed bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.compressed <= 0 || b.maxPartBytes <= 0 {
+		return b.maxBytes, b.maxPartBytes, false
+	}
+	scale := func(n int32) int32 {
+		if b.uncompressed <= b.compressed {
+			return n
+		}
+		return int32(max(int64(n)*b.compressed/b.uncompressed, min(int64(n), fetchBudgetFloor)))
+	}
+	maxBytes, maxPartBytes = scale(b.maxBytes), scale(b.maxPartBytes)
+	if last := b.applied; last == 0 || 8*abs(int64(maxPartBytes)-int64(last)) > int64(last) {
+		b.applied = maxPartBytes
+		return maxBytes, maxPartBytes, true
+	}
+	return maxBytes, maxPartBytes, false
+}
+
+func abs(n int64) int64 {
+	if n < 0 {
+		return -n
+	}
+	return n
 }
 
 func (f *kafkaFetcher) logStart(ctx context.Context, tp topicPartition) (int64, error) {
