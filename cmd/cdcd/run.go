@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/IBM/sarama"
 	"github.com/spf13/cobra"
 
 	"github.com/cdcd-dev/cdcd/capture"
@@ -197,12 +198,17 @@ func runDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return rl
 	}, &retained)
 
+	// Mapped once, before the restarts: a configuration a restart cannot cure must stop cdcd.
+	codec, err := writer.CompressionCodec(string(cfg.Kafka.Compression))
+	if err != nil {
+		return err
+	}
 	backoff := time.Second
 	busySince := time.Time{}
 	var failingSince time.Time // the first failure of the current streak
 	for {
 		started := time.Now()
-		err := runPipeline(ctx, cfg, src, k, m, log, func(s capture.Source) {
+		err := runPipeline(ctx, cfg, codec, src, k, m, log, func(s capture.Source) {
 			mu.Lock()
 			current = s
 			mu.Unlock()
@@ -247,12 +253,8 @@ func runDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 }
 
 // runPipeline runs writer and source once, until ctx ends or either fails.
-func runPipeline(ctx context.Context, cfg config.Config, src capture.Config, k kcop.KCOP, m *metrics.Metrics, log *slog.Logger, publish func(capture.Source)) error {
+func runPipeline(ctx context.Context, cfg config.Config, codec sarama.CompressionCodec, src capture.Config, k kcop.KCOP, m *metrics.Metrics, log *slog.Logger, publish func(capture.Source)) error {
 	kc := cfg.Kafka
-	codec, err := writer.CompressionCodec(string(kc.Compression))
-	if err != nil {
-		return err
-	}
 	r, err := src.Open(ctx, log)
 	if err != nil {
 		return err
