@@ -71,6 +71,7 @@ func main() {
 	wide := flag.Bool("wide", false, "rows of 20 richly typed columns (integers, numerics, floats, dates, timestamps, interval, uuid, jsonb, arrays) instead of 4")
 	tccChild := flag.Int("tcc-read", 0, "(run by cdcd-bench itself) read this many records of bench.rows through the tcc, print the rate and exit")
 	binaryMode := flag.String("binary", "auto", "cdcd's source.postgres.binary, and the form the raw read asks for: auto (binary) or off (text)")
+	warmup := flag.Int("warmup", 300_000, "rows cdcd writes through the broker before the measured backlog, unmeasured, so that the broker's JIT has compiled its hot paths (0: none)")
 	reads := flag.Int("reads", 1, "read the backlog this many times with the plain consumer and the tcc, alternating, and report each pair and the median ratio")
 	keep := flag.Bool("keep", false, "leave bench.rows and bench.commits in Kafka at the end (for -reads-only)")
 	readsOnly := flag.Int("reads-only", 0, "only read this many records of the bench.rows and bench.commits a -keep run left, as -reads says")
@@ -136,24 +137,22 @@ func main() {
 	check(err)
 	defer conn.Close(ctx)
 	resetBench(ctx, conn, brokers, *wide)
+	pc := pgConfig{delivery: *delivery, partitions: *partitions, kcops: kcops, kafka: kafkaLines, snapshot: "    snapshot: never\n"}
+	if *binaryMode != "auto" {
+		// auto is cdcd's default; left unsaid, the bench also runs cdcd builds without the setting.
+		pc.snapshot += "    binary: " + *binaryMode + "\n"
+	}
+	if *warmup > 0 {
+		warmBroker(ctx, conn, *bin, writeConfig(dsn, cdcdBrokers, pc), brokers, *warmup, *txnRows, *wide)
+		resetBench(ctx, conn, brokers, *wide)
+	}
 	// Both slots start before the backlog: cdcd's, and the raw read's.
 	for _, slot := range []string{"bench_cdcd", "bench_raw"} {
 		_, err = conn.Exec(ctx, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", slot)
 		check(err)
 	}
 
-	log.Printf("loading %d rows in %d-row transactions", *rows, *txnRows)
-	t0 := time.Now()
-	_, err = conn.Exec(ctx, "SET synchronous_commit = off")
-	check(err)
-	_, err = conn.Exec(ctx, fmt.Sprintf(`DO $$ BEGIN
-		FOR i IN 0..%d LOOP
-			INSERT INTO bench.rows %s FROM generate_series(i * %d + 1, (i + 1) * %d) g;
-			COMMIT;
-		END LOOP; END $$`, *rows / *txnRows - 1, rowValues(*wide), *txnRows, *txnRows))
-	check(err)
-	end := currentLSN(ctx, conn)
-	log.Printf("loaded in %v; backlog ends at %s", time.Since(t0).Round(time.Millisecond), end)
+	end := loadBacklog(ctx, conn, 0, *rows, *txnRows, *wide)
 
 	rawCPU0 := selfCPU()
 	rawWalsender := newWalsenderCPU("bench_raw")
@@ -161,11 +160,6 @@ func main() {
 	rawCPU := selfCPU() - rawCPU0
 	log.Printf("raw pglogrepl read: %.0f rows/s", rawRate)
 
-	pc := pgConfig{delivery: *delivery, partitions: *partitions, kcops: kcops, kafka: kafkaLines, snapshot: "    snapshot: never\n"}
-	if *binaryMode != "auto" {
-		// auto is cdcd's default; left unsaid, the bench also runs cdcd builds without the setting.
-		pc.snapshot += "    binary: " + *binaryMode + "\n"
-	}
 	if *profile != "" {
 		check(os.MkdirAll(*profile, 0o755))
 		pc.listen, pc.pprof = freeAddr(), true
@@ -174,9 +168,11 @@ func main() {
 	commits := watchCommits(brokers, int64(*rows))
 	broker := localBroker(brokers)
 	brokerCPU0, _ := cpuOf(broker)
+	brokerJIT0 := jitCPUOf(broker)
 	cdcdWalsender := newWalsenderCPU("bench_cdcd")
 	took, peak, cpu := runCDCD(ctx, *bin, cfg, conn, end, *profile, pc.listen, cdcdWalsender)
 	brokerCPU1, brokerOK := cpuOf(broker)
+	brokerJIT := jitCPUOf(broker) - brokerJIT0
 	rate := float64(*rows) / took.Seconds()
 	streamed := <-commits
 	log.Printf("cdcd end to end: %v, %.0f rows/s, peak RSS %d MiB, %v CPU", took.Round(time.Millisecond), rate, peak>>20, cpu.Round(time.Millisecond))
@@ -189,7 +185,7 @@ func main() {
 	}
 	fmt.Printf("| backlog | %d %s in %d-row transactions (%d transactions); values %s; delivery %s, %d data partition(s); KCOP %s, %d worker(s) |\n",
 		*rows, shape, *txnRows, *rows / *txnRows, map[string]string{"auto": "binary", "off": "text"}[*binaryMode], *delivery, *partitions, *format, *workers)
-	fmt.Printf("| kafka | %d broker(s), %s; compression %s |\n", brokerCount(brokers), kafkaDesc, cmp.Or(*compression, "cdcd's default"))
+	fmt.Printf("| kafka | %d broker(s), %s; compression %s; warmed with %d rows |\n", brokerCount(brokers), kafkaDesc, cmp.Or(*compression, "cdcd's default"), *warmup)
 	fmt.Printf("| raw pglogrepl read (ceiling) | %.0f rows/s |\n", rawRate)
 	fmt.Printf("| cdcd end to end (durable in Kafka, slot confirmed) | %.0f rows/s in %v |\n", rate, took.Round(time.Millisecond))
 	fmt.Printf("| cdcd streaming (first to last commit record visible in Kafka) | %.0f rows/s; the first commit record %v after cdcd started |\n",
@@ -206,7 +202,7 @@ func main() {
 	if rawOK && cdcdOK {
 		brokerText := "the broker not on this machine"
 		if broker != 0 && brokerOK {
-			brokerText = fmt.Sprintf("broker %.1f", perMillion(brokerCPU1-brokerCPU0))
+			brokerText = fmt.Sprintf("broker %.1f (its JIT compiler %.1f)", perMillion(brokerCPU1-brokerCPU0), perMillion(brokerJIT))
 		}
 		fmt.Printf("| CPU per row, µs, of each run: raw read / cdcd end to end | walsender %.1f + reader %.1f / walsender %.1f + %s + cdcd %.1f |\n",
 			perMillion(rawWS), perMillion(rawCPU), perMillion(cdcdWS), brokerText, perMillion(cpu))
@@ -232,6 +228,46 @@ func main() {
 	if !*keep {
 		deleteTopics(brokers)
 	}
+}
+
+// loadBacklog inserts rows into bench.rows in transactions of txnRows, their ids following after,
+// and returns the LSN after the last.
+func loadBacklog(ctx context.Context, conn *pgx.Conn, after, rows, txnRows int, wide bool) bookmark.LSN {
+	log.Printf("loading %d rows in %d-row transactions", rows, txnRows)
+	t0 := time.Now()
+	_, err := conn.Exec(ctx, "SET synchronous_commit = off")
+	check(err)
+	_, err = conn.Exec(ctx, fmt.Sprintf(`DO $$ BEGIN
+		FOR i IN 0..%d LOOP
+			INSERT INTO bench.rows %s FROM generate_series(%d + i * %d + 1, %d + (i + 1) * %d) g;
+			COMMIT;
+		END LOOP; END $$`, rows/txnRows-1, rowValues(wide), after, txnRows, after, txnRows))
+	check(err)
+	end := currentLSN(ctx, conn)
+	log.Printf("loaded in %v; backlog ends at %s", time.Since(t0).Round(time.Millisecond), end)
+	return end
+}
+
+// warmBroker runs cdcd through a backlog of rows, unmeasured, with the measured run's settings: a
+// broker started shortly before spends a few µs of CPU per record compiling its hot paths (its
+// JIT), which the first run of a session would otherwise pay. Its compiler never quite rests (it
+// took 3 to 50 % of the broker's CPU in each of eight such rounds in a row), so one round it is,
+// and the report gives the compiler's share of the measured run.
+func warmBroker(ctx context.Context, conn *pgx.Conn, bin, cfg, brokers string, rows, txnRows int, wide bool) {
+	_, err := conn.Exec(ctx, "SELECT pg_create_logical_replication_slot('bench_cdcd', 'pgoutput')")
+	check(err)
+	broker := localBroker(brokers)
+	end := loadBacklog(ctx, conn, 0, rows, txnRows, wide)
+	cpu0, jit0 := brokerCPU(broker), jitCPUOf(broker)
+	took, _, _ := runCDCD(ctx, bin, cfg, conn, end, "", "", newWalsenderCPU("bench_cdcd"))
+	log.Printf("warmed the broker: %d rows in %v; its CPU %v, of which its JIT compiler %v", rows, took.Round(time.Millisecond),
+		brokerCPU(broker)-cpu0, jitCPUOf(broker)-jit0)
+}
+
+// brokerCPU is cpuOf a local broker, 0 for none.
+func brokerCPU(pid int) time.Duration {
+	d, _ := cpuOf(pid)
+	return d
 }
 
 // countCommitted reads every partition of bench.rows to its end with read_committed and counts the
@@ -563,10 +599,10 @@ func runCDCD(ctx context.Context, bin, cfg string, conn *pgx.Conn, end bookmark.
 	if profileDir != "" {
 		go func() {
 			defer close(profiled)
-			// Eight seconds of the steady run, from its second second (a million-row backlog takes
-			// nine to twenty).
+			// Five seconds of the steady run, from its second second (a million-row backlog takes
+			// seven to twenty).
 			time.Sleep(time.Second)
-			fetchTo(filepath.Join(profileDir, "cpu.pprof"), "http://"+addr+"/debug/pprof/profile?seconds=8", 20)
+			fetchTo(filepath.Join(profileDir, "cpu.pprof"), "http://"+addr+"/debug/pprof/profile?seconds=5", 20)
 		}()
 	} else {
 		close(profiled)

@@ -18,7 +18,12 @@ const userHZ = 100
 // cpuOf is the CPU time (user and system) a process on this machine has used, from /proc; false
 // when it cannot be read (the process is gone or not ours to see).
 func cpuOf(pid int) (time.Duration, bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	return statCPU(fmt.Sprintf("/proc/%d/stat", pid))
+}
+
+// statCPU is the CPU time (user and system) in a /proc stat file, of a process or of a thread.
+func statCPU(path string) (time.Duration, bool) {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0, false
 	}
@@ -90,4 +95,27 @@ func localBroker(brokers string) int {
 		return 0
 	}
 	return pid
+}
+
+// jitCPUOf is the CPU a JVM's JIT compiler threads (HotSpot's "C1 CompilerThre…" and "C2
+// CompilerThre…") have used; 0 when pid is 0 or its threads cannot be read.
+func jitCPUOf(pid int) time.Duration {
+	if pid == 0 {
+		return 0
+	}
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0
+	}
+	var total time.Duration
+	for _, t := range tasks {
+		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/comm", pid, t.Name()))
+		if err != nil || !(strings.HasPrefix(string(comm), "C1 CompilerThre") || strings.HasPrefix(string(comm), "C2 CompilerThre")) {
+			continue
+		}
+		if d, ok := statCPU(fmt.Sprintf("/proc/%d/task/%s/stat", pid, t.Name())); ok {
+			total += d
+		}
+	}
+	return total
 }

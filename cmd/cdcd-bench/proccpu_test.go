@@ -2,8 +2,11 @@ package main
 
 import (
 	"os"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/cdcd-dev/cdcd/internal/testenv"
 )
 
 // TestCPUOf compares what cpuOf reads from /proc for this process with what the kernel reports
@@ -37,5 +40,26 @@ func TestLocalBrokerOnlyForTheStacksBroker(t *testing.T) {
 	}
 	if pid := localBroker("127.0.0.1:19092"); pid != 0 {
 		t.Errorf("localBroker without a pid file = %d, want 0", pid)
+	}
+}
+
+// TestJITCPUOfTheStacksBroker reads the stack's Kafka broker, a JVM that compiled its hot paths
+// while it started: its compiler threads have used some of its CPU and not all of it. A Go process
+// has no such threads.
+func TestJITCPUOfTheStacksBroker(t *testing.T) {
+	brokers := strings.Join(testenv.KafkaBrokers(t), ",")
+	t.Setenv("CDCD_STACK_DIR", testenv.StackDir())
+	t.Setenv("CDCD_STACK_KAFKA_BROKERS", brokers)
+	pid := localBroker(brokers)
+	if pid == 0 {
+		t.Fatalf("no pid of the stack's broker %s under %s", brokers, testenv.StackDir())
+	}
+	jit := jitCPUOf(pid)
+	all, ok := cpuOf(pid)
+	if !ok || jit <= 0 || jit >= all {
+		t.Errorf("jitCPUOf(broker) = %v of its %v (read %v), want some and not all", jit, all, ok)
+	}
+	if d := jitCPUOf(os.Getpid()); d != 0 {
+		t.Errorf("jitCPUOf(this Go process) = %v, want 0", d)
 	}
 }
