@@ -96,7 +96,8 @@ func (k *CSVAudit) Process(_ context.Context, c *change.Change, dst []Record) ([
 		row = c.Before
 	}
 	sh := k.shapes.of(c.Table)
-	return append(dst, Record{Topic: sh.topic, Partition: PartitionByKey, Key: appendKey(nil, c.Table, sh.fields, row), Value: line}), nil
+	key, _ := appendKey(nil, c.Table, sh.fields, row) // Process checked every value is renderable
+	return append(dst, Record{Topic: sh.topic, Partition: PartitionByKey, Key: key, Value: line}), nil
 }
 
 func (k *CSVAudit) appendImage(fields []string, t *change.Table, row change.Row) []string {
@@ -142,7 +143,8 @@ func csvText(v any) string {
 	if s, ok := textOf(v); ok {
 		return s
 	}
-	return string(appendAny(nil, v)) // arrays, as JSON
+	b, _ := appendAny(nil, v) // arrays, as JSON; Process checked every value is renderable
+	return string(b)
 }
 
 // textOf is the text of the change types that are text already (decimals, JSON, dates, times, text

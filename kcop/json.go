@@ -117,46 +117,63 @@ func NewJSON(opts Options) (KCOP, error) {
 
 // Process implements KCOP.
 func (j *JSON) Process(_ context.Context, c *change.Change, dst []Record) ([]Record, error) {
-	for _, row := range []change.Row{c.Before, c.After} {
-		if err := checkRenderable(c.Table, row); err != nil {
-			return dst, err
-		}
-	}
 	sh := j.shapes.of(c.Table)
 	topic := sh.topic
+	// A value of a Go type the rendering does not know makes rendered false; the error then names
+	// its column. Checking the rows before rendering cost a pass over every value of every row.
+	rendered, n := true, len(dst)
+	key := func(row change.Row) []byte {
+		b, ok := appendKey(nil, c.Table, sh.fields, row)
+		rendered = rendered && ok
+		return b
+	}
+	envelope := func(op change.Op, before, after change.Row) []byte {
+		b, ok := j.envelope(c, sh, op, before, after)
+		rendered = rendered && ok
+		return b
+	}
 	switch c.Op {
 	case change.Delete:
-		key := appendKey(nil, c.Table, sh.fields, c.Before)
-		dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: key, Value: j.envelope(c, sh, change.Delete, c.Before, nil)})
-		if j.tombstones && key != nil {
-			dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: key})
+		k := key(c.Before)
+		dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: k, Value: envelope(change.Delete, c.Before, nil)})
+		if j.tombstones && k != nil {
+			dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: k})
 		}
 	case change.Update:
 		if c.KeyChanged {
-			oldKey := appendKey(nil, c.Table, sh.fields, c.Before)
-			dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: oldKey, Value: j.envelope(c, sh, change.Delete, c.Before, nil)})
+			oldKey := key(c.Before)
+			dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: oldKey, Value: envelope(change.Delete, c.Before, nil)})
 			if j.tombstones && oldKey != nil {
 				dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: oldKey})
 			}
 		}
-		dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: appendKey(nil, c.Table, sh.fields, c.After), Value: j.envelope(c, sh, change.Update, c.Before, c.After)})
+		dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: key(c.After), Value: envelope(change.Update, c.Before, c.After)})
 	case change.Insert, change.Read:
-		dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: appendKey(nil, c.Table, sh.fields, c.After), Value: j.envelope(c, sh, c.Op, nil, c.After)})
+		dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: key(c.After), Value: envelope(c.Op, nil, c.After)})
 	case change.Truncate:
-		dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Value: j.envelope(c, sh, change.Truncate, nil, nil)})
+		dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Value: envelope(change.Truncate, nil, nil)})
 	default:
 		return dst, fmt.Errorf("json: unknown operation %v on %s", c.Op, c.Table.QualifiedName())
+	}
+	if !rendered {
+		for _, row := range []change.Row{c.Before, c.After} {
+			if err := checkRenderable(c.Table, row); err != nil {
+				return dst[:n], err
+			}
+		}
 	}
 	return dst, nil
 }
 
-func (j *JSON) envelope(c *change.Change, sh *tableShape, op change.Op, before, after change.Row) []byte {
+// envelope renders the change's value; false when a value of the rows is of a Go type it does not
+// know.
+func (j *JSON) envelope(c *change.Change, sh *tableShape, op change.Op, before, after change.Row) ([]byte, bool) {
 	hint := j.sizeHint.Load()
 	b := make([]byte, 0, max(256, hint))
 	b = append(b, `{"before":`...)
-	b = appendRow(b, sh.fields, before)
+	b, beforeOK := appendRow(b, sh.fields, before)
 	b = append(b, `,"after":`...)
-	b = appendRow(b, sh.fields, after)
+	b, afterOK := appendRow(b, sh.fields, after)
 	b = append(b, `,"op":"`...)
 	b = append(b, byte(op))
 	b = append(b, `","ts_ms":`...)
@@ -199,40 +216,44 @@ func (j *JSON) envelope(c *change.Change, sh *tableShape, op change.Op, before, 
 	if n := int64(len(b)); n > hint && n <= maxSizeHint {
 		j.sizeHint.Store(n + n/8)
 	}
-	return b
+	return b, beforeOK && afterOK
 }
 
 // appendKey renders the key columns of row, or returns nil when the table has no key or the row
-// lacks a key value. Fields are the columns' rendered names (tableShape's).
-func appendKey(b []byte, t *change.Table, fields []string, row change.Row) []byte {
+// lacks a key value; false when a key value is of a Go type the rendering does not know. Fields are
+// the columns' rendered names (tableShape's).
+func appendKey(b []byte, t *change.Table, fields []string, row change.Row) ([]byte, bool) {
 	if len(t.KeyIndexes) == 0 || row == nil {
-		return nil
+		return nil, true
 	}
 	if b == nil {
 		b = make([]byte, 0, 64)
 	}
 	b = append(b, '{')
+	rendered := true
 	for n, i := range t.KeyIndexes {
 		if i >= len(row) || row[i].Kind == change.Absent || row[i].Kind == change.Unchanged {
-			return nil
+			return nil, true
 		}
 		if n > 0 {
 			b = append(b, ',')
 		}
 		b = append(b, fields[i]...)
-		b = appendValue(b, row[i])
+		var ok bool
+		b, ok = appendValue(b, row[i])
+		rendered = rendered && ok
 	}
-	return append(b, '}')
+	return append(b, '}'), rendered
 }
 
 // appendRow renders row as an object of the columns it holds; fields are the columns' rendered
-// names (tableShape's).
-func appendRow(b []byte, fields []string, row change.Row) []byte {
+// names (tableShape's). False when a value is of a Go type the rendering does not know.
+func appendRow(b []byte, fields []string, row change.Row) ([]byte, bool) {
 	if row == nil {
-		return append(b, "null"...)
+		return append(b, "null"...), true
 	}
 	b = append(b, '{')
-	first := true
+	first, rendered := true, true
 	for i, v := range row {
 		if v.Kind == change.Absent || v.Kind == change.Unchanged {
 			continue
@@ -242,74 +263,81 @@ func appendRow(b []byte, fields []string, row change.Row) []byte {
 		}
 		first = false
 		b = append(b, fields[i]...)
-		b = appendValue(b, v)
+		var ok bool
+		b, ok = appendValue(b, v)
+		rendered = rendered && ok
 	}
-	return append(b, '}')
+	return append(b, '}'), rendered
 }
 
-func appendValue(b []byte, v change.Value) []byte {
+// appendValue renders v; false when it is of a Go type the rendering does not know.
+func appendValue(b []byte, v change.Value) ([]byte, bool) {
 	if v.Kind == change.Null {
-		return append(b, "null"...)
+		return append(b, "null"...), true
 	}
 	return appendAny(b, v.V)
 }
 
-func appendAny(b []byte, v any) []byte {
+// appendAny renders v; false, with null in its place, when it is of a Go type the rendering does
+// not know (renderable says which it knows).
+func appendAny(b []byte, v any) ([]byte, bool) {
 	switch x := v.(type) {
 	case nil:
-		return append(b, "null"...)
+		return append(b, "null"...), true
 	case int64:
-		return strconv.AppendInt(b, x, 10)
+		return strconv.AppendInt(b, x, 10), true
 	case uint64:
-		return strconv.AppendUint(b, x, 10)
+		return strconv.AppendUint(b, x, 10), true
 	case float64:
-		return appendFloat(b, x, 64)
+		return appendFloat(b, x, 64), true
 	case float32:
-		return appendFloat(b, float64(x), 32)
+		return appendFloat(b, float64(x), 32), true
 	case bool:
-		return strconv.AppendBool(b, x)
+		return strconv.AppendBool(b, x), true
 	case string:
-		return appendString(b, x)
+		return appendString(b, x), true
 	case []byte:
 		b = append(b, '"')
 		b = base64.StdEncoding.AppendEncode(b, x)
-		return append(b, '"')
+		return append(b, '"'), true
 	case change.Decimal:
-		return appendString(b, string(x))
+		return appendString(b, string(x)), true
 	case change.JSON:
 		// A document as a string, as Debezium's io.debezium.data.Json: the JSON document null
 		// ("null") stays apart from SQL NULL (null).
-		return appendString(b, string(x))
+		return appendString(b, string(x)), true
 	case change.Date:
-		return appendString(b, string(x))
+		return appendString(b, string(x)), true
 	case change.Time:
-		return appendString(b, string(x))
+		return appendString(b, string(x)), true
 	case change.TimeTZ:
-		return appendString(b, string(x))
+		return appendString(b, string(x)), true
 	case change.Timestamp:
-		return appendString(b, string(x))
+		return appendString(b, string(x)), true
 	case time.Time:
 		b = append(b, '"')
 		b = appendInstant(b, x)
-		return append(b, '"')
+		return append(b, '"'), true
 	case change.Interval:
 		b = append(b, '"')
 		b = appendISOInterval(b, x)
-		return append(b, '"')
+		return append(b, '"'), true
 	case change.Text:
-		return appendString(b, string(x))
+		return appendString(b, string(x)), true
 	case []any:
 		b = append(b, '[')
+		rendered := true
 		for i, e := range x {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendAny(b, e)
+			var ok bool
+			b, ok = appendAny(b, e)
+			rendered = rendered && ok
 		}
-		return append(b, ']')
+		return append(b, ']'), rendered
 	}
-	// checkRenderable has refused every other type before rendering began.
-	return append(b, "null"...)
+	return append(b, "null"...), false
 }
 
 // checkRenderable reports a value of a Go type the JSON rendering does not know, naming the column,

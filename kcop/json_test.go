@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -273,18 +274,37 @@ func BenchmarkJSONInsert(b *testing.B) {
 }
 
 // TestJSONRefusesValuesItCannotRender: a value of a Go type outside change.Value's list is an error
-// naming the column, never some string.
+// naming the column, never some string, wherever it is (a key column, the before image, an array),
+// and the records of earlier changes in dst stay as they were.
 func TestJSONRefusesValuesItCannotRender(t *testing.T) {
-	k, err := NewJSON(NewOptions(nil))
+	k, err := NewJSON(NewOptions(map[string]any{"tombstones": true}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	tbl := &change.Table{Schema: "s", Name: "t", Columns: []change.Column{{Name: "id", Key: true}, {Name: "odd"}}, KeyIndexes: []int{0}}
+	earlier := []Record{{Topic: "earlier", Value: []byte("kept")}}
 	for _, v := range []any{int(7), struct{ A int }{1}, []any{int64(1), uint8(2)}, map[string]any{}} {
-		c := &change.Change{Op: change.Insert, Table: tbl, Txn: &change.Txn{ID: "1"}, After: change.Row{{V: int64(1)}, {V: v}}}
-		recs, err := k.Process(context.Background(), c, nil)
-		if err == nil || !strings.Contains(err.Error(), "column odd of s.t") || len(recs) != 0 {
-			t.Errorf("%T: records %d, err %v; want an error naming the column", v, len(recs), err)
+		plain, odd := change.Row{{V: int64(1)}, {V: "fine"}}, change.Row{{V: int64(1)}, {V: v}}
+		oddKey := change.Row{{V: v}, {V: "fine"}}
+		for name, c := range map[string]*change.Change{
+			"insert":                 {Op: change.Insert, After: odd},
+			"insert, key column":     {Op: change.Insert, After: oddKey},
+			"delete":                 {Op: change.Delete, Before: odd},
+			"delete, key column":     {Op: change.Delete, Before: oddKey},
+			"update, before":         {Op: change.Update, Before: odd, After: plain},
+			"update, after":          {Op: change.Update, Before: plain, After: odd},
+			"update, old key column": {Op: change.Update, Before: oddKey, After: plain, KeyChanged: true},
+			"update, new key column": {Op: change.Update, Before: plain, After: oddKey, KeyChanged: true},
+		} {
+			c.Table, c.Txn = tbl, &change.Txn{ID: "1"}
+			want := "column odd of s.t"
+			if strings.Contains(name, "key column") {
+				want = "column id of s.t"
+			}
+			recs, err := k.Process(context.Background(), c, slices.Clone(earlier))
+			if err == nil || !strings.Contains(err.Error(), want) || len(recs) != 1 || recs[0].Topic != "earlier" {
+				t.Errorf("%T, %s: records %v, err %v; want the earlier record alone and an error naming the column", v, name, recs, err)
+			}
 		}
 	}
 }

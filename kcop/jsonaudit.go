@@ -83,7 +83,7 @@ func (k *JSONAudit) Process(_ context.Context, c *change.Change, dst []Record) (
 			b = append(b, ',')
 			b = appendString(b, name)
 			b = append(b, ':')
-			b = appendValue(b, v)
+			b, _ = appendValue(b, v) // checked above
 		}
 	}
 	image(c.After, "")
@@ -104,5 +104,6 @@ func (k *JSONAudit) Process(_ context.Context, c *change.Change, dst []Record) (
 		row = c.Before
 	}
 	sh := k.shapes.of(c.Table)
-	return append(dst, Record{Topic: sh.topic, Partition: PartitionByKey, Key: appendKey(nil, c.Table, sh.fields, row), Value: b}), nil
+	key, _ := appendKey(nil, c.Table, sh.fields, row) // Process checked every value is renderable
+	return append(dst, Record{Topic: sh.topic, Partition: PartitionByKey, Key: key, Value: b}), nil
 }

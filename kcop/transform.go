@@ -203,7 +203,7 @@ func (h *Hash) Transform(_ context.Context, c *change.Change) (*change.Change, e
 			if !renderable(x) {
 				return nil, fmt.Errorf("hash: cannot hash a value of Go type %T", x)
 			}
-			b = appendAny(nil, x) // its JSON rendering: the same value always hashes alike
+			b, _ = appendAny(nil, x) // its JSON rendering: the same value always hashes alike
 		}
 		mac := hmac.New(sha256.New, h.key)
 		mac.Write(b)
