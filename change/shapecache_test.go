@@ -2,6 +2,7 @@ package change
 
 import (
 	"errors"
+	"sync"
 	"testing"
 )
 
@@ -30,5 +31,39 @@ func TestShapeCache(t *testing.T) {
 	}
 	if len(c.m) > 1025 {
 		t.Fatalf("the cache holds %d shapes", len(c.m))
+	}
+}
+
+// TestShapeCacheAlternatingKeys: the entry Get returned last answers only its own key, whichever
+// order the keys come in, from several goroutines at once (-race).
+func TestShapeCacheAlternatingKeys(t *testing.T) {
+	var c ShapeCache[*Table, string]
+	tables := []*Table{{Name: "a"}, {Name: "b"}, {Name: "c"}}
+	name := func(t *Table) (string, error) { return t.Name, nil }
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 3000 {
+				tbl := tables[(i*(g+1)+i/7)%len(tables)]
+				if v, _ := c.Get(tbl, name); v != tbl.Name {
+					t.Errorf("Get(%s) = %s", tbl.Name, v)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func BenchmarkShapeCacheGet(b *testing.B) {
+	var c ShapeCache[*Table, int]
+	tbl := &Table{Name: "a"}
+	one := func(*Table) (int, error) { return 1, nil }
+	for b.Loop() {
+		if v, _ := c.Get(tbl, one); v != 1 {
+			b.Fatal(v)
+		}
 	}
 }
