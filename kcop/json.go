@@ -161,6 +161,8 @@ func (j *JSON) Process(_ context.Context, c *change.Change, dst []Record) ([]Rec
 				return dst[:n], err
 			}
 		}
+		// renderable and appendAny disagree: never write the null that stands in for the value.
+		return dst[:n], fmt.Errorf("json: a value of %s could not be rendered", c.Table.QualifiedName())
 	}
 	return dst, nil
 }

@@ -308,3 +308,18 @@ func TestJSONRefusesValuesItCannotRender(t *testing.T) {
 		}
 	}
 }
+
+// TestRenderableIsWhatAppendAnyRenders: the two lists of the Go types the JSON rendering knows, the
+// check's and the renderer's, agree on every type a change.Value may hold and on others.
+func TestRenderableIsWhatAppendAnyRenders(t *testing.T) {
+	for _, v := range []any{nil, int64(-1), uint64(1), 1.5, float32(0.5), true, "s", []byte("b"), change.Decimal("1.0"),
+		change.JSON(`{}`), change.Date("2020-01-01"), change.Time("10:00:00"), change.TimeTZ("10:00:00+02"),
+		change.Timestamp("2020-01-01T10:00:00"), time.Unix(0, 0), change.Interval{Days: 1}, change.Text("t"),
+		[]any{int64(1), "a", nil}, []any{[]any{true}}, int(1), int32(1), uint8(1), struct{}{}, map[string]any{},
+		[]any{int64(1), int(2)}, []string{"a"}, &struct{}{}} {
+		_, rendered := appendAny(nil, v)
+		if rendered != renderable(v) {
+			t.Errorf("%T: appendAny renders it %v, renderable says %v", v, rendered, renderable(v))
+		}
+	}
+}
