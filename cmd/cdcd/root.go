@@ -171,5 +171,5 @@ func runChecks(ctx context.Context, cfg config.Config, r *preflight.Report) erro
 	}
 	k := cfg.Kafka
 	return writer.Check(ctx, writer.CheckConfig{Brokers: k.Brokers, ClientID: k.ClientID, TransactionalID: k.TransactionalID, CommitTopic: k.CommitTopic, Timeout: k.Timeout, Security: k.Security(),
-		ReplicationFactor: k.ReplicationFactor, MinInsyncReplicas: k.MinInsyncReplicas}, r)
+		ReplicationFactor: k.ReplicationFactor, MinInsyncReplicas: k.MinInsyncReplicas, Compression: string(k.Compression)}, r)
 }

@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
 
 	"github.com/cdcd-dev/cdcd/internal/testenv"
 )
@@ -103,5 +107,42 @@ func TestVersion(t *testing.T) {
 	out, code := run(t, "version")
 	if code != 0 || !strings.HasPrefix(out, "cdcd ") {
 		t.Fatalf("exit %d: %q", code, out)
+	}
+}
+
+// TestValidateWarnsOfRecompression: a topic cdcd writes whose compression.type is neither
+// "producer" nor cdcd's codec makes the broker recompress every batch; validate says so and how to
+// mend it, and is content once the codecs agree.
+func TestValidateWarnsOfRecompression(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	admin, err := sarama.NewClusterAdmin(brokers, sarama.NewConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	topic := fmt.Sprintf("validate.commits.gzip.%d", time.Now().UnixNano())
+	keep := func(s string) *string { return &s }
+	if err := admin.CreateTopic(topic, &sarama.TopicDetail{NumPartitions: 1, ReplicationFactor: 1, ConfigEntries: map[string]*string{
+		"cleanup.policy": keep("delete"), "retention.ms": keep("-1"), "retention.bytes": keep("-1"), "compression.type": keep("gzip"),
+	}}, false); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = admin.DeleteTopic(topic) })
+	for _, tc := range []struct{ codec, want string }{
+		{"", "warning kafka: compression: " + topic + " has compression.type=gzip while cdcd writes lz4"},
+		{"zstd", "warning kafka: compression: " + topic + " has compression.type=gzip while cdcd writes zstd"},
+		{"gzip", "ok      kafka: compression: the 1 topic(s) cdcd writes keep its gzip batches as they come"},
+	} {
+		args := stackConfig(t, "--set", "source.postgres.publication=validate_cli_pub", "--set", "kafka.commit_topic="+topic)
+		if tc.codec != "" {
+			args = append(args, "--set", "kafka.compression="+tc.codec)
+		}
+		out, _ := run(t, args...)
+		if !strings.Contains(out, tc.want) {
+			t.Errorf("kafka.compression %q: output lacks %q:\n%s", tc.codec, tc.want, out)
+		}
+		if tc.codec != "gzip" && !strings.Contains(out, "--add-config compression.type=producer (or set kafka.compression to gzip)") {
+			t.Errorf("kafka.compression %q: the warning gives no fix:\n%s", tc.codec, out)
+		}
 	}
 }

@@ -31,6 +31,8 @@ type CheckConfig struct {
 	// ReplicationFactor and MinInsyncReplicas as in Config, for the topics cdcd would create.
 	ReplicationFactor int16
 	MinInsyncReplicas int16
+	// Compression is the codec cdcd writes in, as kafka.compression names it ("": not checked).
+	Compression string
 }
 
 // Check adds to r whether the brokers answer and whether transactions work: it initialises a
@@ -58,7 +60,8 @@ func Check(ctx context.Context, cfg CheckConfig, r *preflight.Report) error {
 	defer client.Close()
 	r.OK(comp, "brokers", fmt.Sprintf("%d broker(s) reachable via %s (%s)", len(client.Brokers()), strings.Join(cfg.Brokers, ","), cfg.Security))
 	checkCommitTopic(client, cfg.CommitTopic, r)
-	checkDurability(ctx, client, cfg, r)
+	admin, topics := checkDurability(ctx, client, cfg, r)
+	checkCompression(admin, topics, cfg.Compression, r)
 
 	type result struct{ err error }
 	done := make(chan result, 1)
@@ -142,8 +145,8 @@ func durabilityWarnings(topic string, brokers, rf int, cfg map[string]string) []
 
 // checkDurability warns about topics that can lose acknowledged records: the commit topic and the
 // data topics its latest records name, as they are, and the replication cdcd would give the topics
-// it creates.
-func checkDurability(ctx context.Context, client sarama.Client, cfg CheckConfig, r *preflight.Report) {
+// it creates. It returns the admin client it used (nil when there is none) and those topics.
+func checkDurability(ctx context.Context, client sarama.Client, cfg CheckConfig, r *preflight.Report) (sarama.ClusterAdmin, []string) {
 	const comp, what = "kafka", "durability"
 	brokers := len(client.Brokers())
 	warned := false
@@ -157,7 +160,7 @@ func checkDurability(ctx context.Context, client sarama.Client, cfg CheckConfig,
 		if !warned {
 			r.OK(comp, what, fmt.Sprintf("%d broker(s); cdcd creates its topics with enough replicas", brokers))
 		}
-		return
+		return nil, nil
 	}
 	// Closing this admin would close the shared client.
 	topics := []string{cfg.CommitTopic}
@@ -179,6 +182,53 @@ func checkDurability(ctx context.Context, client sarama.Client, cfg CheckConfig,
 			detail += fmt.Sprintf(" (the commit topic and the %d data topic(s) it names lately)", len(data))
 		}
 		r.OK(comp, what, detail)
+	}
+	return admin, topics
+}
+
+// compressionWarning tells whether a topic whose compression.type is topicCodec makes the broker
+// recompress every batch cdcd writes in codec (kafka.compression's name).
+func compressionWarning(topic, codec, topicCodec string) (durabilityWarning, bool) {
+	// Kafka's topics call none "uncompressed".
+	setting := map[string]string{"uncompressed": "none"}[topicCodec]
+	if setting == "" {
+		setting = topicCodec
+	}
+	if topicCodec == "" || topicCodec == "producer" || setting == codec {
+		return durabilityWarning{}, false
+	}
+	return durabilityWarning{
+		fmt.Sprintf("%s has compression.type=%s while cdcd writes %s: the broker decompresses and recompresses every batch, on every replica", topic, topicCodec, codec),
+		fmt.Sprintf("kafka-configs.sh --bootstrap-server <broker> --alter --entity-type topics --entity-name %s --add-config compression.type=producer (or set kafka.compression to %s)", topic, setting),
+	}, true
+}
+
+// checkCompression warns about the existing topics among topics whose compression.type differs
+// from the codec cdcd writes in.
+func checkCompression(admin sarama.ClusterAdmin, topics []string, codec string, r *preflight.Report) {
+	const comp, what = "kafka", "compression"
+	if admin == nil || codec == "" {
+		return
+	}
+	checked, warned := 0, false
+	for _, topic := range topics {
+		entries, err := admin.DescribeConfig(sarama.ConfigResource{Type: sarama.TopicResource, Name: topic, ConfigNames: []string{"compression.type"}})
+		if err != nil {
+			continue // a topic not created yet, or not the user's to describe (the durability check says so)
+		}
+		for _, e := range entries {
+			if e.Name != "compression.type" {
+				continue
+			}
+			checked++
+			if w, ok := compressionWarning(topic, codec, e.Value); ok {
+				r.Warn(comp, what, w.detail, w.fix)
+				warned = true
+			}
+		}
+	}
+	if checked > 0 && !warned {
+		r.OK(comp, what, fmt.Sprintf("the %d topic(s) cdcd writes keep its %s batches as they come", checked, codec))
 	}
 }
 

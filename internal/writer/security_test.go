@@ -161,3 +161,29 @@ func TestDurabilityWarnings(t *testing.T) {
 		}
 	}
 }
+
+func TestCompressionWarning(t *testing.T) {
+	for _, tc := range []struct {
+		codec, topic string
+		warn         bool
+		fix          string
+	}{
+		{"lz4", "producer", false, ""},
+		{"lz4", "", false, ""},
+		{"lz4", "lz4", false, ""},
+		{"none", "uncompressed", false, ""},
+		{"lz4", "gzip", true, "kafka.compression to gzip"},
+		{"none", "zstd", true, "kafka.compression to zstd"},
+		{"zstd", "uncompressed", true, "kafka.compression to none"},
+	} {
+		w, warn := compressionWarning("t", tc.codec, tc.topic)
+		if warn != tc.warn {
+			t.Errorf("cdcd %s, topic %q: warning %v, want %v", tc.codec, tc.topic, warn, tc.warn)
+			continue
+		}
+		if warn && (!strings.Contains(w.detail, "compression.type="+tc.topic+" while cdcd writes "+tc.codec) ||
+			!strings.Contains(w.fix, "compression.type=producer") || !strings.Contains(w.fix, tc.fix)) {
+			t.Errorf("cdcd %s, topic %q: %+v", tc.codec, tc.topic, w)
+		}
+	}
+}
