@@ -17,23 +17,37 @@ func TestFetchBudgetLimits(t *testing.T) {
 		compressed, uncompressed []int // batches read before each call
 		wantBytes, wantPart      []int32
 		wantChanged              []bool
+		have, most               int64 // the fetcher's clients (0: no fetcher)
 	}{
-		{"nothing read yet", nil, nil, []int32{maxBytes}, []int32{maxPart}, []bool{false}},
+		{"nothing read yet", nil, nil, []int32{maxBytes}, []int32{maxPart}, []bool{false}, 0, 0},
 		{"uncompressed batches keep the limits", []int{1000}, []int{1000},
-			[]int32{maxBytes}, []int32{maxPart}, []bool{true}},
+			[]int32{maxBytes}, []int32{maxPart}, []bool{true}, 0, 0},
 		{"a fifth: a fifth of the limits", []int{200}, []int{1000},
-			[]int32{maxBytes / 5}, []int32{maxPart / 5}, []bool{true}},
+			[]int32{maxBytes / 5}, []int32{maxPart / 5}, []bool{true}, 0, 0},
 		{"a tenth of a tenth: the floor", []int{10}, []int{1000},
-			[]int32{64 << 10}, []int32{64 << 10}, []bool{true}},
+			[]int32{64 << 10}, []int32{64 << 10}, []bool{true}, 0, 0},
 		{"steady compression changes nothing after the first", []int{200, 200, 210}, []int{1000, 1000, 1000},
 			[]int32{maxBytes / 5, maxBytes / 5, 2 << 20 * 610 / 3000}, []int32{maxPart / 5, maxPart / 5, 512 << 10 * 610 / 3000},
-			[]bool{true, false, false}},
+			[]bool{true, false, false}, 0, 0},
 		{"the codec changes: the limits follow", []int{200, 30000}, []int{1000, 30000},
-			[]int32{maxBytes / 5, 2 << 20 * 30200 / 31000}, []int32{maxPart / 5, 512 << 10 * 30200 / 31000}, []bool{true, true}},
+			[]int32{maxBytes / 5, 2 << 20 * 30200 / 31000}, []int32{maxPart / 5, 512 << 10 * 30200 / 31000}, []bool{true, true}, 0, 0},
+		{"one client of four: four clients' records", []int{100}, []int{1000},
+			[]int32{maxBytes / 10 * 4}, []int32{maxPart / 10 * 4}, []bool{true}, 1, 4},
+		{"one client of four, three tenths: at most the limits", []int{300}, []int{1000},
+			[]int32{maxBytes}, []int32{maxPart}, []bool{true}, 1, 4},
+		{"four of four: their own", []int{200}, []int{1000},
+			[]int32{maxBytes / 5}, []int32{maxPart / 5}, []bool{true}, 4, 4},
+		{"two of four", []int{100}, []int{1000},
+			[]int32{maxBytes / 10 * 2}, []int32{maxPart / 10 * 2}, []bool{true}, 2, 4},
+		{"one of four, uncompressed: the limits", []int{1000}, []int{1000},
+			[]int32{maxBytes}, []int32{maxPart}, []bool{true}, 1, 4},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			b := &fetchBudget{maxBytes: maxBytes, maxPartBytes: maxPart}
+			if tc.most > 0 {
+				b.clients = func() (int64, int64) { return tc.have, tc.most }
+			}
 			for i := range tc.wantBytes {
 				if i < len(tc.compressed) {
 					b.OnFetchBatchRead(kgo.BrokerMetadata{}, "t", 0, kgo.FetchBatchMetrics{CompressedBytes: tc.compressed[i], UncompressedBytes: tc.uncompressed[i]})
