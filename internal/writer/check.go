@@ -60,8 +60,8 @@ func Check(ctx context.Context, cfg CheckConfig, r *preflight.Report) error {
 	defer client.Close()
 	r.OK(comp, "brokers", fmt.Sprintf("%d broker(s) reachable via %s (%s)", len(client.Brokers()), strings.Join(cfg.Brokers, ","), cfg.Security))
 	checkCommitTopic(client, cfg.CommitTopic, r)
-	admin, topics := checkDurability(ctx, client, cfg, r)
-	checkCompression(admin, topics, cfg.Compression, r)
+	configs := checkDurability(ctx, client, cfg, r)
+	checkCompression(configs, cfg.Compression, r)
 
 	type result struct{ err error }
 	done := make(chan result, 1)
@@ -122,22 +122,23 @@ func checkCommitTopic(client sarama.Client, topic string, r *preflight.Report) {
 	r.OK(comp, what, fmt.Sprintf("%s has one partition and keeps every record", topic))
 }
 
-// durabilityWarning is a way a topic can lose records Kafka acknowledged, with its fix.
-type durabilityWarning struct{ detail, fix string }
+// topicWarning is what is wrong with a topic (it can lose records Kafka acknowledged, it makes the
+// broker recompress), with its fix.
+type topicWarning struct{ detail, fix string }
 
 // durabilityWarnings judges a topic with rf replicas and configuration cfg on a cluster of brokers.
-func durabilityWarnings(topic string, brokers, rf int, cfg map[string]string) []durabilityWarning {
-	var out []durabilityWarning
+func durabilityWarnings(topic string, brokers, rf int, cfg map[string]string) []topicWarning {
+	var out []topicWarning
 	if brokers > 1 && rf == 1 {
-		out = append(out, durabilityWarning{fmt.Sprintf("%s has one replica on a cluster of %d brokers: losing that broker loses records Kafka acknowledged", topic, brokers),
+		out = append(out, topicWarning{fmt.Sprintf("%s has one replica on a cluster of %d brokers: losing that broker loses records Kafka acknowledged", topic, brokers),
 			fmt.Sprintf("raise its replication factor to %d with kafka-reassign-partitions.sh", min(3, brokers))})
 	}
 	if isr, err := strconv.Atoi(cfg["min.insync.replicas"]); err == nil && rf >= 3 && isr < 2 {
-		out = append(out, durabilityWarning{fmt.Sprintf("%s has min.insync.replicas=%d with %d replicas: a write is acknowledged by one broker, whose loss loses it", topic, isr, rf),
+		out = append(out, topicWarning{fmt.Sprintf("%s has min.insync.replicas=%d with %d replicas: a write is acknowledged by one broker, whose loss loses it", topic, isr, rf),
 			fmt.Sprintf("kafka-configs.sh --bootstrap-server <broker> --alter --entity-type topics --entity-name %s --add-config min.insync.replicas=2", topic)})
 	}
 	if cfg["unclean.leader.election.enable"] == "true" {
-		out = append(out, durabilityWarning{fmt.Sprintf("%s allows unclean leader election: a replica that missed acknowledged records may become leader and drop them", topic),
+		out = append(out, topicWarning{fmt.Sprintf("%s allows unclean leader election: a replica that missed acknowledged records may become leader and drop them", topic),
 			fmt.Sprintf("kafka-configs.sh --bootstrap-server <broker> --alter --entity-type topics --entity-name %s --add-config unclean.leader.election.enable=false", topic)})
 	}
 	return out
@@ -145,8 +146,8 @@ func durabilityWarnings(topic string, brokers, rf int, cfg map[string]string) []
 
 // checkDurability warns about topics that can lose acknowledged records: the commit topic and the
 // data topics its latest records name, as they are, and the replication cdcd would give the topics
-// it creates. It returns the admin client it used (nil when there is none) and those topics.
-func checkDurability(ctx context.Context, client sarama.Client, cfg CheckConfig, r *preflight.Report) (sarama.ClusterAdmin, []string) {
+// it creates. It returns the configuration of each of those topics that exists.
+func checkDurability(ctx context.Context, client sarama.Client, cfg CheckConfig, r *preflight.Report) map[string]map[string]string {
 	const comp, what = "kafka", "durability"
 	brokers := len(client.Brokers())
 	warned := false
@@ -160,7 +161,7 @@ func checkDurability(ctx context.Context, client sarama.Client, cfg CheckConfig,
 		if !warned {
 			r.OK(comp, what, fmt.Sprintf("%d broker(s); cdcd creates its topics with enough replicas", brokers))
 		}
-		return nil, nil
+		return nil
 	}
 	// Closing this admin would close the shared client.
 	topics := []string{cfg.CommitTopic}
@@ -170,10 +171,15 @@ func checkDurability(ctx context.Context, client sarama.Client, cfg CheckConfig,
 		warned = true
 	}
 	topics = append(topics, data...)
+	configs := map[string]map[string]string{}
 	for _, topic := range topics {
-		for _, w := range topicDurability(client, admin, topic, brokers) {
+		warnings, config := topicDurability(client, admin, topic, brokers)
+		for _, w := range warnings {
 			r.Warn(comp, what, w.detail, w.fix)
 			warned = true
+		}
+		if config != nil {
+			configs[topic] = config
 		}
 	}
 	if !warned {
@@ -183,48 +189,42 @@ func checkDurability(ctx context.Context, client sarama.Client, cfg CheckConfig,
 		}
 		r.OK(comp, what, detail)
 	}
-	return admin, topics
+	return configs
 }
 
 // compressionWarning tells whether a topic whose compression.type is topicCodec makes the broker
 // recompress every batch cdcd writes in codec (kafka.compression's name).
-func compressionWarning(topic, codec, topicCodec string) (durabilityWarning, bool) {
-	// Kafka's topics call none "uncompressed".
-	setting := map[string]string{"uncompressed": "none"}[topicCodec]
-	if setting == "" {
-		setting = topicCodec
+func compressionWarning(topic, codec, topicCodec string) (topicWarning, bool) {
+	setting := topicCodec
+	if topicCodec == "uncompressed" { // Kafka's topics' name for none
+		setting = "none"
 	}
 	if topicCodec == "" || topicCodec == "producer" || setting == codec {
-		return durabilityWarning{}, false
+		return topicWarning{}, false
 	}
-	return durabilityWarning{
+	return topicWarning{
 		fmt.Sprintf("%s has compression.type=%s while cdcd writes %s: the broker decompresses and recompresses every batch, on every replica", topic, topicCodec, codec),
 		fmt.Sprintf("kafka-configs.sh --bootstrap-server <broker> --alter --entity-type topics --entity-name %s --add-config compression.type=producer (or set kafka.compression to %s)", topic, setting),
 	}, true
 }
 
-// checkCompression warns about the existing topics among topics whose compression.type differs
-// from the codec cdcd writes in.
-func checkCompression(admin sarama.ClusterAdmin, topics []string, codec string, r *preflight.Report) {
+// checkCompression warns about the topics whose configuration (configs, by topic) has a
+// compression.type other than the codec cdcd writes in.
+func checkCompression(configs map[string]map[string]string, codec string, r *preflight.Report) {
 	const comp, what = "kafka", "compression"
-	if admin == nil || codec == "" {
+	if codec == "" {
 		return
 	}
 	checked, warned := 0, false
-	for _, topic := range topics {
-		entries, err := admin.DescribeConfig(sarama.ConfigResource{Type: sarama.TopicResource, Name: topic, ConfigNames: []string{"compression.type"}})
-		if err != nil {
-			continue // a topic not created yet, or not the user's to describe (the durability check says so)
+	for _, topic := range slices.Sorted(maps.Keys(configs)) {
+		topicCodec, ok := configs[topic]["compression.type"]
+		if !ok {
+			continue // not the user's to describe (the durability check says so)
 		}
-		for _, e := range entries {
-			if e.Name != "compression.type" {
-				continue
-			}
-			checked++
-			if w, ok := compressionWarning(topic, codec, e.Value); ok {
-				r.Warn(comp, what, w.detail, w.fix)
-				warned = true
-			}
+		checked++
+		if w, ok := compressionWarning(topic, codec, topicCodec); ok {
+			r.Warn(comp, what, w.detail, w.fix)
+			warned = true
 		}
 	}
 	if checked > 0 && !warned {
@@ -232,18 +232,19 @@ func checkCompression(admin sarama.ClusterAdmin, topics []string, codec string, 
 	}
 }
 
-// topicDurability judges an existing topic by its partitions' fewest replicas and its settings; a
-// topic that does not exist (yet) gives nothing.
-func topicDurability(client sarama.Client, admin sarama.ClusterAdmin, topic string, brokers int) []durabilityWarning {
+// topicDurability judges an existing topic by its partitions' fewest replicas and its settings,
+// and returns those settings (empty when they cannot be read); a topic that does not exist (yet)
+// gives nothing.
+func topicDurability(client sarama.Client, admin sarama.ClusterAdmin, topic string, brokers int) ([]topicWarning, map[string]string) {
 	parts, err := client.Partitions(topic)
 	if err != nil || len(parts) == 0 {
-		return nil
+		return nil, nil
 	}
 	fewest := 0
 	for _, p := range parts {
 		replicas, err := client.Replicas(topic, p)
 		if err != nil {
-			return nil
+			return nil, nil
 		}
 		if fewest == 0 || len(replicas) < fewest {
 			fewest = len(replicas)
@@ -255,7 +256,7 @@ func topicDurability(client sarama.Client, admin sarama.ClusterAdmin, topic stri
 			have[e.Name] = e.Value
 		}
 	}
-	return durabilityWarnings(topic, brokers, fewest, have)
+	return durabilityWarnings(topic, brokers, fewest, have), have
 }
 
 // recentDataTopics are the data topics named by the commit stream's latest records (at most
