@@ -96,8 +96,7 @@ func (k *CSVAudit) Process(_ context.Context, c *change.Change, dst []Record) ([
 		row = c.Before
 	}
 	sh := k.shapes.of(c.Table)
-	key, _ := appendKey(nil, c.Table, sh.fields, row) // Process checked every value is renderable
-	return append(dst, Record{Topic: sh.topic, Partition: PartitionByKey, Key: key, Value: line}), nil
+	return append(dst, Record{Topic: sh.topic, Partition: PartitionByKey, Key: appendKey(nil, c.Table, sh.fields, row), Value: line}), nil
 }
 
 func (k *CSVAudit) appendImage(fields []string, t *change.Table, row change.Row) []string {

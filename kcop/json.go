@@ -121,12 +121,8 @@ func (j *JSON) Process(_ context.Context, c *change.Change, dst []Record) ([]Rec
 	topic := sh.topic
 	// A value of a Go type the rendering does not know makes rendered false; the error then names
 	// its column. Checking the rows before rendering cost a pass over every value of every row.
+	// The envelopes render every row a key is taken from, so they alone need watching.
 	rendered, n := true, len(dst)
-	key := func(row change.Row) []byte {
-		b, ok := appendKey(nil, c.Table, sh.fields, row)
-		rendered = rendered && ok
-		return b
-	}
 	envelope := func(op change.Op, before, after change.Row) []byte {
 		b, ok := j.envelope(c, sh, op, before, after)
 		rendered = rendered && ok
@@ -134,22 +130,22 @@ func (j *JSON) Process(_ context.Context, c *change.Change, dst []Record) ([]Rec
 	}
 	switch c.Op {
 	case change.Delete:
-		k := key(c.Before)
-		dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: k, Value: envelope(change.Delete, c.Before, nil)})
-		if j.tombstones && k != nil {
-			dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: k})
+		key := appendKey(nil, c.Table, sh.fields, c.Before)
+		dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: key, Value: envelope(change.Delete, c.Before, nil)})
+		if j.tombstones && key != nil {
+			dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: key})
 		}
 	case change.Update:
 		if c.KeyChanged {
-			oldKey := key(c.Before)
+			oldKey := appendKey(nil, c.Table, sh.fields, c.Before)
 			dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: oldKey, Value: envelope(change.Delete, c.Before, nil)})
 			if j.tombstones && oldKey != nil {
 				dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: oldKey})
 			}
 		}
-		dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: key(c.After), Value: envelope(change.Update, c.Before, c.After)})
+		dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: appendKey(nil, c.Table, sh.fields, c.After), Value: envelope(change.Update, c.Before, c.After)})
 	case change.Insert, change.Read:
-		dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: key(c.After), Value: envelope(c.Op, nil, c.After)})
+		dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: appendKey(nil, c.Table, sh.fields, c.After), Value: envelope(c.Op, nil, c.After)})
 	case change.Truncate:
 		dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Value: envelope(change.Truncate, nil, nil)})
 	default:
@@ -222,30 +218,27 @@ func (j *JSON) envelope(c *change.Change, sh *tableShape, op change.Op, before, 
 }
 
 // appendKey renders the key columns of row, or returns nil when the table has no key or the row
-// lacks a key value; false when a key value is of a Go type the rendering does not know. Fields are
-// the columns' rendered names (tableShape's).
-func appendKey(b []byte, t *change.Table, fields []string, row change.Row) ([]byte, bool) {
+// lacks a key value. Fields are the columns' rendered names (tableShape's). A value of a Go type
+// the rendering does not know becomes null: the callers check or render the whole row too.
+func appendKey(b []byte, t *change.Table, fields []string, row change.Row) []byte {
 	if len(t.KeyIndexes) == 0 || row == nil {
-		return nil, true
+		return nil
 	}
 	if b == nil {
 		b = make([]byte, 0, 64)
 	}
 	b = append(b, '{')
-	rendered := true
 	for n, i := range t.KeyIndexes {
 		if i >= len(row) || row[i].Kind == change.Absent || row[i].Kind == change.Unchanged {
-			return nil, true
+			return nil
 		}
 		if n > 0 {
 			b = append(b, ',')
 		}
 		b = append(b, fields[i]...)
-		var ok bool
-		b, ok = appendValue(b, row[i])
-		rendered = rendered && ok
+		b, _ = appendValue(b, row[i])
 	}
-	return append(b, '}'), rendered
+	return append(b, '}')
 }
 
 // appendRow renders row as an object of the columns it holds; fields are the columns' rendered

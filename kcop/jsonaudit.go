@@ -104,6 +104,5 @@ func (k *JSONAudit) Process(_ context.Context, c *change.Change, dst []Record) (
 		row = c.Before
 	}
 	sh := k.shapes.of(c.Table)
-	key, _ := appendKey(nil, c.Table, sh.fields, row) // Process checked every value is renderable
-	return append(dst, Record{Topic: sh.topic, Partition: PartitionByKey, Key: key, Value: b}), nil
+	return append(dst, Record{Topic: sh.topic, Partition: PartitionByKey, Key: appendKey(nil, c.Table, sh.fields, row), Value: b}), nil
 }
