@@ -98,32 +98,32 @@ func decodeBinary(tm *pgtype.Map, sl *slab, oid uint32, data []byte) (any, error
 		if err := need(2); err != nil {
 			return nil, err
 		}
-		return int64(int16(be.Uint16(data))), nil
+		return boxWord(sl, int64(int16(be.Uint16(data)))), nil
 	case pgtype.Int4OID:
 		if err := need(4); err != nil {
 			return nil, err
 		}
-		return int64(int32(be.Uint32(data))), nil
+		return boxWord(sl, int64(int32(be.Uint32(data)))), nil
 	case pgtype.Int8OID:
 		if err := need(8); err != nil {
 			return nil, err
 		}
-		return int64(be.Uint64(data)), nil
+		return boxWord(sl, int64(be.Uint64(data))), nil
 	case pgtype.OIDOID, pgtype.XIDOID, pgtype.CIDOID:
 		if err := need(4); err != nil {
 			return nil, err
 		}
-		return int64(be.Uint32(data)), nil
+		return boxWord(sl, int64(be.Uint32(data))), nil
 	case pgtype.Float4OID:
 		if err := need(4); err != nil {
 			return nil, err
 		}
-		return math.Float32frombits(be.Uint32(data)), nil
+		return boxWord(sl, math.Float32frombits(be.Uint32(data))), nil
 	case pgtype.Float8OID:
 		if err := need(8); err != nil {
 			return nil, err
 		}
-		return math.Float64frombits(be.Uint64(data)), nil
+		return boxWord(sl, math.Float64frombits(be.Uint64(data))), nil
 	case pgtype.BoolOID:
 		if err := need(1); err != nil {
 			return nil, err
@@ -143,27 +143,27 @@ func decodeBinary(tm *pgtype.Map, sl *slab, oid uint32, data []byte) (any, error
 		hex.Encode(b[19:23], data[8:10])
 		b[23] = '-'
 		hex.Encode(b[24:36], data[10:16])
-		return sl.string(b[:]), nil
+		return boxString(sl, sl.string(b[:])), nil
 	case pgtype.ByteaOID:
 		return append([]byte{}, data...), nil
 	case pgtype.JSONBOID:
 		if len(data) < 1 || data[0] != 1 {
 			return nil, errors.New("jsonb: not version 1 of its binary form")
 		}
-		return change.JSON(sl.string(data[1:])), nil
+		return boxString(sl, change.JSON(sl.string(data[1:]))), nil
 	case pgtype.NumericOID:
 		var buf [64]byte
 		s, err := appendNumeric(buf[:0], data)
 		if err != nil {
 			return nil, err
 		}
-		return change.Decimal(sl.string(s)), nil
+		return boxString(sl, change.Decimal(sl.string(s))), nil
 	case pgtype.DateOID:
 		if err := need(4); err != nil {
 			return nil, err
 		}
 		var buf [16]byte
-		return change.Date(sl.string(appendDate(buf[:0], int32(be.Uint32(data))))), nil
+		return boxString(sl, change.Date(sl.string(appendDate(buf[:0], int32(be.Uint32(data)))))), nil
 	case pgtype.TimeOID:
 		if err := need(8); err != nil {
 			return nil, err
@@ -173,7 +173,7 @@ func decodeBinary(tm *pgtype.Map, sl *slab, oid uint32, data []byte) (any, error
 		if err != nil {
 			return nil, err
 		}
-		return change.Time(sl.string(clock)), nil
+		return boxString(sl, change.Time(sl.string(clock))), nil
 	case pgtype.TimetzOID:
 		if err := need(12); err != nil {
 			return nil, err
@@ -183,7 +183,7 @@ func decodeBinary(tm *pgtype.Map, sl *slab, oid uint32, data []byte) (any, error
 		if err != nil {
 			return nil, err
 		}
-		return change.TimeTZ(sl.string(appendZone(clock, int32(be.Uint32(data[8:]))))), nil
+		return boxString(sl, change.TimeTZ(sl.string(appendZone(clock, int32(be.Uint32(data[8:])))))), nil
 	case pgtype.TimestampOID:
 		if err := need(8); err != nil {
 			return nil, err
@@ -193,7 +193,7 @@ func decodeBinary(tm *pgtype.Map, sl *slab, oid uint32, data []byte) (any, error
 			return change.Timestamp(s), nil
 		}
 		var buf [40]byte
-		return change.Timestamp(sl.string(appendTimestamp(buf[:0], us, 'T', false))), nil
+		return boxString(sl, change.Timestamp(sl.string(appendTimestamp(buf[:0], us, 'T', false)))), nil
 	case pgtype.TimestamptzOID:
 		if err := need(8); err != nil {
 			return nil, err
@@ -207,12 +207,12 @@ func decodeBinary(tm *pgtype.Map, sl *slab, oid uint32, data []byte) (any, error
 			// As in text mode: Go's time has no era, so a BC instant stays the server's text.
 			return change.Text(appendTimestamp(nil, us, ' ', true)), nil
 		}
-		return t, nil
+		return sl.boxInstant(t), nil
 	case pgtype.IntervalOID:
 		if err := need(16); err != nil {
 			return nil, err
 		}
-		return change.Interval{Microseconds: int64(be.Uint64(data)), Days: int32(be.Uint32(data[8:])), Months: int32(be.Uint32(data[12:]))}, nil
+		return sl.boxInterval(change.Interval{Microseconds: int64(be.Uint64(data)), Days: int32(be.Uint32(data[8:])), Months: int32(be.Uint32(data[12:]))}), nil
 	}
 	if typ, ok := tm.TypeForOID(oid); ok {
 		if ac, ok := typ.Codec.(*pgtype.ArrayCodec); ok {
@@ -254,7 +254,7 @@ func decodeBinaryArray(tm *pgtype.Map, sl *slab, elemOID uint32, data []byte) (a
 		count *= int(n)
 	}
 	class := classify(tm, elemOID, false)
-	flat := make([]any, count)
+	flat := sl.elements(count)
 	for i := range flat {
 		if p+4 > len(data) {
 			return nil, fmt.Errorf("array element %d: %w", i, errShort)
@@ -277,10 +277,7 @@ func decodeBinaryArray(tm *pgtype.Map, sl *slab, elemOID uint32, data []byte) (a
 	if p != len(data) {
 		return nil, fmt.Errorf("array: %d bytes after the last element", len(data)-p)
 	}
-	if ndim == 1 {
-		return flat, nil
-	}
-	return nest(flat, dims), nil
+	return sl.boxArray(nest(flat, dims)), nil
 }
 
 // appendNumeric appends numeric_send's form (digit count, weight, sign, display scale, base-10000

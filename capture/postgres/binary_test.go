@@ -252,7 +252,8 @@ func FuzzDecodeBinary(f *testing.F) {
 	f.Add(uint8(11), []byte{0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
 	tm := pgtype.NewMap()
 	f.Fuzz(func(t *testing.T, which uint8, data []byte) {
-		_, _ = decodeBinary(tm, nil, oids[int(which)%len(oids)], data)
+		var sl slab
+		_, _ = decodeBinary(tm, &sl, oids[int(which)%len(oids)], data)
 	})
 }
 

@@ -103,7 +103,7 @@ func decodeTuple(tm *pgtype.Map, sl *slab, rel *relation, tuple *pglogrepl.Tuple
 	if len(tuple.Columns) != len(rel.oids) {
 		return nil, fmt.Errorf("%s: tuple has %d columns, relation has %d", rel.table.QualifiedName(), len(tuple.Columns), len(rel.oids))
 	}
-	row := make(change.Row, len(tuple.Columns))
+	row := sl.row(len(tuple.Columns))
 	for i, col := range tuple.Columns {
 		switch col.DataType {
 		case pglogrepl.TupleDataTypeNull:
@@ -180,21 +180,21 @@ func decodeText(tm *pgtype.Map, sl *slab, oid uint32, data []byte) (any, error) 
 		if err != nil {
 			return nil, fmt.Errorf("integer %q: %w", s, err)
 		}
-		return n, nil
+		return boxWord(sl, n), nil
 	case pgtype.NumericOID:
-		return change.Decimal(sl.string(data)), nil
+		return boxString(sl, change.Decimal(sl.string(data))), nil
 	case pgtype.Float4OID:
 		f, err := strconv.ParseFloat(s, 32)
 		if err != nil {
 			return nil, fmt.Errorf("real %q: %w", s, err)
 		}
-		return float32(f), nil
+		return boxWord(sl, float32(f)), nil
 	case pgtype.Float8OID:
 		f, err := strconv.ParseFloat(s, 64)
 		if err != nil {
 			return nil, fmt.Errorf("double precision %q: %w", s, err)
 		}
-		return f, nil
+		return boxWord(sl, f), nil
 	case pgtype.BoolOID:
 		switch s {
 		case "t":
@@ -204,7 +204,7 @@ func decodeText(tm *pgtype.Map, sl *slab, oid uint32, data []byte) (any, error) 
 		}
 		return nil, fmt.Errorf("boolean %q", s)
 	case pgtype.TextOID, pgtype.VarcharOID, pgtype.BPCharOID, pgtype.NameOID, pgtype.QCharOID, pgtype.UUIDOID:
-		return sl.string(data), nil
+		return boxString(sl, sl.string(data)), nil
 	case pgtype.ByteaOID:
 		var b []byte
 		if err := tm.Scan(oid, pgtype.TextFormatCode, data, &b); err != nil {
@@ -212,38 +212,38 @@ func decodeText(tm *pgtype.Map, sl *slab, oid uint32, data []byte) (any, error) 
 		}
 		return b, nil
 	case pgtype.JSONOID, pgtype.JSONBOID:
-		return change.JSON(sl.string(data)), nil
+		return boxString(sl, change.JSON(sl.string(data))), nil
 	case pgtype.DateOID:
-		return change.Date(sl.string(data)), nil
+		return boxString(sl, change.Date(sl.string(data))), nil
 	case pgtype.TimeOID:
-		return change.Time(sl.string(data)), nil
+		return boxString(sl, change.Time(sl.string(data))), nil
 	case pgtype.TimetzOID:
-		return change.TimeTZ(sl.string(data)), nil
+		return boxString(sl, change.TimeTZ(sl.string(data))), nil
 	case pgtype.TimestampOID:
 		if s == "infinity" || s == "-infinity" {
-			return change.Timestamp(sl.string(data)), nil
+			return boxString(sl, change.Timestamp(sl.string(data))), nil
 		}
 		var buf [64]byte
 		b := append(buf[:0], data...)
 		if i := slices.Index(b, ' '); i >= 0 {
 			b[i] = 'T'
 		}
-		return change.Timestamp(sl.string(b)), nil
+		return boxString(sl, change.Timestamp(sl.string(b))), nil
 	case pgtype.TimestamptzOID:
 		if s == "infinity" || s == "-infinity" || strings.HasSuffix(s, " BC") {
-			return change.Text(sl.string(data)), nil
+			return boxString(sl, change.Text(sl.string(data))), nil
 		}
 		var ts time.Time
 		if err := tm.Scan(oid, pgtype.TextFormatCode, data, &ts); err != nil {
 			return nil, fmt.Errorf("timestamptz %q: %w", s, err)
 		}
-		return ts.UTC(), nil
+		return sl.boxInstant(ts.UTC()), nil
 	case pgtype.IntervalOID:
 		var iv pgtype.Interval
 		if err := tm.Scan(oid, pgtype.TextFormatCode, data, &iv); err != nil {
 			return nil, fmt.Errorf("interval %q: %w", s, err)
 		}
-		return change.Interval{Months: iv.Months, Days: iv.Days, Microseconds: iv.Microseconds}, nil
+		return sl.boxInterval(change.Interval{Months: iv.Months, Days: iv.Days, Microseconds: iv.Microseconds}), nil
 	}
 	if typ, ok := tm.TypeForOID(oid); ok {
 		if ac, ok := typ.Codec.(*pgtype.ArrayCodec); ok {
@@ -252,7 +252,7 @@ func decodeText(tm *pgtype.Map, sl *slab, oid uint32, data []byte) (any, error) 
 	}
 	// Enums, domains over unknown types, geometric, network, range and user-defined types: the
 	// server's text form, unchanged.
-	return change.Text(sl.string(data)), nil
+	return boxString(sl, change.Text(sl.string(data))), nil
 }
 
 func decodeArray(tm *pgtype.Map, sl *slab, oid, elemOID uint32, data []byte) (any, error) {

@@ -1,20 +1,112 @@
 package postgres
 
-import "unsafe"
+import (
+	"time"
+	"unsafe"
+
+	"github.com/cdcd-dev/cdcd/change"
+)
 
 // slabChunk is the size of a slab's chunks; slabLargest is the longest value a chunk takes, so that
 // a long value costs its own allocation and no chunk is mostly wasted.
 const (
 	slabChunk   = 8 << 10
 	slabLargest = 512
+	// slabRowChunk values (24 bytes each) make a chunk of rows; slabLargestRow is the most values a
+	// row or array takes from it.
+	slabRowChunk   = 340
+	slabLargestRow = 64
 )
 
 // slab copies the text of decoded values into shared chunks, so that the strings of many values
-// cost one allocation rather than one each. A chunk is only ever appended to: a string handed out
-// is never written again, and its chunk lives as long as any string of it does. A slab belongs to
-// one goroutine; the nil slab allocates every string on its own.
+// cost one allocation rather than one each; likewise the rows, array elements and the interfaces'
+// values of decoded columns. A chunk is only ever appended to: what is handed out is never written
+// again by the slab, and its chunk lives as long as anything of it does (the collector keeps a
+// chunk for any pointer into it). A slab belongs to one goroutine; the nil slab allocates
+// everything on its own.
 type slab struct {
 	chunk []byte
+
+	// The boxes below hold the values of decoded columns for the interfaces a change.Value keeps
+	// them in: putting a string, an int64 or a time.Time into an interface costs an allocation of
+	// its own otherwise (a fifth of the decoder's time on wide rows). Rows and array elements are
+	// written by the decoder after they are handed out, and by nobody once decoded.
+	strs      []string
+	words     chunk[uint64]
+	instants  chunk[time.Time]
+	intervals chunk[change.Interval]
+	arrays    chunk[[]any]
+	elems     []any
+	values    []change.Value
+}
+
+// boxChunkBytes is about the size of each chunk of boxed values.
+const boxChunkBytes = 4 << 10
+
+// chunk hands out slots for values of T from shared allocations, as the slab does for bytes.
+type chunk[T any] struct {
+	vals []T
+	typ  unsafe.Pointer // the type word of an interface holding a T
+}
+
+// put stores v in c's current allocation and returns where.
+func (c *chunk[T]) put(v T) unsafe.Pointer {
+	if len(c.vals) == cap(c.vals) {
+		c.vals = make([]T, 0, max(1, boxChunkBytes/int(unsafe.Sizeof(v))))
+		c.typ = typeWord(v) // once per chunk: converting v allocates
+	}
+	c.vals = append(c.vals, v)
+	return unsafe.Pointer(&c.vals[len(c.vals)-1])
+}
+
+// box returns v in an interface whose value is in c's current allocation.
+func (c *chunk[T]) box(v T) any {
+	p := c.put(v)
+	return boxAt(c.typ, p)
+}
+
+// eface is the layout of an interface without methods (as the runtime and package reflect have it).
+type eface struct {
+	typ, data unsafe.Pointer
+}
+
+// typeWord is the type word of an interface holding x.
+func typeWord(x any) unsafe.Pointer {
+	return (*eface)(unsafe.Pointer(&x)).typ
+}
+
+// boxAt is an interface of type typ whose value is the one at p. The type must not be
+// pointer-shaped (a pointer, map, channel, func or a struct or array of just one of them): for
+// those the interface holds the value itself, not a pointer to it. The value at p must never be
+// written again.
+func boxAt(typ, p unsafe.Pointer) any {
+	var x any
+	*(*eface)(unsafe.Pointer(&x)) = eface{typ: typ, data: p}
+	return x
+}
+
+// boxString is s in an interface, its string header in the slab.
+func boxString[T ~string](sl *slab, s T) any {
+	if sl == nil {
+		return s
+	}
+	if len(sl.strs) == cap(sl.strs) {
+		sl.strs = make([]string, 0, boxChunkBytes/int(unsafe.Sizeof("")))
+	}
+	sl.strs = append(sl.strs, string(s))
+	// The conversion of an empty string allocates nothing.
+	return boxAt(typeWord(T("")), unsafe.Pointer(&sl.strs[len(sl.strs)-1]))
+}
+
+// boxWord is a number in an interface, its bits in the slab.
+func boxWord[T int64 | float64 | float32](sl *slab, v T) any {
+	if sl == nil {
+		return v
+	}
+	slot := sl.words.put(0)
+	*(*T)(slot) = v // before the value is handed out; a float32 takes the first half of the word
+	// The conversion of a zero number allocates nothing.
+	return boxAt(typeWord(T(0)), slot)
 }
 
 // string returns b's bytes as a string that b's later reuse cannot change.
@@ -31,6 +123,56 @@ func (s *slab) string(b []byte) string {
 	start := len(s.chunk)
 	s.chunk = append(s.chunk, b...)
 	return unsafe.String(&s.chunk[start], len(b))
+}
+
+// boxInstant is t in an interface, its value in the slab.
+func (s *slab) boxInstant(t time.Time) any {
+	if s == nil {
+		return t
+	}
+	return s.instants.box(t)
+}
+
+// boxInterval is iv in an interface, its value in the slab.
+func (s *slab) boxInterval(iv change.Interval) any {
+	if s == nil {
+		return iv
+	}
+	return s.intervals.box(iv)
+}
+
+// boxArray is an array's elements in an interface, the slice's header in the slab.
+func (s *slab) boxArray(elems []any) any {
+	if s == nil {
+		return elems
+	}
+	return s.arrays.box(elems)
+}
+
+// elements is room for n array elements, from the slab's current allocation when it has room.
+func (s *slab) elements(n int) []any {
+	if s == nil || n > slabLargestRow {
+		return make([]any, n)
+	}
+	if cap(s.elems)-len(s.elems) < n {
+		s.elems = make([]any, 0, boxChunkBytes/int(unsafe.Sizeof(any(nil))))
+	}
+	start := len(s.elems)
+	s.elems = s.elems[:start+n]
+	return s.elems[start : start+n : start+n]
+}
+
+// row is room for a row of n values, from the slab's current allocation when it has room.
+func (s *slab) row(n int) change.Row {
+	if s == nil || n > slabLargestRow {
+		return make(change.Row, n)
+	}
+	if cap(s.values)-len(s.values) < n {
+		s.values = make([]change.Value, 0, slabRowChunk)
+	}
+	start := len(s.values)
+	s.values = s.values[:start+n]
+	return s.values[start : start+n : start+n]
 }
 
 // view is b as a string for reading only (parsing, comparing, error messages that copy it): it
