@@ -8,6 +8,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -51,9 +52,11 @@ type JSON struct {
 	shapes     *tableShapes
 	tombstones bool
 	now        func() time.Time
-	// sizeHint is the capacity new envelopes start with: the largest written lately, so that an
-	// envelope is allocated once, not grown and copied.
+	// sizeHint is the room new envelopes start with: the largest written lately, so that an
+	// envelope is rendered once, not grown and copied.
 	sizeHint atomic.Int64
+	// out holds *recordSlabs: Process may run on several workers at once, each with a slab.
+	out sync.Pool
 }
 
 // tableShape is what the JSON-rendering KCOPs derive once per table shape: the table's topic, each
@@ -123,29 +126,37 @@ func (j *JSON) Process(_ context.Context, c *change.Change, dst []Record) ([]Rec
 	// its column. Checking the rows before rendering cost a pass over every value of every row.
 	// The envelopes render every row a key is taken from, so they alone need watching.
 	rendered, n := true, len(dst)
+	out, _ := j.out.Get().(*recordSlab)
+	if out == nil {
+		out = &recordSlab{}
+	}
+	defer j.out.Put(out)
 	envelope := func(op change.Op, before, after change.Row) []byte {
-		b, ok := j.envelope(c, sh, op, before, after)
+		b, ok := j.envelope(out.begin(max(256, int(j.sizeHint.Load()))), c, sh, op, before, after)
 		rendered = rendered && ok
-		return b
+		return out.end(b)
+	}
+	key := func(row change.Row) []byte {
+		return out.end(appendKey(out.begin(keyRoom), c.Table, sh.fields, row))
 	}
 	switch c.Op {
 	case change.Delete:
-		key := appendKey(nil, c.Table, sh.fields, c.Before)
-		dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: key, Value: envelope(change.Delete, c.Before, nil)})
-		if j.tombstones && key != nil {
-			dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: key})
+		k := key(c.Before)
+		dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: k, Value: envelope(change.Delete, c.Before, nil)})
+		if j.tombstones && k != nil {
+			dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: k})
 		}
 	case change.Update:
 		if c.KeyChanged {
-			oldKey := appendKey(nil, c.Table, sh.fields, c.Before)
+			oldKey := key(c.Before)
 			dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: oldKey, Value: envelope(change.Delete, c.Before, nil)})
 			if j.tombstones && oldKey != nil {
 				dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: oldKey})
 			}
 		}
-		dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: appendKey(nil, c.Table, sh.fields, c.After), Value: envelope(change.Update, c.Before, c.After)})
+		dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: key(c.After), Value: envelope(change.Update, c.Before, c.After)})
 	case change.Insert, change.Read:
-		dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: appendKey(nil, c.Table, sh.fields, c.After), Value: envelope(c.Op, nil, c.After)})
+		dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Key: key(c.After), Value: envelope(c.Op, nil, c.After)})
 	case change.Truncate:
 		dst = append(dst, Record{Topic: topic, Partition: PartitionByKey, Value: envelope(change.Truncate, nil, nil)})
 	default:
@@ -165,9 +176,8 @@ func (j *JSON) Process(_ context.Context, c *change.Change, dst []Record) ([]Rec
 
 // envelope renders the change's value; false when a value of the rows is of a Go type it does not
 // know.
-func (j *JSON) envelope(c *change.Change, sh *tableShape, op change.Op, before, after change.Row) ([]byte, bool) {
+func (j *JSON) envelope(b []byte, c *change.Change, sh *tableShape, op change.Op, before, after change.Row) ([]byte, bool) {
 	hint := j.sizeHint.Load()
-	b := make([]byte, 0, max(256, hint))
 	b = append(b, `{"before":`...)
 	b, beforeOK := appendRow(b, sh.fields, before)
 	b = append(b, `,"after":`...)
