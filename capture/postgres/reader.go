@@ -1244,7 +1244,7 @@ func (s *streamState) message(ctx context.Context, msg pglogrepl.Message) error 
 		if err != nil {
 			return err
 		}
-		if err := s.emit(ctx, &change.Change{Op: change.Insert, Table: rel.table, After: after}); err != nil {
+		if err := s.emit(ctx, s.slab.change(change.Change{Op: change.Insert, Table: rel.table, After: after})); err != nil {
 			return err
 		}
 		if s.r.cfg.SignalTable != "" && rel.table.QualifiedName() == s.r.cfg.SignalTable {
@@ -1271,7 +1271,7 @@ func (s *streamState) message(ctx context.Context, msg pglogrepl.Message) error 
 		if err != nil {
 			return err
 		}
-		c := &change.Change{Op: change.Update, Table: rel.table, Before: before, After: after}
+		c := s.slab.change(change.Change{Op: change.Update, Table: rel.table, Before: before, After: after})
 		c.KeyChanged = before != nil && rel.table.KeyDiffers(before, after)
 		return s.emit(ctx, c)
 	case *pglogrepl.DeleteMessage:
@@ -1286,7 +1286,7 @@ func (s *streamState) message(ctx context.Context, msg pglogrepl.Message) error 
 		if m.OldTupleType == pglogrepl.DeleteMessageTupleTypeKey {
 			keyOnly(rel, before)
 		}
-		return s.emit(ctx, &change.Change{Op: change.Delete, Table: rel.table, Before: before})
+		return s.emit(ctx, s.slab.change(change.Change{Op: change.Delete, Table: rel.table, Before: before}))
 	case *pglogrepl.TruncateMessage:
 		for _, id := range m.RelationIDs {
 			rel, err := s.relation(id)

@@ -38,6 +38,7 @@ type slab struct {
 	arrays    chunk[[]any]
 	elems     []any
 	values    []change.Value
+	changes   chunk[change.Change]
 }
 
 // boxChunkBytes is about the size of each chunk of boxed values.
@@ -173,6 +174,15 @@ func (s *slab) row(n int) change.Row {
 	start := len(s.values)
 	s.values = s.values[:start+n]
 	return s.values[start : start+n : start+n]
+}
+
+// change is c in the slab's current allocation: one for dozens of changes. The reader may fill it
+// in until it hands it on.
+func (s *slab) change(c change.Change) *change.Change {
+	if s == nil {
+		return &c
+	}
+	return (*change.Change)(s.changes.put(c))
 }
 
 // view is b as a string for reading only (parsing, comparing, error messages that copy it): it
