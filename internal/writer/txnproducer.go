@@ -67,6 +67,9 @@ type partitionState struct {
 	seq    int32 // the sequence number of the partition's next batch
 	open   *recordBatch
 	sender *brokerSender
+	// lastRecords is how many records the partition's last batch closed with: a new batch's lists
+	// start with that much room rather than growing, and copying, a dozen times.
+	lastRecords int
 }
 
 type recordBatch struct {
@@ -223,7 +226,8 @@ func (p *txnProducer) Send(tp topicPartition, r *producedRecord) error {
 	if b == nil {
 		b = &recordBatch{ps: ps, bytes: batchOverhead, rb: sarama.RecordBatch{Version: 2, FirstTimestamp: now, MaxTimestamp: now,
 			ProducerID: p.pid, ProducerEpoch: p.epoch, IsTransactional: true,
-			Codec: p.codec, CompressionLevel: sarama.CompressionLevelDefault}}
+			Codec: p.codec, CompressionLevel: sarama.CompressionLevelDefault, Records: make([]*sarama.Record, 0, ps.lastRecords)},
+			recs: make([]*producedRecord, 0, ps.lastRecords)}
 		ps.open = b
 		wake(ps.sender) // it times the linger from now
 	}
@@ -278,6 +282,7 @@ func wake(s *brokerSender) {
 func (p *txnProducer) closeBatch(ps *partitionState) {
 	b := ps.open
 	ps.open = nil
+	ps.lastRecords = len(b.recs)
 	ps.sender.ready = append(ps.sender.ready, b)
 	p.buffered += b.bytes
 	wake(ps.sender)
