@@ -6,7 +6,8 @@
 //     backlog (receive and parse pgoutput, nothing else) as the ceiling; and cdcd's streaming rate,
 //     from its first commit record visible in Kafka to the last, without its start or the slot's
 //     confirmation;
-//   - cdcd's peak RSS while it carries one transaction of M rows.
+//   - cdcd's peak RSS while it carries one transaction of M rows, and the largest anonymous part of
+//     it seen (heap, stacks: what cdcd itself holds, without the binary's file pages).
 //
 // With -source mariadb, the same backlog from the local MariaDB: the raw go-mysql read and decode rate
 // beside cdcd end to end.
@@ -175,7 +176,7 @@ func main() {
 	brokerJIT := jitCPUOf(broker) - brokerJIT0
 	rate := float64(*rows) / took.Seconds()
 	streamed := <-commits
-	log.Printf("cdcd end to end: %v, %.0f rows/s, peak RSS %d MiB, %v CPU", took.Round(time.Millisecond), rate, peak>>20, cpu.Round(time.Millisecond))
+	log.Printf("cdcd end to end: %v, %.0f rows/s, peak RSS %v, %v CPU", took.Round(time.Millisecond), rate, peak, cpu.Round(time.Millisecond))
 
 	fmt.Printf("\n| what | result |\n|---|---|\n")
 	fmt.Printf("| machine | %d cores (GOMAXPROCS %d), %s |\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), time.Now().UTC().Format("2006-01-02"))
@@ -191,7 +192,7 @@ func main() {
 	fmt.Printf("| cdcd streaming (first to last commit record visible in Kafka) | %.0f rows/s; the first commit record %v after cdcd started |\n",
 		streamed.streamingRate(), streamed.first.Sub(streamed.since).Round(time.Millisecond))
 	fmt.Printf("| ratio cdcd / ceiling | %.2f end to end, %.2f streaming |\n", rate/rawRate, streamed.streamingRate()/rawRate)
-	fmt.Printf("| cdcd peak RSS during the backlog | %d MiB |\n", peak>>20)
+	fmt.Printf("| cdcd peak RSS during the backlog | %v |\n", peak)
 	perMillion := func(d time.Duration) float64 { return d.Seconds() / float64(*rows) * 1e6 }
 	fmt.Printf("| CPU per million rows: raw read / cdcd | %.1f s / %.1f s (%.1f µs / %.1f µs per row) |\n",
 		perMillion(rawCPU), perMillion(cpu), perMillion(rawCPU), perMillion(cpu))
@@ -216,10 +217,10 @@ func main() {
 		check(err)
 		end = currentLSN(ctx, conn)
 		took, peak, _ = runCDCD(ctx, *bin, cfg, conn, end, "", "", newWalsenderCPU("bench_cdcd"))
-		log.Printf("single %d-row transaction: %v, peak RSS %d MiB", *big, took.Round(time.Millisecond), peak>>20)
-		fmt.Printf("| one %d-row transaction | %v (%.0f rows/s), cdcd peak RSS %d MiB |\n", *big, took.Round(time.Millisecond), float64(*big)/took.Seconds(), peak>>20)
+		log.Printf("single %d-row transaction: %v, peak RSS %v", *big, took.Round(time.Millisecond), peak)
+		fmt.Printf("| one %d-row transaction | %v (%.0f rows/s), cdcd peak RSS %v |\n", *big, took.Round(time.Millisecond), float64(*big)/took.Seconds(), peak)
 		rate, heap, rss := tr.process(*rows + *big)
-		fmt.Printf("| tcc in a process of its own, the backlog and that transaction | %.0f records/s, Go heap peak %d MiB, peak RSS %d MiB |\n", rate, heap>>20, rss>>20)
+		fmt.Printf("| tcc in a process of its own, the backlog and that transaction | %.0f records/s, Go heap peak %d MiB, peak RSS %v |\n", rate, heap>>20, rss)
 	}
 	_, _ = conn.Exec(ctx, "SELECT pg_drop_replication_slot('bench_raw')")
 	if n := countCommitted(brokers); n != *rows+*big {
@@ -481,7 +482,7 @@ func (tr tccReader) options() []tcc.Opt {
 
 // process runs the tcc read of n records in a child process (cdcd-bench -tcc-read), so that its
 // peak resident set size is the tcc's alone.
-func (tr tccReader) process(n int) (rate float64, heap uint64, rss int64) {
+func (tr tccReader) process(n int) (rate float64, heap uint64, rss resident) {
 	self, err := os.Executable()
 	check(err)
 	cmd := exec.Command(self, "-tcc-read", strconv.Itoa(n), "-brokers", tr.brokers,
@@ -500,7 +501,7 @@ func (tr tccReader) process(n int) (rate float64, heap uint64, rss int64) {
 			check(err)
 			return rate, heap, rss
 		case <-time.After(20 * time.Millisecond):
-			rss = max(rss, vmHWM(cmd.Process.Pid))
+			rss.observe(cmd.Process.Pid)
 		}
 	}
 }
@@ -590,7 +591,7 @@ func writeConfig(dsn, brokers string, c pgConfig) string {
 // resident set size and the CPU time it used. With profileDir set (and cdcd serving its profiler on
 // addr), it writes cdcd's CPU profile of the run and its allocations there. ws follows the CPU
 // of cdcd's walsender meanwhile.
-func runCDCD(ctx context.Context, bin, cfg string, conn *pgx.Conn, end bookmark.LSN, profileDir, addr string, ws *walsenderCPU) (time.Duration, int64, time.Duration) {
+func runCDCD(ctx context.Context, bin, cfg string, conn *pgx.Conn, end bookmark.LSN, profileDir, addr string, ws *walsenderCPU) (time.Duration, resident, time.Duration) {
 	cmd := exec.Command(bin, "run", "-c", cfg)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	start := time.Now()
@@ -607,9 +608,9 @@ func runCDCD(ctx context.Context, bin, cfg string, conn *pgx.Conn, end bookmark.
 	} else {
 		close(profiled)
 	}
-	var peak int64
+	var mem resident
 	for {
-		peak = max(peak, vmHWM(cmd.Process.Pid))
+		mem.observe(cmd.Process.Pid)
 		ws.sample(ctx, conn)
 		var s *string
 		check(conn.QueryRow(ctx, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'bench_cdcd'").Scan(&s))
@@ -621,14 +622,14 @@ func runCDCD(ctx context.Context, bin, cfg string, conn *pgx.Conn, end bookmark.
 		time.Sleep(50 * time.Millisecond)
 	}
 	took := time.Since(start)
-	peak = max(peak, vmHWM(cmd.Process.Pid))
+	mem.observe(cmd.Process.Pid)
 	if profileDir != "" {
 		fetchTo(filepath.Join(profileDir, "allocs.pprof"), "http://"+addr+"/debug/pprof/allocs", 1)
 	}
 	check(cmd.Process.Signal(os.Interrupt))
 	_ = cmd.Wait()
 	<-profiled
-	return took, peak, cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	return took, mem, cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 }
 
 // fetchTo saves what url answers into path, trying up to tries times a second apart (cdcd may not
@@ -666,19 +667,35 @@ func selfCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// vmHWM reads a process's peak resident set size from /proc.
-func vmHWM(pid int) int64 {
+// resident is what a process held in memory: its peak resident set size (VmHWM), and the largest
+// anonymous part of it (RssAnon: heap, stacks, runtime) that observe saw. The rest is mostly the
+// binary's file pages, which vary by how its file sits in the page cache: a copy of the same
+// binary has been seen to map 10 MiB fewer than the file the linker wrote.
+type resident struct {
+	peak, anon int64
+}
+
+// observe reads the process's figures from /proc.
+func (r *resident) observe(pid int) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0
+		return
+	}
+	kib := func(rest string) int64 {
+		n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+		return n << 10
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			return kb << 10
+			r.peak = max(r.peak, kib(rest))
+		} else if rest, ok := strings.CutPrefix(line, "RssAnon:"); ok {
+			r.anon = max(r.anon, kib(rest))
 		}
 	}
-	return 0
+}
+
+func (r resident) String() string {
+	return fmt.Sprintf("%d MiB (anonymous %d MiB)", r.peak>>20, r.anon>>20)
 }
 
 func deleteTopics(brokers string) {

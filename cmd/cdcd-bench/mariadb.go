@@ -76,7 +76,7 @@ func benchMariaDB(rows, txnRows int, bin, brokers string) {
 
 	took, peak := runCDCDUntil(bin, cfg, brokers, endGTID)
 	rate := float64(rows) / took.Seconds()
-	log.Printf("cdcd end to end: %v, %.0f rows/s, peak RSS %d MiB", took.Round(time.Millisecond), rate, peak>>20)
+	log.Printf("cdcd end to end: %v, %.0f rows/s, peak RSS %v", took.Round(time.Millisecond), rate, peak)
 
 	fmt.Printf("\n| what (MariaDB) | result |\n|---|---|\n")
 	fmt.Printf("| machine | %d cores (GOMAXPROCS %d), %s |\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), time.Now().UTC().Format("2006-01-02"))
@@ -84,7 +84,7 @@ func benchMariaDB(rows, txnRows int, bin, brokers string) {
 	fmt.Printf("| raw go-mysql read and decode (ceiling) | %.0f rows/s |\n", rawRate)
 	fmt.Printf("| cdcd end to end (durable in Kafka, in the commit stream) | %.0f rows/s in %v |\n", rate, took.Round(time.Millisecond))
 	fmt.Printf("| ratio cdcd / ceiling | %.2f |\n", rate/rawRate)
-	fmt.Printf("| cdcd peak RSS during the backlog | %d MiB |\n", peak>>20)
+	fmt.Printf("| cdcd peak RSS during the backlog | %v |\n", peak)
 	if n := countCommitted(brokers); n != rows+1 {
 		log.Fatalf("bench.bench_rows holds %d committed records, want %d", n, rows+1)
 	}
@@ -158,16 +158,16 @@ log:
 
 // runCDCDUntil runs cdcd until the commit stream's last record resumes at the MariaDB GTID position
 // gtid, and returns how long that took and cdcd's peak resident set size.
-func runCDCDUntil(bin, cfg, brokers, gtid string) (time.Duration, int64) {
+func runCDCDUntil(bin, cfg, brokers, gtid string) (time.Duration, resident) {
 	cmd := exec.Command(bin, "run", "-c", cfg)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	start := time.Now()
 	check(cmd.Start())
-	var peak int64
+	var peak resident
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	for !commitStreamAt(brokers, gtid) {
-		peak = max(peak, vmHWM(cmd.Process.Pid))
+		peak.observe(cmd.Process.Pid)
 		select {
 		case err := <-exited:
 			log.Fatalf("cdcd exited: %v", err)
@@ -175,7 +175,7 @@ func runCDCDUntil(bin, cfg, brokers, gtid string) (time.Duration, int64) {
 		}
 	}
 	took := time.Since(start)
-	peak = max(peak, vmHWM(cmd.Process.Pid))
+	peak.observe(cmd.Process.Pid)
 	check(cmd.Process.Signal(os.Interrupt))
 	<-exited
 	return took, peak

@@ -63,3 +63,28 @@ func TestJITCPUOfTheStacksBroker(t *testing.T) {
 		t.Errorf("jitCPUOf(this Go process) = %v, want 0", d)
 	}
 }
+
+// TestResidentOfThisProcess: observe reads this process's anonymous memory and peak RSS, and sees
+// 64 MiB more of the former once this process has touched that much of a new allocation.
+func TestResidentOfThisProcess(t *testing.T) {
+	var before resident
+	before.observe(os.Getpid())
+	if before.anon <= 0 || before.peak < before.anon {
+		t.Fatalf("observed %+v", before)
+	}
+	mem := make([]byte, 64<<20)
+	for i := 0; i < len(mem); i += 4096 {
+		mem[i] = 1
+	}
+	after := before
+	after.observe(os.Getpid())
+	if after.anon < before.anon+60<<20 || after.peak < after.anon {
+		t.Errorf("after touching 64 MiB: %v, before %v", after, before)
+	}
+	var gone resident
+	gone.observe(1 << 30)
+	if gone != (resident{}) {
+		t.Errorf("a process that does not exist: %+v", gone)
+	}
+	_ = mem[len(mem)-1]
+}

@@ -53,10 +53,10 @@ func benchSnapshot(rows, chunkRows, parallel int, bin, dsn, brokers string) {
 	check(cmd.Start())
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
-	var peak int64
+	var peak resident
 	var last []metrics.TableStatus
 	for {
-		peak = max(peak, vmHWM(cmd.Process.Pid))
+		peak.observe(cmd.Process.Pid)
 		if resp, err := http.Get("http://" + addr + "/snapshot"); err == nil {
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
@@ -80,11 +80,11 @@ func benchSnapshot(rows, chunkRows, parallel int, bin, dsn, brokers string) {
 		if done {
 			break
 		}
-		peak = max(peak, vmHWM(cmd.Process.Pid))
+		peak.observe(cmd.Process.Pid)
 		time.Sleep(20 * time.Millisecond)
 	}
 	took := time.Since(start)
-	peak = max(peak, vmHWM(cmd.Process.Pid))
+	peak.observe(cmd.Process.Pid)
 	check(cmd.Process.Signal(os.Interrupt))
 	<-exited
 	if n := countCommitted(brokers); n != rows {
@@ -96,7 +96,7 @@ func benchSnapshot(rows, chunkRows, parallel int, bin, dsn, brokers string) {
 	fmt.Printf("| cdcd initial snapshot, durable in Kafka | %v: %.0f rows/s, %.1f MB/s of values (%d chunks) |\n", took.Round(time.Millisecond),
 		float64(rows)/took.Seconds(), float64(last[0].Bytes)/(1<<20)/took.Seconds(), last[0].Chunks)
 	fmt.Printf("| ratio cdcd / COPY (rows/s) | %.2f |\n", copyTook.Seconds()/took.Seconds())
-	fmt.Printf("| cdcd peak RSS | %d MiB |\n", peak>>20)
+	fmt.Printf("| cdcd peak RSS | %v |\n", peak)
 	deleteTopics(brokers)
 	_, _ = conn.Exec(ctx, "SELECT pg_drop_replication_slot('bench_cdcd')")
 }
