@@ -12,9 +12,9 @@ import (
 const (
 	slabChunk   = 8 << 10
 	slabLargest = 512
-	// slabRowChunk values (24 bytes each) make a chunk of rows; slabLargestRow is the most values a
-	// row or array takes from it.
-	slabRowChunk   = 340
+	// boxChunkBytes is about the size of each chunk of boxed values, rows, elements and changes;
+	// slabLargestRow is the most values a row or array takes from a chunk.
+	boxChunkBytes  = 4 << 10
 	slabLargestRow = 64
 )
 
@@ -31,39 +31,46 @@ type slab struct {
 	// them in: putting a string, an int64 or a time.Time into an interface costs an allocation of
 	// its own otherwise (a fifth of the decoder's time on wide rows). Rows and array elements are
 	// written by the decoder after they are handed out, and by nobody once decoded.
-	strs      []string
+	strs      chunk[string]
 	words     chunk[uint64]
 	instants  chunk[time.Time]
 	intervals chunk[change.Interval]
 	arrays    chunk[[]any]
-	elems     []any
-	values    []change.Value
+	elems     chunk[any]
+	values    chunk[change.Value]
 	changes   chunk[change.Change]
 }
 
-// boxChunkBytes is about the size of each chunk of boxed values.
-const boxChunkBytes = 4 << 10
-
-// chunk hands out slots for values of T from shared allocations, as the slab does for bytes.
+// chunk hands out room for values of T from shared allocations, as the slab does for bytes.
 type chunk[T any] struct {
 	vals []T
-	typ  unsafe.Pointer // the type word of an interface holding a T
+	typ  unsafe.Pointer // for box: the type word of an interface holding a T
+}
+
+// carve is room for n values from c's current allocation, or a new one when it lacks the room.
+func (c *chunk[T]) carve(n int) []T {
+	if cap(c.vals)-len(c.vals) < n {
+		var v T
+		c.vals = make([]T, 0, max(n, boxChunkBytes/int(unsafe.Sizeof(v))))
+	}
+	start := len(c.vals)
+	c.vals = c.vals[:start+n]
+	return c.vals[start : start+n : start+n]
 }
 
 // put stores v in c's current allocation and returns where.
 func (c *chunk[T]) put(v T) unsafe.Pointer {
-	if len(c.vals) == cap(c.vals) {
-		c.vals = make([]T, 0, max(1, boxChunkBytes/int(unsafe.Sizeof(v))))
-		c.typ = typeWord(v) // once per chunk: converting v allocates
-	}
-	c.vals = append(c.vals, v)
-	return unsafe.Pointer(&c.vals[len(c.vals)-1])
+	slot := c.carve(1)
+	slot[0] = v
+	return unsafe.Pointer(&slot[0])
 }
 
 // box returns v in an interface whose value is in c's current allocation.
 func (c *chunk[T]) box(v T) any {
-	p := c.put(v)
-	return boxAt(c.typ, p)
+	if c.typ == nil {
+		c.typ = typeWord(v) // once: converting v allocates
+	}
+	return boxAt(c.typ, c.put(v))
 }
 
 // eface is the layout of an interface without methods (as the runtime and package reflect have it).
@@ -91,12 +98,9 @@ func boxString[T ~string](sl *slab, s T) any {
 	if sl == nil {
 		return s
 	}
-	if len(sl.strs) == cap(sl.strs) {
-		sl.strs = make([]string, 0, boxChunkBytes/int(unsafe.Sizeof("")))
-	}
-	sl.strs = append(sl.strs, string(s))
-	// The conversion of an empty string allocates nothing.
-	return boxAt(typeWord(T("")), unsafe.Pointer(&sl.strs[len(sl.strs)-1]))
+	// One chunk for all string types, so the type word is T's: converting an empty string
+	// allocates nothing.
+	return boxAt(typeWord(T("")), sl.strs.put(string(s)))
 }
 
 // boxWord is a number in an interface, its bits in the slab.
@@ -155,12 +159,7 @@ func (s *slab) elements(n int) []any {
 	if s == nil || n > slabLargestRow {
 		return make([]any, n)
 	}
-	if cap(s.elems)-len(s.elems) < n {
-		s.elems = make([]any, 0, boxChunkBytes/int(unsafe.Sizeof(any(nil))))
-	}
-	start := len(s.elems)
-	s.elems = s.elems[:start+n]
-	return s.elems[start : start+n : start+n]
+	return s.elems.carve(n)
 }
 
 // row is room for a row of n values, from the slab's current allocation when it has room.
@@ -168,12 +167,7 @@ func (s *slab) row(n int) change.Row {
 	if s == nil || n > slabLargestRow {
 		return make(change.Row, n)
 	}
-	if cap(s.values)-len(s.values) < n {
-		s.values = make([]change.Value, 0, slabRowChunk)
-	}
-	start := len(s.values)
-	s.values = s.values[:start+n]
-	return s.values[start : start+n : start+n]
+	return s.values.carve(n)
 }
 
 // change is c in the slab's current allocation: one for dozens of changes. The reader may fill it
