@@ -132,9 +132,9 @@ func (j *JSON) Process(_ context.Context, c *change.Change, dst []Record) ([]Rec
 	}
 	defer j.out.Put(out)
 	envelope := func(op change.Op, before, after change.Row) []byte {
-		b, ok := j.envelope(out.begin(max(256, int(j.sizeHint.Load()))), c, sh, op, before, after)
+		b, ok := j.envelope(out, c, sh, op, before, after)
 		rendered = rendered && ok
-		return out.end(b)
+		return b
 	}
 	key := func(row change.Row) []byte {
 		return out.end(appendKey(out.begin(keyRoom), c.Table, sh.fields, row))
@@ -174,10 +174,11 @@ func (j *JSON) Process(_ context.Context, c *change.Change, dst []Record) ([]Rec
 	return dst, nil
 }
 
-// envelope renders the change's value; false when a value of the rows is of a Go type it does not
-// know.
-func (j *JSON) envelope(b []byte, c *change.Change, sh *tableShape, op change.Op, before, after change.Row) ([]byte, bool) {
+// envelope renders the change's value into out; false when a value of the rows is of a Go type it
+// does not know.
+func (j *JSON) envelope(out *recordSlab, c *change.Change, sh *tableShape, op change.Op, before, after change.Row) ([]byte, bool) {
 	hint := j.sizeHint.Load()
+	b := out.begin(max(256, int(hint)))
 	b = append(b, `{"before":`...)
 	b, beforeOK := appendRow(b, sh.fields, before)
 	b = append(b, `,"after":`...)
@@ -224,7 +225,7 @@ func (j *JSON) envelope(b []byte, c *change.Change, sh *tableShape, op change.Op
 	if n := int64(len(b)); n > hint && n <= maxSizeHint {
 		j.sizeHint.Store(n + n/8)
 	}
-	return b, beforeOK && afterOK
+	return out.end(b), beforeOK && afterOK
 }
 
 // appendKey renders the key columns of row, or returns nil when the table has no key or the row
