@@ -1,12 +1,14 @@
 package postgres
 
 import (
+	"bufio"
 	"bytes"
 	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strconv"
@@ -608,6 +610,11 @@ func ancestorEnd(history string, tli int32, begun bookmark.LSN) (end bookmark.LS
 	return 0, false
 }
 
+// replicationReadBuffer is how much of the stream one read from the socket may take. pgconn reads
+// into its 8 KiB message buffer, a read for every dozen or so rows of a backlog; a larger buffer
+// under it takes what the socket holds in one read (the message buffer is then filled by copying).
+const replicationReadBuffer = 64 << 10
+
 func (r *Reader) connectReplication(ctx context.Context) (*pgconn.PgConn, error) {
 	cfg, err := pgconn.ParseConfig(r.cfg.DSN)
 	if err != nil {
@@ -618,6 +625,9 @@ func (r *Reader) connectReplication(ctx context.Context) (*pgconn.PgConn, error)
 	}
 	setApplicationName(cfg.RuntimeParams)
 	cfg.RuntimeParams["replication"] = "database"
+	cfg.BuildFrontend = func(r io.Reader, w io.Writer) *pgproto3.Frontend {
+		return pgproto3.NewFrontend(bufio.NewReaderSize(r, replicationReadBuffer), w)
+	}
 	rc, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil && tlsFix(err) != "" {
 		return nil, connectError(r.cfg.DSN, err)
