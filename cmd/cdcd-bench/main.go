@@ -72,7 +72,7 @@ func main() {
 	wide := flag.Bool("wide", false, "rows of 20 richly typed columns (integers, numerics, floats, dates, timestamps, interval, uuid, jsonb, arrays) instead of 4")
 	tccChild := flag.Int("tcc-read", 0, "(run by cdcd-bench itself) read this many records of bench.rows through the tcc, print the rate and exit")
 	binaryMode := flag.String("binary", "auto", "cdcd's source.postgres.binary, and the form the raw read asks for: auto (binary) or off (text)")
-	warmup := flag.Int("warmup", 300_000, "rows cdcd writes through the broker before the measured backlog, unmeasured, so that the broker's JIT has compiled its hot paths (0: none)")
+	warmup := flag.Int("warmup", 300_000, "rows of each round cdcd writes through the broker before the measured backlog, unmeasured, until the broker's JIT compiler takes at most a tenth of its CPU in a round (at most six rounds; 0: none)")
 	reads := flag.Int("reads", 1, "read the backlog this many times with the plain consumer and the tcc, alternating, and report each pair and the median ratio")
 	keep := flag.Bool("keep", false, "leave bench.rows and bench.commits in Kafka at the end (for -reads-only)")
 	readsOnly := flag.Int("reads-only", 0, "only read this many records of the bench.rows and bench.commits a -keep run left, as -reads says")
@@ -143,8 +143,9 @@ func main() {
 		// auto is cdcd's default; left unsaid, the bench also runs cdcd builds without the setting.
 		pc.snapshot += "    binary: " + *binaryMode + "\n"
 	}
+	warmRounds := 0
 	if *warmup > 0 {
-		warmBroker(ctx, conn, *bin, writeConfig(dsn, cdcdBrokers, pc), brokers, *warmup, *txnRows, *wide)
+		warmRounds = warmBroker(ctx, conn, *bin, writeConfig(dsn, cdcdBrokers, pc), brokers, *warmup, *txnRows, *wide)
 		resetBench(ctx, conn, brokers, *wide)
 	}
 	// Both slots start before the backlog: cdcd's, and the raw read's.
@@ -186,11 +187,11 @@ func main() {
 	}
 	fmt.Printf("| backlog | %d %s in %d-row transactions (%d transactions); values %s; delivery %s, %d data partition(s); KCOP %s, %d worker(s) |\n",
 		*rows, shape, *txnRows, *rows / *txnRows, map[string]string{"auto": "binary", "off": "text"}[*binaryMode], *delivery, *partitions, *format, *workers)
-	fmt.Printf("| kafka | %d broker(s), %s; compression %s; warmed with %d rows |\n", brokerCount(brokers), kafkaDesc, cmp.Or(*compression, "cdcd's default"), *warmup)
+	fmt.Printf("| kafka | %d broker(s), %s; compression %s; warmed with %d rounds of %d rows |\n", brokerCount(brokers), kafkaDesc, cmp.Or(*compression, "cdcd's default"), warmRounds, *warmup)
 	fmt.Printf("| raw pglogrepl read (ceiling) | %.0f rows/s |\n", rawRate)
 	fmt.Printf("| cdcd end to end (durable in Kafka, slot confirmed) | %.0f rows/s in %v |\n", rate, took.Round(time.Millisecond))
-	fmt.Printf("| cdcd streaming (first to last commit record visible in Kafka) | %.0f rows/s; the first commit record %v after cdcd started |\n",
-		streamed.streamingRate(), streamed.first.Sub(streamed.since).Round(time.Millisecond))
+	fmt.Printf("| cdcd streaming (first to last commit record visible in Kafka) | %.0f rows/s; the first commit record %v after cdcd started, the slot confirmed %v after the last |\n",
+		streamed.streamingRate(), streamed.first.Sub(streamed.since).Round(time.Millisecond), streamed.since.Add(took).Sub(streamed.last).Round(time.Millisecond))
 	fmt.Printf("| ratio cdcd / ceiling | %.2f end to end, %.2f streaming |\n", rate/rawRate, streamed.streamingRate()/rawRate)
 	fmt.Printf("| cdcd peak RSS during the backlog | %v |\n", peak)
 	perMillion := func(d time.Duration) float64 { return d.Seconds() / float64(*rows) * 1e6 }
@@ -254,16 +255,30 @@ func loadBacklog(ctx context.Context, conn *pgx.Conn, after, rows, txnRows int, 
 // JIT), which the first run of a session would otherwise pay. Its compiler never quite rests (it
 // took 3 to 50 % of the broker's CPU in each of eight such rounds in a row), so one round it is,
 // and the report gives the compiler's share of the measured run.
-func warmBroker(ctx context.Context, conn *pgx.Conn, bin, cfg, brokers string, rows, txnRows int, wide bool) {
-	_, err := conn.Exec(ctx, "SELECT pg_create_logical_replication_slot('bench_cdcd', 'pgoutput')")
-	check(err)
+func warmBroker(ctx context.Context, conn *pgx.Conn, bin, cfg, brokers string, rows, txnRows int, wide bool) int {
 	broker := localBroker(brokers)
-	end := loadBacklog(ctx, conn, 0, rows, txnRows, wide)
-	cpu0, jit0 := brokerCPU(broker), jitCPUOf(broker)
-	took, _, _ := runCDCD(ctx, bin, cfg, conn, end, "", "", newWalsenderCPU("bench_cdcd"))
-	log.Printf("warmed the broker: %d rows in %v; its CPU %v, of which its JIT compiler %v", rows, took.Round(time.Millisecond),
-		brokerCPU(broker)-cpu0, jitCPUOf(broker)-jit0)
+	for round := 1; ; round++ {
+		_, err := conn.Exec(ctx, "SELECT pg_create_logical_replication_slot('bench_cdcd', 'pgoutput')")
+		check(err)
+		end := loadBacklog(ctx, conn, 0, rows, txnRows, wide)
+		cpu0, jit0 := brokerCPU(broker), jitCPUOf(broker)
+		took, _, _ := runCDCD(ctx, bin, cfg, conn, end, "", "", newWalsenderCPU("bench_cdcd"))
+		cpu, jit := brokerCPU(broker)-cpu0, jitCPUOf(broker)-jit0
+		log.Printf("warmed the broker: %d rows in %v; its CPU %v, of which its JIT compiler %v", rows, took.Round(time.Millisecond), cpu, jit)
+		if float64(jit) <= warmJITShare*float64(cpu) || round == maxWarmRounds {
+			return round
+		}
+		resetBench(ctx, conn, brokers, wide)
+	}
 }
+
+// A broker counts as warm once its JIT compiler takes at most this share of its CPU over a
+// warm-up round. It never rests entirely (it recompiles as topics and producers come and go), so
+// the rounds are capped.
+const (
+	warmJITShare  = 0.1
+	maxWarmRounds = 6
+)
 
 // brokerCPU is cpuOf a local broker, 0 for none.
 func brokerCPU(pid int) time.Duration {
