@@ -625,8 +625,8 @@ func (r *Reader) connectReplication(ctx context.Context) (*pgconn.PgConn, error)
 	}
 	setApplicationName(cfg.RuntimeParams)
 	cfg.RuntimeParams["replication"] = "database"
-	cfg.BuildFrontend = func(r io.Reader, w io.Writer) *pgproto3.Frontend {
-		return pgproto3.NewFrontend(bufio.NewReaderSize(r, replicationReadBuffer), w)
+	cfg.BuildFrontend = func(from io.Reader, to io.Writer) *pgproto3.Frontend {
+		return pgproto3.NewFrontend(bufio.NewReaderSize(from, replicationReadBuffer), to)
 	}
 	rc, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil && tlsFix(err) != "" {

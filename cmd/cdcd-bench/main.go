@@ -250,11 +250,12 @@ func loadBacklog(ctx context.Context, conn *pgx.Conn, after, rows, txnRows int, 
 	return end
 }
 
-// warmBroker runs cdcd through a backlog of rows, unmeasured, with the measured run's settings: a
-// broker started shortly before spends a few µs of CPU per record compiling its hot paths (its
-// JIT), which the first run of a session would otherwise pay. Its compiler never quite rests (it
-// took 3 to 50 % of the broker's CPU in each of eight such rounds in a row), so one round it is,
-// and the report gives the compiler's share of the measured run.
+// warmBroker runs cdcd through backlogs of rows, unmeasured, with the measured run's settings,
+// and returns how many it ran: a broker started shortly before spends a few µs of CPU per record
+// compiling its hot paths (its JIT), which the first runs of a session would otherwise pay. Rounds
+// go on until the compiler's share of the broker's CPU in one is small (one round left it at 0.1
+// to 0.8 µs per wide row in the measured run, by how many runs the broker had seen), and the
+// report gives the compiler's share of the measured run.
 func warmBroker(ctx context.Context, conn *pgx.Conn, bin, cfg, brokers string, rows, txnRows int, wide bool) int {
 	broker := localBroker(brokers)
 	for round := 1; ; round++ {
